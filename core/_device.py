@@ -1,0 +1,62 @@
+"""Device and precision choice, and giving memory back between runs."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+
+from ._errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto"):
+    """The torch device for `name`: "auto" picks cuda > mps > cpu.
+
+    Raises:
+        InputError: an unknown name, or a device this machine does not have.
+    """
+    import torch
+
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise InputError(f"--device '{name}' is not a device. Use one of: {', '.join(DEVICES)} (or cuda:N).")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device '{name}' was asked for but torch sees no CUDA GPU here. "
+                         "Use --device auto or cpu, or install a CUDA build of torch.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device 'mps' was asked for but this machine has no MPS. Use --device auto or cpu.")
+    return torch.device(name)
+
+
+def autocast_dtype(device):
+    """Mixed-precision dtype for training on `device`: bf16 where the GPU supports it, else fp16;
+    None (full fp32) on the CPU and MPS, where autocast brings little and costs accuracy."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device, dtype):
+    """An autocast context for `dtype`, or a no-op when dtype is None."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def release_memory() -> None:
+    """Drop unreachable tensors and hand cached GPU blocks back, so repeated runs stay flat."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,132 @@
+"""The classifier: a backbone, its pooling and a linear head; saving and reloading it.
+
+Saved form (e.g. RUN/best_model/): `save_pretrained` of the backbone and tokenizer, so plain
+transformers reloads the encoder with `AutoModel.from_pretrained`, plus `head.safetensors` (the
+linear head) and `labels.json` (labels in id order, pooling, max length). The head sits on the
+family's pooling (mean for sentence-transformers models), which transformers' own
+`*ForSequenceClassification` classes cannot express; `load_classifier` rebuilds the whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ._backbone import Backbone, pool, tokenize
+from ._errors import InputError
+
+LABELS_FILE = "labels.json"
+HEAD_FILE = "head.safetensors"
+
+
+class Classifier(nn.Module):
+    """Logits for each label from a backbone, its pooling and a linear head.
+
+    Args:
+        backbone: the pretrained encoder (its arch facts, pooling and tokenizer are taken).
+        num_labels: number of classes.
+        dropout: dropout before the head.
+        model: the base model to use instead of `backbone.model` (the trainer passes a copy).
+    """
+
+    def __init__(self, backbone: Backbone, num_labels: int, *, dropout: float = 0.1, model=None):
+        super().__init__()
+        self.backbone = model if model is not None else backbone.model
+        self.arch = backbone.arch
+        self.pooling = backbone.pooling
+        self.input_names = backbone.input_names
+        self.tokenizer = backbone.tokenizer
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.hidden_size, num_labels)
+        self.labels: list[str] = []
+        self.max_length = 128
+        self.injected = None
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**inputs).last_hidden_state
+        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
+
+    def from_pooled(self, pooled):
+        """Logits from already pooled features (the head-only path)."""
+        return self.head(self.dropout(pooled))
+
+    @contextlib.contextmanager
+    def starting_at(self, start: int):
+        """Run blocks `start`.. only, fed by `self.injected` (hidden states entering block `start`).
+
+        The block list is cut to its top part and a pre-hook swaps the first kept block's input
+        for `self.injected`; the model's own forward still builds masks and position biases.
+        """
+        blocks = self.arch.block_list(self.backbone)
+
+        def inject(module, args, kwargs):
+            return (self.injected, *args[1:]), kwargs
+
+        handle = blocks[start].register_forward_pre_hook(inject, with_kwargs=True)
+        self.arch.set_block_list(self.backbone, nn.ModuleList(blocks[start:]))
+        try:
+            yield self
+        finally:
+            handle.remove()
+            self.arch.set_block_list(self.backbone, blocks)
+            self.injected = None
+
+    def predict_proba(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities [n, num_labels] for raw texts."""
+        device = next(self.parameters()).device
+        encoded = tokenize(self.tokenizer, self.input_names, texts, pairs, max_length=self.max_length)
+        out = np.empty((len(texts), self.head.out_features), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            for idx in encoded.sorted_batches(batch_size):
+                out[idx] = self(**encoded.batch(idx, device)).softmax(-1).float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the backbone and tokenizer (save_pretrained), head.safetensors and labels.json."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.backbone.config
+        config.id2label = dict(enumerate(self.labels))
+        config.label2id = {label: i for i, label in enumerate(self.labels)}
+        self.backbone.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(path / HEAD_FILE))
+        (path / LABELS_FILE).write_text(json.dumps(
+            {"labels": self.labels, "pooling": self.pooling, "max_length": self.max_length}, indent=2) + "\n")
+        return path
+
+
+def load_classifier(path: str | Path, *, device=None) -> Classifier:
+    """Reload a classifier written by `Classifier.save` (e.g. RUN/best_model), in eval mode.
+
+    Raises:
+        InputError: the folder lacks labels.json or head.safetensors.
+    """
+    from safetensors.torch import load_file
+
+    from ._backbone import load_backbone
+
+    path = Path(path)
+    missing = [f for f in (LABELS_FILE, HEAD_FILE) if not (path / f).exists()]
+    if missing:
+        raise InputError(f"'{path}' is not a saved finetune-advisor classifier: it lacks {', '.join(missing)}.")
+    meta = json.loads((path / LABELS_FILE).read_text())
+    backbone = load_backbone(str(path), device=device, pooling=meta["pooling"])
+    model = Classifier(backbone, len(meta["labels"]))
+    model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+    model.labels, model.max_length = list(meta["labels"]), int(meta["max_length"])
+    return model.to(backbone.device).eval()

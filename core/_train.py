@@ -1,0 +1,325 @@
+"""The training loop: a classification head on a pooled backbone, the top k blocks unfrozen,
+with the frozen part computed once and cached.
+
+When the bottom L-k blocks are frozen, the hidden states entering block L-k never change, so
+they are computed once per split (`FeatureCache`) and each step runs only the top k blocks and
+the head. k = 0 trains the head on cached pooled features; k = L is full fine-tuning (embeddings
+included) and needs no cache. Frozen modules stay in eval mode (no dropout), so cached and
+uncached training follow the same computation and, with the same seed, the same losses.
+
+The loop itself: AdamW (no weight decay on biases and norms), linear warm-up then linear or
+cosine decay, layer-wise learning-rate decay, gradient clipping, early stopping on validation
+accuracy with the best epoch restored, autocast (bf16, else fp16 with loss scaling) on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._backbone import Backbone, freeze_top_k
+from ._cache import FeatureCache, default_cache_dir
+from ._device import autocast, autocast_dtype, release_memory, resolve_device
+from ._errors import InputError
+from ._model import Classifier
+
+SCHEDULES = ("linear", "cosine")
+CACHE_MODES = ("memory", "disk", "off")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class TrainingError(RuntimeError):
+    """Training broke down (e.g. the loss became NaN); the message says where."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    Attributes:
+        unfrozen_layers: k, blocks trained counted from the top; 0 = head only, L = all (embeddings too).
+        learning_rate: peak learning rate of the top block (AdamW).
+        head_lr_multiplier: the head's learning rate is learning_rate times this (a fresh head
+            needs a larger step than pretrained blocks).
+        layer_lr_decay: block at depth d below the top gets learning_rate * layer_lr_decay**d
+            (1.0 = same rate everywhere).
+        weight_decay: AdamW weight decay, not applied to biases and norm weights.
+        warmup_ratio: share of all steps spent warming up linearly from 0, in [0, 1).
+        schedule: decay after warm-up: "linear" (to 0) or "cosine".
+        batch_size: examples per step.
+        epochs: maximum passes over the training split.
+        patience: stop after this many epochs without a better validation accuracy (0 = never).
+        max_length: truncation length in tokens.
+        max_grad_norm: gradient clipping norm (0 = off).
+        head_dropout: dropout before the head.
+        seed: seeds the head's initialisation, dropout and batch order.
+        cache: where cached frozen-layer features live: "memory", "disk" (cache_dir) or "off".
+        cache_dir: folder of the disk cache (default: ~/.cache/finetune-advisor).
+        device: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps".
+        precision: "auto" (bf16/fp16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16" or "fp16".
+    """
+
+    unfrozen_layers: int = 2
+    learning_rate: float = 5e-5
+    head_lr_multiplier: float = 20.0
+    layer_lr_decay: float = 0.9
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"
+    batch_size: int = 16
+    epochs: int = 3
+    patience: int = 2
+    max_length: int = 128
+    max_grad_norm: float = 1.0
+    head_dropout: float = 0.1
+    seed: int = 0
+    cache: str = "memory"
+    cache_dir: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self):
+        checks = [
+            (self.unfrozen_layers >= 0, f"unfrozen_layers {self.unfrozen_layers} must be >= 0."),
+            (self.learning_rate > 0, f"learning_rate {self.learning_rate} must be > 0 (e.g. 5e-5)."),
+            (self.head_lr_multiplier > 0, f"head_lr_multiplier {self.head_lr_multiplier} must be > 0."),
+            (0 < self.layer_lr_decay <= 1, f"layer_lr_decay {self.layer_lr_decay} must be in (0, 1]."),
+            (self.weight_decay >= 0, f"weight_decay {self.weight_decay} must be >= 0."),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio {self.warmup_ratio} must be in [0, 1)."),
+            (self.schedule in SCHEDULES, f"schedule '{self.schedule}' must be one of {', '.join(SCHEDULES)}."),
+            (self.batch_size >= 1, f"batch_size {self.batch_size} must be >= 1."),
+            (self.epochs >= 1, f"epochs {self.epochs} must be >= 1."),
+            (self.patience >= 0, f"patience {self.patience} must be >= 0 (0 = no early stopping)."),
+            (self.max_length >= 8, f"max_length {self.max_length} must be >= 8 tokens."),
+            (self.max_grad_norm >= 0, f"max_grad_norm {self.max_grad_norm} must be >= 0 (0 = off)."),
+            (0 <= self.head_dropout < 1, f"head_dropout {self.head_dropout} must be in [0, 1)."),
+            (self.cache in CACHE_MODES, f"cache '{self.cache}' must be one of {', '.join(CACHE_MODES)}."),
+            (self.precision in PRECISIONS, f"precision '{self.precision}' must be one of {', '.join(PRECISIONS)}."),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise InputError(problems)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    valid_accuracy: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the model (best epoch restored) and how it got there."""
+
+    model: Classifier
+    history: list[EpochRecord]
+    best_epoch: int
+    best_valid_accuracy: float
+    step_losses: list[float]
+    cache_seconds: float
+    cached: bool
+    device: str
+    stopped_early: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def epoch_seconds(self) -> float:
+        """Mean wall time of one epoch (training + validation), cache building excluded."""
+        return float(np.mean([h.seconds for h in self.history]))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cache: FeatureCache | None = None,
+          on_epoch: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
+    """Fine-tune the top `config.unfrozen_layers` blocks and a head on `task.train`.
+
+    Args:
+        backbone: the pretrained encoder; it is copied, never changed, so it can serve many runs.
+        task: a TaskData (train and valid splits are used).
+        config: the hyperparameters.
+        cache: features shared between runs (e.g. the trials of a search); None = a fresh one
+            per call, kept in memory or on disk as `config.cache` says.
+        on_epoch: called after each epoch with (epoch, validation accuracy); an exception it
+            raises (e.g. optuna.TrialPruned) stops training and propagates.
+        progress: show a progress bar.
+
+    Returns:
+        The trained classifier with its best epoch restored, and the history.
+
+    Raises:
+        InputError: unfrozen_layers beyond the model's depth, or a bad device.
+        TrainingError: the loss became NaN or infinite.
+    """
+    n_blocks, k = backbone.num_layers, config.unfrozen_layers
+    if k > n_blocks:
+        raise InputError(f"unfrozen_layers {k} is out of range: {backbone.name} has {n_blocks} blocks, so use 0..{n_blocks}.")
+    device = resolve_device(config.device)
+    amp = _amp_dtype(config.precision, device)
+    start = n_blocks - k
+    notes = []
+    cached = config.cache != "off" and k < n_blocks
+    if cached and 0 < k and not backbone.arch.can_cache_inner(backbone.model):
+        cached = False
+        notes.append(f"{backbone.arch.family}: this model cannot be run from a middle block, so training "
+                     "ran without the frozen-layer cache.")
+    if cache is None:
+        cache = FeatureCache(config.cache_dir or default_cache_dir() if config.cache == "disk" else None)
+    if backbone.device != device:  # the frozen part runs where training runs
+        backbone.model.to(device)
+
+    # 1) inputs and, when caching, the frozen part's output for both splits
+    t0 = time.perf_counter()
+    enc = {s: cache.encoded(backbone, getattr(task, s), config.max_length) for s in ("train", "valid")}
+    feats = {s: cache.features(backbone, getattr(task, s), start=start, max_length=config.max_length,
+                               progress=progress) for s in ("train", "valid")} if cached else None
+    cache_seconds = time.perf_counter() - t0
+
+    # 2) a private copy of the backbone with only the top k blocks trainable, and a seeded head
+    torch.manual_seed(config.seed)
+    model = Classifier(backbone, task.num_labels, dropout=config.head_dropout, model=copy.deepcopy(backbone.model))
+    model.labels, model.max_length = list(task.labels), min(config.max_length, backbone.max_positions)
+    frozen = freeze_top_k(model.backbone, backbone.arch, k)
+    model.to(device)
+    optimizer = _optimizer(model, config, k)
+    steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    labels = {s: torch.as_tensor(getattr(task, s).labels) for s in ("train", "valid")}
+
+    def step_logits(split, idx):
+        if cached and k == 0:
+            return model.from_pooled(feats[split][idx].to(device))
+        batch = enc[split].batch(idx, device)
+        if cached:
+            model.injected = torch.nn.utils.rnn.pad_sequence([feats[split][i] for i in idx], batch_first=True).to(device)
+        with autocast(device, amp):
+            return model(**batch)
+
+    history, step_losses, best = [], [], (-1.0, 0, None)
+    stopped_early = False
+    context = model.starting_at(start) if cached and k > 0 else contextlib.nullcontext()
+    bar = tqdm(total=steps_per_epoch * config.epochs, desc=f"training k={k}", unit="step", disable=not progress,
+               leave=False)
+    try:
+        with context:
+            for epoch in range(1, config.epochs + 1):
+                t_epoch = time.perf_counter()
+                model.train()
+                for module in frozen:
+                    module.eval()
+                order = np.random.default_rng(config.seed + epoch).permutation(len(task.train))
+                epoch_losses = []
+                for s in range(0, len(order), config.batch_size):
+                    idx = order[s:s + config.batch_size]
+                    logits = step_logits("train", idx)
+                    loss = torch.nn.functional.cross_entropy(logits.float(), labels["train"][idx].to(device))
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step "
+                                            f"{s // config.batch_size + 1} (learning rate {config.learning_rate}). "
+                                            "Lower the learning rate.")
+                    optimizer.zero_grad(set_to_none=True)
+                    _backward_step(loss, model, optimizer, scaler, config.max_grad_norm)
+                    scheduler.step()
+                    step_losses.append(loss.item())
+                    epoch_losses.append(step_losses[-1])
+                    bar.update(1)
+                accuracy = _accuracy(model, step_logits, labels["valid"], len(task.valid), config.batch_size)
+                history.append(EpochRecord(epoch, float(np.mean(epoch_losses)), accuracy,
+                                           time.perf_counter() - t_epoch))
+                bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", valid_acc=f"{accuracy:.3f}")
+                if accuracy > best[0]:
+                    best = (accuracy, epoch, _trainable_state(model))
+                if on_epoch is not None:
+                    on_epoch(epoch, accuracy)
+                if config.patience and epoch - best[1] >= config.patience:
+                    stopped_early = epoch < config.epochs
+                    break
+    finally:
+        bar.close()
+        del optimizer, scheduler
+        model.injected = None
+        release_memory()
+
+    for param, value in best[2]:  # by object, not name: names shift while the block list is cut
+        param.data.copy_(value)
+    model.requires_grad_(False)
+    model.eval()
+    return TrainResult(model, history, best[1], best[0], step_losses, cache_seconds, cached, str(device),
+                       stopped_early, notes)
+
+
+def _amp_dtype(precision: str, device):
+    if precision == "auto":
+        return autocast_dtype(device)
+    if precision in ("bf16", "fp16") and device.type != "cuda":
+        raise InputError(f"precision '{precision}' needs a CUDA device; this run is on {device.type}. Use fp32 or auto.")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _optimizer(model, config: TrainConfig, k: int):
+    """AdamW with layer-wise learning-rate decay and no weight decay on 1-d parameters."""
+    blocks = model.arch.block_list(model.backbone)
+    n = len(blocks)
+    groups = [(list(model.head.parameters()), config.learning_rate * config.head_lr_multiplier)]
+    for depth, block in enumerate(reversed(blocks[n - k:])):
+        groups.append((list(block.parameters()), config.learning_rate * config.layer_lr_decay ** depth))
+    if k == n:  # full fine-tuning: everything outside the blocks, at the bottom rate
+        in_blocks = {id(p) for b in blocks for p in b.parameters()}
+        rest = [p for p in model.backbone.parameters() if id(p) not in in_blocks]
+        groups.append((rest, config.learning_rate * config.layer_lr_decay ** n))
+    param_groups = []
+    for params, lr in groups:
+        params = [p for p in params if p.requires_grad]
+        param_groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr,
+                             "weight_decay": config.weight_decay})
+        param_groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in param_groups if g["params"]])
+
+
+def _scheduler(optimizer, config: TrainConfig, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    make = get_linear_schedule_with_warmup if config.schedule == "linear" else get_cosine_schedule_with_warmup
+    return make(optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps), num_training_steps=total_steps)
+
+
+def _backward_step(loss, model, optimizer, scaler, max_grad_norm: float) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def _accuracy(model, step_logits, labels, n: int, batch_size: int) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, n, batch_size * 2):
+            idx = np.arange(s, min(n, s + batch_size * 2))
+            correct += (step_logits("valid", idx).argmax(-1).cpu() == labels[idx]).sum().item()
+    return correct / n
+
+
+def _trainable_state(model) -> list:
+    return [(p, p.detach().cpu().clone()) for p in model.parameters() if p.requires_grad]

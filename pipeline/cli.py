@@ -1,0 +1,72 @@
+"""`finetune-advisor`: the command line over the stages.
+
+Each subcommand parses its flags, calls one plain function of a stage, and prints the result.
+Bad input (core.InputError) prints one message and exits with status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core import InputError
+
+EXAMPLES = """\
+examples:
+  finetune-advisor data demo:bbc-news                      check a dataset, see its splits and lengths
+  finetune-advisor data reviews.csv --label-column stars   your own file, naming the label column
+
+Data (D) is a CSV, TSV, JSONL or Parquet file with a text and a label column, or demo:bbc-news.
+A model (M) is a Hugging Face model id, a local model folder, or demo:minilm.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetune-advisor",
+        description="Is fine-tuning this pretrained model on my labelled data worth its cost, and if so, how?",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    from . import _data_command
+
+    _data_command.register(sub)
+    return parser
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """The flags that say how to read a dataset (shared by every command that takes data)."""
+    if positional:
+        parser.add_argument("data", metavar="D", help="CSV/TSV/JSONL/Parquet file, or demo:bbc-news")
+    else:
+        parser.add_argument("--data", metavar="D", required=True,
+                            help="CSV/TSV/JSONL/Parquet file, or demo:bbc-news")
+    g = parser.add_argument_group("data")
+    g.add_argument("--text-column", metavar="C", help="text column (default: text, sentence, content, review, …)")
+    g.add_argument("--text-pair-column", metavar="C", help="second text column, for sentence-pair tasks")
+    g.add_argument("--label-column", metavar="C", help="label column (default: label, labels, category, target, class, …)")
+    g.add_argument("--valid", metavar="FILE", help="validation file (default: split 10%% off, stratified)")
+    g.add_argument("--test", metavar="FILE", help="test file (default: split 10%% off unless --valid is given)")
+    g.add_argument("--max-rows", type=int, metavar="N", help="use a stratified sample of about N rows")
+    g.add_argument("--seed", type=int, default=0, help="seed of the split and sample (default: 0)")
+
+
+def data_config(args):
+    from core import DataConfig
+
+    return DataConfig(text_column=args.text_column, label_column=args.label_column,
+                      text_pair_column=args.text_pair_column, valid=args.valid, test=args.test,
+                      max_rows=args.max_rows, seed=args.seed)
