@@ -1,0 +1,176 @@
+"""Task data: formats, columns, the stratified split, every validation error, warnings, the demo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import topic_rows, write_csv
+from core import DataConfig, InputError, load_task
+
+
+def test_reads_csv_tsv_jsonl_and_parquet_alike(tmp_path):
+    rows = topic_rows()
+    csv_path = write_csv(tmp_path / "d.csv", rows)
+    tsv_path = write_csv(tmp_path / "d.tsv", rows, delimiter="\t")
+    jsonl_path = tmp_path / "d.jsonl"
+    jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parquet_path = tmp_path / "d.parquet"
+    import pandas as pd
+
+    pd.DataFrame(rows).to_parquet(parquet_path)
+    tasks = [load_task(str(p)) for p in (csv_path, tsv_path, jsonl_path, parquet_path)]
+    assert {t.fingerprint for t in tasks} == {tasks[0].fingerprint}
+    assert tasks[0].labels == ["money", "sport", "tech"]
+    assert sum(len(s) for s in tasks[0].splits()) == len(rows)
+
+
+def test_split_is_stratified_seeded_and_covers_every_class(tmp_path):
+    path = str(write_csv(tmp_path / "d.csv", topic_rows(copies=5)))
+    task = load_task(path)
+    for split in task.splits():
+        assert set(split.labels.tolist()) == {0, 1, 2}
+    assert [len(task.train), len(task.valid), len(task.test)] == [72, 9, 9]
+    assert load_task(path).fingerprint == task.fingerprint
+    assert load_task(path, DataConfig(seed=1)).fingerprint != task.fingerprint
+    assert not set(task.train.texts) & set(task.valid.texts)
+
+
+def test_integer_labels_sort_numerically_and_columns_found_by_usual_names(tmp_path):
+    rows = [{"Sentence": f"text number {i}", "target": str(i % 11)} for i in range(66)]
+    task = load_task(str(write_csv(tmp_path / "d.csv", rows)))
+    assert task.labels == [str(i) for i in range(11)]
+    assert (task.text_column, task.label_column) == ("Sentence", "target")
+
+
+def test_sentence_pair_columns(tmp_path):
+    rows = [{"premise": f"a man plays {i}", "hypothesis": f"someone plays {i}", "label": ["yes", "no"][i % 2]}
+            for i in range(20)]
+    task = load_task(str(write_csv(tmp_path / "nli.csv", rows)))
+    assert (task.text_column, task.text_pair_column) == ("premise", "hypothesis")
+    assert task.train.pairs is not None and len(task.train.pairs) == len(task.train)
+
+
+def test_separate_validation_file_is_used_as_is(tmp_path):
+    train = write_csv(tmp_path / "train.csv", topic_rows())
+    valid = write_csv(tmp_path / "valid.csv", topic_rows(copies=1))
+    task = load_task(str(train), DataConfig(valid=str(valid)))
+    assert len(task.train) == 36 and len(task.valid) == 18 and task.test is None
+
+
+def test_max_rows_takes_a_stratified_sample():
+    task = load_task("demo:bbc-news", DataConfig(max_rows=100))
+    total = sum(len(s) for s in task.splits())
+    assert 95 <= total <= 105
+    assert all(n >= 1 for n in task.class_counts(task.test).values())
+
+
+def test_demo_bbc_news():
+    task = load_task("demo:bbc-news")
+    assert sum(len(s) for s in task.splits()) == 2225
+    assert task.labels == ["business", "entertainment", "politics", "sports", "tech"]
+    assert any("£" in t for t in task.train.texts + task.valid.texts + task.test.texts)  # the Latin-1 file
+
+
+# ---------------------------------------------------------------- validation errors
+
+
+def test_missing_file():
+    with pytest.raises(InputError, match="'nope.csv' does not exist"):
+        load_task("nope.csv")
+
+
+def test_unsupported_format(tmp_path):
+    (tmp_path / "d.xlsx").write_text("x")
+    with pytest.raises(InputError, match=r"not a supported file.*\.csv"):
+        load_task(str(tmp_path / "d.xlsx"))
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"text,label\nfine,a\ncaf\xe9 au lait,b\n")
+    with pytest.raises(InputError, match=r"line 3 is not valid UTF-8 \(byte 0xe9\)"):
+        load_task(str(path))
+
+
+def test_empty_file_and_header_only(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("text,label\n")
+    with pytest.raises(InputError, match="'.*empty.csv' is empty"):
+        load_task(str(tmp_path / "empty.csv"))
+    with pytest.raises(InputError, match="has a header but no rows"):
+        load_task(str(tmp_path / "header.csv"))
+
+
+def test_missing_column_lists_columns_and_suggests(tmp_path):
+    path = write_csv(tmp_path / "d.csv", topic_rows())
+    with pytest.raises(InputError, match=r"--label-column 'lable' is not a column of d.csv\. "
+                                         r"Columns: text, label\. Did you mean 'label'\?"):
+        load_task(str(path), DataConfig(label_column="lable"))
+
+
+def test_no_recognisable_text_column(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [{"body_text": "x", "label": "a"}] * 4)
+    with pytest.raises(InputError, match="no text column I recognise.*Columns: body_text, label.*--text-column"):
+        load_task(str(path))
+
+
+def test_empty_and_missing_texts_are_counted_with_row_numbers(tmp_path):
+    rows = topic_rows()
+    rows[2]["text"] = ""
+    rows[5]["text"] = "   "
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    lines[7] = json.dumps({"text": None, "label": "sport"})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"3 row\(s\) have an empty or missing 'text' \(data rows 3, 6, 8;"):
+        load_task(str(path))
+
+
+def test_single_class(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [{"text": f"t{i}", "label": "only"} for i in range(10)])
+    with pytest.raises(InputError, match="every row has the label 'only'.*at least 2 classes"):
+        load_task(str(path))
+
+
+def test_class_with_one_example_cannot_be_split(tmp_path):
+    rows = topic_rows() + [{"text": "a lonely row", "label": "rare"}]
+    path = write_csv(tmp_path / "d.csv", rows)
+    with pytest.raises(InputError, match=r"'rare' have fewer than 2 examples.*pass --valid FILE"):
+        load_task(str(path))
+
+
+def test_validation_labels_unseen_in_training(tmp_path):
+    train = write_csv(tmp_path / "train.csv", topic_rows())
+    valid = write_csv(tmp_path / "valid.csv", topic_rows(copies=1) + [{"text": "new", "label": "weather"}])
+    with pytest.raises(InputError, match=r"--valid has label\(s\) never seen in training: 'weather'"):
+        load_task(str(train), DataConfig(valid=str(valid)))
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    bad = write_csv(tmp_path / "d.csv", [{"txt": "x", "label": "a"}])
+    with pytest.raises(InputError) as err:
+        load_task(str(bad), DataConfig(valid="missing.csv", text_column="text"))
+    assert len(err.value.problems) == 2
+    assert "'text' is not a column" in str(err.value) and "'missing.csv' does not exist" in str(err.value)
+
+
+def test_bad_split_fractions():
+    with pytest.raises(InputError, match=r"valid_fraction 0.9 must be in \(0, 0.5\]"):
+        DataConfig(valid_fraction=0.9)
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def test_warns_on_duplicates_and_imbalance(tmp_path):
+    rows = [{"text": "the same text", "label": "a"}] * 30 + [{"text": f"other {i}", "label": "b"} for i in range(3)]
+    task = load_task(str(write_csv(tmp_path / "d.csv", rows)))
+    assert any("also appear in training" in w for w in task.warnings)
+    assert any("imbalance" in w for w in task.warnings)
+
+
+def test_clean_data_has_no_warnings(topic_task):
+    assert topic_task.warnings == []

@@ -1,0 +1,184 @@
+"""The training loop: the cache changes speed, not results; it learns; it stops; it saves and reloads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY_CONFIGS
+from core import FeatureCache, InputError, TrainConfig, TrainingError, load_backbone, load_classifier, train
+
+FAST = dict(epochs=2, batch_size=8, max_length=32)
+
+
+def losses(result):
+    return np.array(result.step_losses)
+
+
+@pytest.mark.parametrize("family", list(TINY_CONFIGS))
+def test_cached_and_uncached_training_give_the_same_losses(tiny_model, topic_task, family):
+    backbone = load_backbone(str(tiny_model(family)))
+    for k in range(backbone.num_layers):  # k = L needs no cache
+        cached = train(backbone, topic_task, TrainConfig(unfrozen_layers=k, **FAST), progress=False)
+        plain = train(backbone, topic_task, TrainConfig(unfrozen_layers=k, cache="off", **FAST), progress=False)
+        inner_ok = backbone.arch.can_cache_inner(backbone.model)
+        assert cached.cached == (k == 0 or inner_ok)
+        np.testing.assert_allclose(losses(cached), losses(plain), rtol=1e-4, atol=1e-5)
+        assert [h.valid_accuracy for h in cached.history] == [h.valid_accuracy for h in plain.history]
+
+
+def test_deberta_with_conv_falls_back_to_uncached_training(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("deberta-v2", conv_kernel_size=3)))
+    result = train(backbone, topic_task, TrainConfig(unfrozen_layers=1, **FAST), progress=False)
+    assert not result.cached and "cannot be run from a middle block" in result.notes[0]
+
+
+def test_training_is_repeatable_and_leaves_the_backbone_untouched(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    config = TrainConfig(unfrozen_layers=3, **FAST)
+    first, second = (train(backbone, topic_task, config, progress=False) for _ in range(2))
+    np.testing.assert_array_equal(losses(first), losses(second))
+    after = backbone.model.state_dict()
+    assert all((before[k] == after[k]).all() for k in before)
+    assert train(backbone, topic_task, TrainConfig(unfrozen_layers=3, seed=1, **FAST),
+                 progress=False).step_losses != first.step_losses
+
+
+def test_a_head_on_minilm_features_learns_the_topics(minilm, topic_task):
+    result = train(minilm, topic_task, TrainConfig(unfrozen_layers=0, epochs=15, batch_size=8, patience=0),
+                   progress=False)
+    assert result.best_valid_accuracy >= 0.9
+    assert losses(result)[-5:].mean() < losses(result)[:5].mean()
+    probs = result.model.predict_proba(["the goalkeeper saved a penalty", "the central bank cut rates"])
+    assert [topic_task.labels[i] for i in probs.argmax(1)] == ["sport", "money"]
+
+
+def test_fine_tuning_the_top_block_learns(minilm, topic_task):
+    result = train(minilm, topic_task, TrainConfig(unfrozen_layers=1, epochs=6, batch_size=8, patience=0),
+                   progress=False)
+    assert result.cached and result.best_valid_accuracy >= 0.9
+
+
+def test_early_stopping_restores_the_best_epoch(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    # a learning rate too small to change anything: accuracy never improves after epoch 1
+    result = train(backbone, topic_task, TrainConfig(unfrozen_layers=1, learning_rate=1e-12, epochs=10, patience=2,
+                                                     batch_size=8, max_length=32), progress=False)
+    assert len(result.history) == 3 and result.stopped_early and result.best_epoch == 1
+
+
+def test_on_epoch_sees_validation_accuracy_and_can_stop_training(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    seen = []
+
+    class Pruned(Exception):
+        pass
+
+    def on_epoch(epoch, accuracy):
+        seen.append((epoch, accuracy))
+        if epoch == 2:
+            raise Pruned
+
+    with pytest.raises(Pruned):
+        train(backbone, topic_task, TrainConfig(unfrozen_layers=1, **{**FAST, "epochs": 5, "patience": 0}),
+              on_epoch=on_epoch, progress=False)
+    assert [e for e, _ in seen] == [1, 2] and all(0 <= a <= 1 for _, a in seen)
+
+
+def test_nan_loss_raises_training_error(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch 1.*Lower the learning rate"):
+        train(backbone, topic_task, TrainConfig(unfrozen_layers=0, learning_rate=1e37, head_lr_multiplier=1,
+                                                weight_decay=0, max_grad_norm=0, **FAST), progress=False)
+
+
+def test_disk_cache_is_reused_and_gives_the_same_result(tiny_model, topic_task, tmp_path):
+    backbone = load_backbone(str(tiny_model("bert")))
+    config = TrainConfig(unfrozen_layers=1, **FAST)
+    first = train(backbone, topic_task, config, cache=FeatureCache(tmp_path), progress=False)
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # train and valid inputs of block 2
+    fresh = FeatureCache(tmp_path)
+    second = train(backbone, topic_task, config, cache=fresh, progress=False)
+    assert (fresh.hits, fresh.misses) == (2, 0)
+    np.testing.assert_array_equal(losses(first), losses(second))
+
+
+def test_memory_cache_is_shared_across_runs(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    cache = FeatureCache()
+    for lr in (1e-4, 3e-4):
+        train(backbone, topic_task, TrainConfig(unfrozen_layers=2, learning_rate=lr, **FAST), cache=cache,
+              progress=False)
+    assert (cache.misses, cache.hits) == (2, 2)
+
+
+def test_save_then_reload_with_plain_transformers(minilm, topic_task, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    result = train(minilm, topic_task, TrainConfig(unfrozen_layers=1, **FAST), progress=False)
+    path = result.model.save(tmp_path / "best_model")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "head.safetensors", "labels.json"} <= {
+        p.name for p in path.iterdir()}
+    texts = ["the team won", "profits rose"]
+    reloaded = AutoModel.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        mine = result.model.backbone(**batch).last_hidden_state
+        plain = reloaded(**batch).last_hidden_state
+    torch.testing.assert_close(mine, plain)
+    assert reloaded.config.id2label == dict(enumerate(topic_task.labels))
+    again = load_classifier(path)
+    np.testing.assert_allclose(again.predict_proba(texts), result.model.predict_proba(texts), atol=1e-6)
+    assert again.labels == topic_task.labels and again.pooling == "mean"
+
+
+def test_load_classifier_needs_head_and_labels(tiny_model):
+    with pytest.raises(InputError, match="not a saved finetune-advisor classifier: it lacks labels.json, head"):
+        load_classifier(tiny_model("bert"))
+
+
+def test_layerwise_learning_rates(tiny_model, topic_task):
+    from core import Classifier, freeze_top_k
+    from core._train import _optimizer
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    model = Classifier(backbone, 3)
+    freeze_top_k(model.backbone, backbone.arch, 2)
+    config = TrainConfig(unfrozen_layers=2, learning_rate=1e-4, head_lr_multiplier=10, layer_lr_decay=0.5)
+    lrs = sorted({round(g["lr"], 12) for g in _optimizer(model, config, 2).param_groups})
+    assert lrs == [5e-5, 1e-4, 1e-3]
+    backbone.model.requires_grad_(False)
+
+
+def test_config_errors_are_collected():
+    with pytest.raises(InputError) as err:
+        TrainConfig(learning_rate=0, schedule="step", batch_size=0)
+    assert len(err.value.problems) == 3 and "schedule 'step' must be one of linear, cosine" in str(err.value)
+
+
+def test_unfrozen_layers_beyond_the_model(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    with pytest.raises(InputError, match=r"unfrozen_layers 5 is out of range: .* has 3 blocks, so use 0..3"):
+        train(backbone, topic_task, TrainConfig(unfrozen_layers=5), progress=False)
+
+
+def test_cuda_precision_on_the_cpu_is_refused(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    with pytest.raises(InputError, match="precision 'bf16' needs a CUDA device"):
+        train(backbone, topic_task, TrainConfig(precision="bf16", device="cpu"), progress=False)
+
+
+@pytest.mark.gpu
+def test_cuda_autocast_training_matches_fp32_closely(minilm, topic_task):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    amp = train(minilm, topic_task, TrainConfig(unfrozen_layers=2, device="cuda", **FAST), progress=False)
+    fp32 = train(minilm, topic_task, TrainConfig(unfrozen_layers=2, device="cuda", precision="fp32", **FAST),
+                 progress=False)
+    assert amp.device.startswith("cuda")
+    np.testing.assert_allclose(losses(amp), losses(fp32), rtol=0.05)
