@@ -15,6 +15,8 @@ EXAMPLES = """\
 examples:
   finetune-advisor data demo:bbc-news                      check a dataset, see its splits and lengths
   finetune-advisor data reviews.csv --label-column stars   your own file, naming the label column
+  finetune-advisor advise --model demo:minilm --data demo:bbc-news --out runs/bbc
+                                                           is fine-tuning worth it? writes runs/bbc/advice.json
 
 Data (D) is a CSV, TSV, JSONL or Parquet file with a text and a label column, or demo:bbc-news.
 A model (M) is a Hugging Face model id, a local model folder, or demo:minilm.
@@ -41,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Is fine-tuning this pretrained model on my labelled data worth its cost, and if so, how?",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from . import _data_command
+    from . import _advise_command, _data_command
 
     _data_command.register(sub)
+    _advise_command.register(sub)
     return parser
 
 

@@ -1,0 +1,347 @@
+"""`advise`: measure every signal on a sample of the data, estimate gain and cost, decide.
+
+Steps: 1) read the optional files (label descriptions, reference, unlabeled), every problem at
+once; 2) embed a stratified sample of the training and validation rows once (mean pooling, every
+layer); 3) probes, transferability, learning curve; 4) zero-shot; 5) domain shift; 6) a pilot
+fine-tuning of the top 1-2 blocks on cached features; 7) timed steps per k for the cost; 8) the
+decision (see advisor/_decide.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import InputError, Split, TaskData
+
+from . import _scores, _signals
+from ._decide import Signals, decide
+
+REFERENCE_FILE = Path(__file__).with_name("reference.txt")
+_SHIFT_ROWS = 300  # rows per side for MMD and the proxy A-distance
+
+
+@dataclass(frozen=True)
+class AdvisorConfig:
+    """What the advisor measures and how it decides.
+
+    Attributes:
+        min_gain: smallest accuracy gain (absolute, 0..1) that makes training or fine-tuning worth it.
+        target_accuracy: stop at the cheapest option that reaches this validation accuracy (None = off).
+        budget_seconds: the most the search may cost; above it the advice is head-only (None = no limit).
+        gpu_hourly_cost: price of one hour of the device, to turn the cost into money (None = not shown).
+        max_unk_rate: unknown-token rate above which the model cannot read the data (change-model).
+        label_descriptions: JSON file {label: sentence} for zero-shot (default "This text is about {label}.").
+        reference: text file, one example a line, of the model's world (default: the bundled general English).
+        unlabeled: text file, one example a line, of production data, compared with the training data.
+        max_length: truncation length in tokens.
+        sample_rows: training rows used for the probes (stratified sample).
+        valid_rows: validation rows used for every accuracy.
+        pilot_rows: training rows of the pilot fine-tuning.
+        pilot_epochs: epochs of each pilot run.
+        search_trials: trials of the search whose cost is estimated.
+        search_epochs: epochs per trial of that search.
+        batch_size: training batch size, for the pilot and the cost.
+        device: "auto", "cpu", "cuda" or "mps".
+        seed: seed of the samples and the pilot.
+    """
+
+    min_gain: float = 0.01
+    target_accuracy: float | None = None
+    budget_seconds: float | None = None
+    gpu_hourly_cost: float | None = None
+    max_unk_rate: float = 0.05
+    label_descriptions: str | None = None
+    reference: str | None = None
+    unlabeled: str | None = None
+    max_length: int = 128
+    sample_rows: int = 500
+    valid_rows: int = 300
+    pilot_rows: int = 200
+    pilot_epochs: int = 2
+    search_trials: int = 20
+    search_epochs: int = 3
+    batch_size: int = 16
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [
+            (0 <= self.min_gain < 1, f"--min-gain {self.min_gain} must be in [0, 1) (absolute accuracy, e.g. 0.01)."),
+            (self.target_accuracy is None or 0 < self.target_accuracy <= 1,
+             f"--target-accuracy {self.target_accuracy} must be in (0, 1]."),
+            (self.budget_seconds is None or self.budget_seconds > 0, f"--budget-seconds {self.budget_seconds} must be > 0."),
+            (self.gpu_hourly_cost is None or self.gpu_hourly_cost >= 0,
+             f"--gpu-hourly-cost {self.gpu_hourly_cost} must be >= 0."),
+            (self.sample_rows >= 10, f"sample_rows {self.sample_rows} must be >= 10."),
+            (self.valid_rows >= 10, f"valid_rows {self.valid_rows} must be >= 10."),
+            (self.pilot_rows >= 10, f"pilot_rows {self.pilot_rows} must be >= 10."),
+            (self.pilot_epochs >= 1, f"pilot_epochs {self.pilot_epochs} must be >= 1."),
+            (self.max_length >= 8, f"--max-length {self.max_length} must be >= 8."),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise InputError(problems)
+
+
+def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
+    """Read the optional files, checking them all before any model work.
+
+    Raises:
+        InputError: a missing or empty file, bad JSON, or label descriptions that miss labels.
+    """
+    problems, out = [], {"descriptions": None, "unlabeled": None}
+
+    def lines(flag, path):
+        p = Path(path)
+        if not p.is_file():
+            problems.append(f"{flag} file '{path}' does not exist.")
+            return None
+        rows = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        if not rows:
+            problems.append(f"{flag} file '{path}' is empty: give one text per line.")
+        return rows
+
+    out["reference"] = lines("--reference", config.reference or REFERENCE_FILE)
+    if config.unlabeled:
+        out["unlabeled"] = lines("--unlabeled", config.unlabeled)
+    if config.label_descriptions:
+        path = Path(config.label_descriptions)
+        if not path.is_file():
+            problems.append(f"--label-descriptions file '{path}' does not exist.")
+        else:
+            try:
+                descriptions = {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+            except (ValueError, AttributeError) as e:
+                problems.append(f"--label-descriptions '{path}' is not a JSON object {{label: sentence}}: {e}.")
+            else:
+                missing = [label for label in task.labels if label not in descriptions]
+                if missing:
+                    problems.append(f"--label-descriptions '{path}' has no sentence for label(s) "
+                                    f"{', '.join(map(repr, missing))}. Add them, e.g. "
+                                    f"\"{missing[0]}\": \"This text is about {missing[0]}.\"")
+                out["descriptions"] = descriptions
+    if problems:
+        raise InputError(problems)
+    return out
+
+
+def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *, progress: bool = True) -> dict:
+    """Measure, estimate and decide; returns the advice record (the content of advice.json).
+
+    Args:
+        backbone: the pretrained model (core.load_backbone).
+        task: the validated task (core.load_task).
+        config: thresholds, optional files and sample sizes.
+        progress: print each step and show progress bars (on stderr).
+
+    Raises:
+        InputError: bad optional files (see read_inputs).
+    """
+    from core import resolve_device
+
+    t_start = time.perf_counter()
+    inputs = read_inputs(task, config)
+    device = resolve_device(config.device)
+    say = (lambda msg: print(f"advise: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    rng = np.random.default_rng(config.seed)
+    skipped = []
+
+    # 2) one embedding pass over a sample of the data
+    train_s = _sample(task.train, config.sample_rows, rng)
+    valid_s = _sample(task.valid, config.valid_rows, rng)
+    say(f"embedding {len(train_s)} training and {len(valid_s)} validation rows")
+    backbone.model.to(device)
+    layers = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, all_layers=True,
+                                   pooling="mean", progress=progress) for name, s in (("train", train_s), ("valid", valid_s))}
+    feats = {"last": {k: v[:, -1] for k, v in layers.items()}, "average": {k: v.mean(1) for k, v in layers.items()}}
+    ty, vy = train_s.labels, valid_s.labels
+
+    # 3) probes and transferability
+    say("probing frozen features")
+    probes = {name: _signals.probe_accuracy(f["train"], ty, f["valid"], vy, seed=config.seed) for name, f in feats.items()}
+    best_layer = max(probes, key=lambda name: probes[name][0])
+    bx = feats[best_layer]
+    probe_acc, c = probes[best_layer]
+    probe = {"accuracy": probe_acc, "features": best_layer, "C": c,
+             "accuracy_last_layer": probes["last"][0], "accuracy_layer_average": probes["average"][0],
+             "knn_accuracy": _signals.knn_accuracy(bx["train"], ty, bx["valid"], vy),
+             "logme": _scores.logme(bx["train"], ty), "h_score": _scores.h_score(bx["train"], ty),
+             "learning_curve": _signals.learning_curve(bx["train"], ty, bx["valid"], vy, c, seed=config.seed),
+             "train_rows": len(train_s), "valid_rows": len(valid_s)}
+
+    # 4) zero-shot
+    zero_shot = _zero_shot(backbone, task, valid_s, feats["last"]["valid"], inputs["descriptions"], config,
+                           device, skipped, say)
+
+    # 5) domain shift
+    say("measuring domain shift")
+    shift = _shift(backbone, train_s, feats["last"]["train"], inputs, config, rng)
+
+    # 6) pilot fine-tuning, 7) cost
+    expected, timings = _pilot(backbone, task, train_s, valid_s, bx, c, probe_acc, config, skipped, say)
+    say("timing training steps")
+    cost = _cost(backbone, task, train_s, valid_s, config, expected.get("suggested_unfrozen_layers"), device, timings)
+
+    # 8) decision
+    chance = float(np.bincount(vy).max() / len(vy))
+    signals = Signals(chance, zero_shot["accuracy"], probe_acc, expected.get("fine_tune_accuracy"), shift["unk_rate"],
+                      cost["search_seconds"], tuple(expected["suggested_unfrozen_layers"])
+                      if expected.get("suggested_unfrozen_layers") else None)
+    decision, reasons = decide(signals, min_gain=config.min_gain, target_accuracy=config.target_accuracy,
+                               budget_seconds=config.budget_seconds, max_unk_rate=config.max_unk_rate)
+    return {"decision": decision, "reasons": reasons, "chance_accuracy": chance, "zero_shot": zero_shot,
+            "probe": probe, "shift": shift, "expected": expected, "cost": cost, "skipped": skipped,
+            "model": backbone.name, "num_layers": backbone.num_layers, "data_fingerprint": task.fingerprint,
+            "config": asdict(config), "advisor_seconds": time.perf_counter() - t_start}
+
+
+def _sample(split: Split, n: int, rng) -> Split:
+    """A stratified sample of about n rows (all rows when the split is smaller)."""
+    if len(split) <= n:
+        return split
+    keep = []
+    for c in np.unique(split.labels):
+        idx = rng.permutation(np.flatnonzero(split.labels == c))
+        keep.append(idx[: max(2, round(len(idx) * n / len(split)))])
+    return split.subset(np.sort(np.concatenate(keep)))
+
+
+def _zero_shot(backbone, task, valid_s, valid_x, descriptions, config, device, skipped, say) -> dict:
+    method = _signals.zero_shot_method(backbone.model.config, task.labels)
+    say(f"zero-shot ({method})")
+    if method == "label-embedding":
+        if task.text_pair_column:
+            skipped.append("zero-shot: label-embedding similarity does not apply to sentence-pair tasks.")
+            return {"method": method, "accuracy": None}
+        accuracy = _signals.label_embedding_zero_shot(backbone, valid_x, valid_s.labels, task.labels, descriptions,
+                                                      max_length=config.max_length)
+    else:
+        accuracy = _signals.head_or_nli_zero_shot(backbone.source, method, valid_s.texts, valid_s.labels,
+                                                  task.labels, device=device, max_length=config.max_length)
+    return {"method": method, "accuracy": accuracy,
+            "descriptions": "file" if descriptions else ("template" if method != "head" else None)}
+
+
+def _shift(backbone, train_s, train_x, inputs, config, rng) -> dict:
+    n = min(_SHIFT_ROWS, len(train_s))
+    side = train_x[rng.choice(len(train_x), n, replace=False)]
+    unk_rate, fertility = _scores.tokenizer_coverage(backbone.tokenizer, train_s.texts)
+    ref_texts = inputs["reference"]
+    ref_x = backbone.embed(ref_texts[:_SHIFT_ROWS], max_length=config.max_length, pooling="mean", progress=False)
+    mmd, p_value = _scores.mmd2(side, ref_x, seed=config.seed)
+    shift = {"unk_rate": unk_rate, "fertility": fertility, "mmd2": mmd, "mmd_p_value": p_value,
+             "pad": _scores.proxy_a_distance(side, ref_x, seed=config.seed),
+             "effective_rank": _scores.effective_rank(train_x), "hidden_size": backbone.hidden_size,
+             "reference": str(config.reference or "bundled general English (advisor/reference.txt)"),
+             "reference_rows": len(ref_x)}
+    if inputs["unlabeled"]:
+        un_x = backbone.embed(inputs["unlabeled"][:_SHIFT_ROWS], max_length=config.max_length, pooling="mean",
+                              progress=False)
+        un_mmd, un_p = _scores.mmd2(side, un_x, seed=config.seed)
+        un_unk, un_fert = _scores.tokenizer_coverage(backbone.tokenizer, inputs["unlabeled"][:_SHIFT_ROWS])
+        shift["unlabeled"] = {"rows": len(un_x), "mmd2": un_mmd, "mmd_p_value": un_p,
+                              "pad": _scores.proxy_a_distance(side, un_x, seed=config.seed),
+                              "unk_rate": un_unk, "fertility": un_fert}
+    return shift
+
+
+def _pilot(backbone, task, train_s, valid_s, bx, c, probe_acc, config, skipped, say) -> dict:
+    """Expected fine-tuned accuracy from a short pilot.
+
+    Fine-tune the top k in {1, 2} blocks on `pilot_rows` rows (cached frozen layers, fixed small
+    budget) and fit the probe with the same C on the same rows. The pilot's gain over that probe,
+    measured where both saw the same data, is added to the full probe:
+
+        expected = probe(sample) + max_k pilot_k - probe(pilot rows),
+        uncertainty = sqrt(2 p (1 - p) / n_valid)   (two accuracies on n_valid rows, p = expected).
+
+    A short pilot undertrains, so the gain is a conservative (low) estimate.
+    """
+    from core import TrainConfig, train
+
+    if backbone.num_layers < 1:
+        skipped.append("pilot: the model has no blocks to fine-tune.")
+        return {}, {}
+    pilot = _sample(train_s, config.pilot_rows, np.random.default_rng(config.seed + 1))
+    if np.bincount(pilot.labels, minlength=task.num_labels).min() < 2:
+        skipped.append(f"pilot: fewer than 2 training rows for some class in a sample of {len(pilot)}; "
+                       "no fine-tuning estimate.")
+        return {}, {}
+    position = {text: i for i, text in enumerate(train_s.texts)}
+    rows = np.array([position[t] for t in pilot.texts])
+    probe_pilot = _signals.fixed_probe_accuracy(bx["train"][rows], pilot.labels, bx["valid"], valid_s.labels, c)
+    pilot_task = TaskData(task.source, task.labels, pilot, valid_s, None, task.text_column, task.label_column,
+                          task.text_pair_column)
+    accuracies, timings = {}, {}
+    for k in sorted({1, min(2, backbone.num_layers)}):
+        say(f"pilot: fine-tuning the top {k} block(s) on {len(pilot)} rows")
+        result = train(backbone, pilot_task, TrainConfig(unfrozen_layers=k, epochs=config.pilot_epochs, patience=0,
+                                                         learning_rate=1e-4, batch_size=config.batch_size,
+                                                         max_length=config.max_length, device=config.device,
+                                                         seed=config.seed), progress=False)
+        accuracies[str(k)] = result.best_valid_accuracy
+        timings[k] = _timing(result, len(pilot), len(valid_s), config.batch_size)
+        del result
+    best_k = max(accuracies, key=accuracies.get)
+    gain = accuracies[best_k] - probe_pilot
+    expected = float(np.clip(probe_acc + gain, 0.0, 1.0))
+    k = int(best_k)
+    return {"fine_tune_accuracy": expected, "uncertainty": math.sqrt(2 * expected * (1 - expected) / len(valid_s)),
+            "gain_over_probe": expected - probe_acc, "pilot_accuracy": accuracies, "pilot_probe_accuracy": probe_pilot,
+            "pilot_rows": len(pilot), "suggested_unfrozen_layers": [max(1, k - 1), min(backbone.num_layers, k + 2)]
+            }, timings
+
+
+def _timing(result, train_rows: int, valid_rows: int, batch_size: int) -> tuple[float, float]:
+    """(seconds per training step, seconds of cache building per row) of a finished run."""
+    steps = math.ceil(train_rows / batch_size)
+    return (float(np.mean([h.seconds for h in result.history])) / steps,
+            result.cache_seconds / (train_rows + valid_rows))
+
+
+def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings) -> dict:
+    """Seconds per epoch for each k, from a few timed training steps.
+
+    Steps are timed for k in {0, 1, 2, L} (the pilot's runs, else 4 steps with cached frozen
+    layers; an epoch's time includes its validation pass, so this errs high); a step's cost
+    grows linearly with k (every block costs the same), so other k are interpolated. Then
+    per_epoch(k) = ceil(n_train / batch) * step(k), cache(k) = rows * cache-time per row, and
+    search = trials * epochs * mean per_epoch over the suggested k + one cache per k.
+    """
+    from core import TrainConfig, train
+
+    n_layers = backbone.num_layers
+    rows = min(len(train_s), 4 * config.batch_size)
+    mini = TaskData(task.source, task.labels, train_s.subset(range(rows)), valid_s.subset(range(min(8, len(valid_s)))),
+                    None, task.text_column, task.label_column, task.text_pair_column)
+    measured = dict(timings)
+    for k in sorted({0, min(1, n_layers), min(2, n_layers), n_layers} - set(measured)):
+        result = train(backbone, mini, TrainConfig(unfrozen_layers=k, epochs=1, patience=0, batch_size=config.batch_size,
+                                                   max_length=config.max_length, device=config.device), progress=False)
+        measured[k] = _timing(result, rows, len(mini.valid), config.batch_size)
+    ks = sorted(measured)
+    step = {k: measured[k][0] for k in ks}
+    cache_row = {k: measured[k][1] for k in ks}
+    per_epoch, cache = {}, {}
+    steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
+    all_rows = len(task.train) + len(task.valid)
+    for k in range(n_layers + 1):
+        per_epoch[str(k)] = float(np.interp(k, ks, [step[j] for j in ks])) * steps_per_epoch
+        cache[str(k)] = float(np.interp(k, ks, [cache_row[j] for j in ks])) * all_rows
+    lo, hi = suggested or (1, min(2, n_layers))
+    chosen = [str(k) for k in range(lo, hi + 1)]
+    search = (config.search_trials * config.search_epochs * float(np.mean([per_epoch[k] for k in chosen]))
+              + sum(cache[k] for k in chosen))
+    record = {"device": str(device), "per_epoch_seconds": per_epoch, "cache_seconds": cache,
+              "search_seconds": search, "search": {"trials": config.search_trials, "epochs": config.search_epochs,
+                                                   "unfrozen_layers": [lo, hi]}}
+    if config.gpu_hourly_cost is not None:
+        record["search_cost"] = search / 3600 * config.gpu_hourly_cost
+    return record

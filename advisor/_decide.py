@@ -1,0 +1,85 @@
+"""The decision: zero-shot, head-only, fine-tune or change-model, from measured signals.
+
+The rule, in order (the first that applies wins):
+
+1. change-model: the tokenizer cannot represent the data (unknown-token rate above
+   `max_unk_rate`, default 5%), or every accuracy signal sits near chance: the best of
+   zero-shot, probe and expected fine-tuned accuracy is less than 10% of the way from the
+   majority-class rate to 1.
+2. zero-shot: zero-shot accuracy reaches `target_accuracy`, or training buys less than
+   `min_gain`: zero-shot >= max(probe, expected fine-tuned) - min_gain.
+3. head-only: the probe reaches `target_accuracy`; or fine-tuning is expected to beat the probe
+   by less than `min_gain` (default 0.01 absolute accuracy); or no fine-tuning estimate could be
+   made (too little data for a pilot); or the search would cost more than `budget_seconds`.
+4. fine-tune: otherwise; the top k blocks, k in the suggested range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NEAR_CHANCE = 0.10
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The numbers the decision reads (accuracies are fractions of the validation rows)."""
+
+    chance: float
+    zero_shot: float | None
+    probe: float
+    expected_fine_tune: float | None
+    unk_rate: float
+    search_seconds: float | None = None
+    suggested_layers: tuple[int, int] | None = None
+
+
+def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None = None,
+           budget_seconds: float | None = None, max_unk_rate: float = 0.05) -> tuple[str, list[str]]:
+    """Apply the rule of this module's docstring.
+
+    Returns:
+        (decision, reasons): reasons are sentences, each carrying the number behind it.
+    """
+    zs = s.zero_shot if s.zero_shot is not None else 0.0
+    ft = s.expected_fine_tune
+    best = max(zs, s.probe, ft if ft is not None else 0.0)
+    floor = s.chance + NEAR_CHANCE * (1 - s.chance)
+    if s.unk_rate > max_unk_rate:
+        return "change-model", [f"The tokenizer maps {s.unk_rate:.1%} of the data's tokens to the unknown token "
+                                f"(limit {max_unk_rate:.0%}): this model cannot read the data. Pick a model whose "
+                                "vocabulary covers its language and symbols."]
+    if best < floor:
+        return "change-model", [f"Every signal sits near chance: the best accuracy is {best:.3f} against "
+                                f"{s.chance:.3f} for always answering the most common class (needed: {floor:.3f}). "
+                                "This model's features do not carry the task; pick another model."]
+
+    reasons = []
+    if s.zero_shot is not None:
+        if target_accuracy is not None and zs >= target_accuracy:
+            return "zero-shot", [f"Zero-shot accuracy {zs:.3f} already reaches the target {target_accuracy:.3f}: "
+                                 "no training needed."]
+        trained = max(s.probe, ft if ft is not None else 0.0)
+        if zs >= trained - min_gain:
+            return "zero-shot", [f"Zero-shot accuracy {zs:.3f} is within {min_gain:.3f} of the best trained "
+                                 f"estimate {trained:.3f}: training is not worth it."]
+        reasons.append(f"Training pays: zero-shot accuracy is {zs:.3f}, a probe on frozen features reaches "
+                       f"{s.probe:.3f}.")
+
+    if target_accuracy is not None and s.probe >= target_accuracy:
+        return "head-only", reasons + [f"A head on frozen features reaches {s.probe:.3f}, above the target "
+                                       f"{target_accuracy:.3f}: fine-tuning the backbone is not needed."]
+    if ft is None:
+        return "head-only", reasons + ["No fine-tuning estimate could be made (too little data for a pilot), so "
+                                       f"the advice is the measured probe, {s.probe:.3f}."]
+    gain = ft - s.probe
+    if gain < min_gain:
+        return "head-only", reasons + [f"Fine-tuning is expected to reach {ft:.3f}, {gain:+.3f} against the probe's "
+                                       f"{s.probe:.3f}: less than the minimum gain {min_gain:.3f}."]
+    if budget_seconds is not None and s.search_seconds is not None and s.search_seconds > budget_seconds:
+        return "head-only", reasons + [f"Fine-tuning would gain {gain:+.3f}, but its search is estimated at "
+                                       f"{s.search_seconds:.0f} s, over the budget of {budget_seconds:.0f} s."]
+    layers = f" Unfreeze the top {s.suggested_layers[0]}-{s.suggested_layers[1]} blocks." if s.suggested_layers else ""
+    cost = f" The search is estimated at {s.search_seconds:.0f} s." if s.search_seconds is not None else ""
+    return "fine-tune", reasons + [f"Fine-tuning is expected to reach {ft:.3f}, {gain:+.3f} over the probe's "
+                                   f"{s.probe:.3f} (minimum gain {min_gain:.3f}).{layers}{cost}"]

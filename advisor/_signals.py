@@ -1,0 +1,136 @@
+"""The advisor's measured signals: zero-shot accuracy, frozen-feature probes, a learning curve.
+
+Probes and the learning curve use scikit-learn on features the backbone computed once; zero-shot
+uses the model as it is, with no training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NLI_TEMPLATE = "This example is {}."
+EMBEDDING_TEMPLATE = "This text is about {}."
+
+
+def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tuple[float, float]:
+    """Logistic-regression probe on standardised frozen features, C chosen by cross-validation.
+
+    Returns:
+        (validation accuracy, chosen C). C is searched over 10^-3..10^2 by stratified k-fold on
+        the training rows (k = min(5, smallest class count), at least 2).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = max(2, min(5, int(np.bincount(train_y).min())))
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    if np.bincount(train_y).min() >= 2:
+        search = GridSearchCV(pipe, {"logisticregression__C": np.logspace(-3, 2, 6)},
+                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1)
+        search.fit(train_x, train_y)
+        model, c = search.best_estimator_, float(search.best_params_["logisticregression__C"])
+    else:  # a class with one row: no cross-validation possible, use the default C
+        model, c = pipe.fit(train_x, train_y), 1.0
+    return float(model.score(valid_x, valid_y)), c
+
+
+def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
+    """Logistic-regression probe with a given C (the learning curve reuses the cross-validated C)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(train_x, train_y)
+    return float(model.score(valid_x, valid_y))
+
+
+def knn_accuracy(train_x, train_y, valid_x, valid_y, *, k: int = 10) -> float:
+    """k-nearest-neighbour probe, cosine distance, distance-weighted votes, k = min(10, n_train)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train_y)), metric="cosine", weights="distance")
+    return float(knn.fit(train_x, train_y).score(valid_x, valid_y))
+
+
+def learning_curve(train_x, train_y, valid_x, valid_y, c: float, *, fractions=(0.25, 0.5, 1.0),
+                   seed: int = 0) -> dict[str, float]:
+    """Probe accuracy with 25/50/100% of the training rows (stratified, at least 2 rows per class)."""
+    rng = np.random.default_rng(seed)
+    curve = {}
+    for fraction in fractions:
+        keep = []
+        for cls in np.unique(train_y):
+            idx = rng.permutation(np.flatnonzero(train_y == cls))
+            keep.append(idx[: max(2, round(len(idx) * fraction))])
+        keep = np.concatenate(keep)
+        curve[f"{fraction:.2f}"] = fixed_probe_accuracy(train_x[keep], train_y[keep], valid_x, valid_y, c)
+    return curve
+
+
+def label_embedding_zero_shot(backbone, valid_x, valid_y, labels, descriptions=None, *, max_length=128):
+    """Zero-shot by similarity: each text goes to the label whose description embeds closest.
+
+    prediction = argmax_c cos(e(text), e(description_c)), description_c = "This text is about
+    {label}." unless given. `valid_x` are the texts' features with the same pooling (mean).
+    """
+    sentences = [descriptions[label] if descriptions else EMBEDDING_TEMPLATE.format(label) for label in labels]
+    label_x = backbone.embed(sentences, max_length=max_length, pooling="mean", progress=False)
+    a = valid_x / np.linalg.norm(valid_x, axis=1, keepdims=True).clip(1e-12)
+    b = label_x / np.linalg.norm(label_x, axis=1, keepdims=True).clip(1e-12)
+    return float(np.mean((a @ b.T).argmax(1) == valid_y))
+
+
+def zero_shot_method(config, labels) -> str:
+    """Which zero-shot method fits the model: "head" when its own head's labels cover the task's,
+    "nli" when its head has an entailment label, else "label-embedding"."""
+    own = {str(v).lower() for v in (getattr(config, "id2label", None) or {}).values()}
+    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if has_head and {label.lower() for label in labels} <= own:
+        return "head"
+    if has_head and _entailment_id(config) is not None:
+        return "nli"
+    return "label-embedding"
+
+
+def _entailment_id(config):
+    for i, name in (config.id2label or {}).items():
+        if str(name).lower().startswith("entail"):
+            return int(i)
+    return None
+
+
+def head_or_nli_zero_shot(source, method, texts, valid_y, labels, *, device, max_length=128, batch_size=16,
+                          template=NLI_TEMPLATE):
+    """Zero-shot with the model's own sequence-classification head.
+
+    head: the head's logits restricted to the task's labels, argmax.
+    nli: for each text and label, premise = text, hypothesis = template.format(label); the label
+    with the largest entailment logit wins (as transformers' zero-shot-classification pipeline
+    does for single-label tasks; Yin, Hay, Roth, "Benchmarking Zero-shot Text Classification",
+    EMNLP 2019).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    scores = np.empty((len(texts), len(labels)), dtype=np.float32)
+    with torch.inference_mode():
+        if method == "head":
+            own = {str(v).lower(): int(k) for k, v in model.config.id2label.items()}
+            columns = [own[label.lower()] for label in labels]
+            for s in range(0, len(texts), batch_size):
+                batch = tokenizer(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
+                                  return_tensors="pt").to(device)
+                scores[s:s + batch_size] = model(**batch).logits[:, columns].float().cpu().numpy()
+        else:
+            entail = _entailment_id(model.config)
+            hypotheses = [template.format(label) for label in labels]
+            for i, text in enumerate(texts):
+                batch = tokenizer([text] * len(labels), hypotheses, truncation="only_first", max_length=max_length,
+                                  padding=True, return_tensors="pt").to(device)
+                scores[i] = model(**batch).logits[:, entail].float().cpu().numpy()
+    del model
+    return float(np.mean(scores.argmax(1) == valid_y))

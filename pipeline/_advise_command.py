@@ -1,0 +1,87 @@
+"""`finetune-advisor advise`: measure, estimate, decide; write RUN/advice.json and print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub) -> None:
+    from .cli import add_data_arguments
+
+    p = sub.add_parser(
+        "advise", help="decide whether fine-tuning is worth it (zero-shot, head-only, fine-tune, change-model)",
+        description="Score the model's zero-shot accuracy, probes on its frozen features, transferability and "
+                    "domain shift; run a short pilot fine-tuning and time training steps; then decide, with "
+                    "reasons, and write RUN/advice.json.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  finetune-advisor advise --model demo:minilm --data demo:bbc-news --out runs/bbc\n"
+               "  finetune-advisor advise --model ./my-model --data train.csv --valid valid.csv --out runs/mine \\\n"
+               "      --min-gain 0.02 --budget-seconds 3600 --gpu-hourly-cost 2.5")
+    p.add_argument("--model", metavar="M", required=True, help="Hugging Face id, local folder, or demo:minilm")
+    add_data_arguments(p)
+    p.add_argument("--out", metavar="RUN", required=True, help="run directory (created if missing)")
+    g = p.add_argument_group("decision")
+    g.add_argument("--min-gain", type=float, default=0.01, help="accuracy gain that makes training worth it (default 0.01)")
+    g.add_argument("--target-accuracy", type=float, help="stop at the cheapest option reaching this accuracy")
+    g.add_argument("--budget-seconds", type=float, help="most seconds the search may take")
+    g.add_argument("--gpu-hourly-cost", type=float, help="price of a device hour, to show the cost in money")
+    g = p.add_argument_group("signals")
+    g.add_argument("--label-descriptions", metavar="FILE", help="JSON {label: sentence} for zero-shot")
+    g.add_argument("--reference", metavar="FILE", help="texts of the model's world, one a line (default: bundled English)")
+    g.add_argument("--unlabeled", metavar="FILE", help="production texts, one a line, compared with the training data")
+    g.add_argument("--max-length", type=int, default=128, help="truncation length in tokens (default 128)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from advisor import AdvisorConfig, advise, read_inputs
+    from core import RunDir, load_backbone, load_task
+
+    from .cli import data_config
+
+    config = AdvisorConfig(min_gain=args.min_gain, target_accuracy=args.target_accuracy,
+                           budget_seconds=args.budget_seconds, gpu_hourly_cost=args.gpu_hourly_cost,
+                           label_descriptions=args.label_descriptions, reference=args.reference,
+                           unlabeled=args.unlabeled, max_length=args.max_length, device=args.device, seed=args.seed)
+    dconfig = data_config(args)
+    task = load_task(args.data, dconfig)
+    read_inputs(task, config)  # bad optional files fail here, before the model is loaded
+    backbone = load_backbone(args.model)
+    for warning in task.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    record = advise(backbone, task, config, progress=True)
+    run_dir = RunDir(args.out)
+    run_dir.write_run_record(command="advise", configs={"data": dconfig, "advisor": config, "model": args.model},
+                             data_fingerprint=task.fingerprint)
+    path = run_dir.write("advice.json", record)
+    print(format_advice(record))
+    print(f"\nwrote {path}")
+    return 0
+
+
+def format_advice(r: dict) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    e, s, c = r["expected"], r["shift"], r["cost"]
+    lines = [f"decision: {r['decision'].upper()}"] + [f"  - {reason}" for reason in r["reasons"]] + [
+        "",
+        f"chance (majority class)   {pct(r['chance_accuracy'])}",
+        f"zero-shot ({r['zero_shot']['method']}){'':<3} {pct(r['zero_shot']['accuracy'])}",
+        f"probe (logistic, {r['probe']['features']})   {pct(r['probe']['accuracy'])}   kNN {pct(r['probe']['knn_accuracy'])}"
+        f"   LogME {r['probe']['logme']:.3f}   H-score {r['probe']['h_score']:.2f}",
+        f"expected fine-tuned       {pct(e.get('fine_tune_accuracy'))}"
+        + (f" ± {e['uncertainty']:.3f}, top {e['suggested_unfrozen_layers'][0]}-{e['suggested_unfrozen_layers'][1]} "
+           f"blocks" if e else ""),
+        f"shift: unknown tokens {s['unk_rate']:.2%}, fertility {s['fertility']:.2f}, MMD² {s['mmd2']:.4f} "
+        f"(p={s['mmd_p_value']:.3f}), PAD {s['pad']:.2f}, effective rank {s['effective_rank']:.0f}/{s['hidden_size']}",
+        f"cost on {c['device']}: search ≈ {c['search_seconds']:.0f} s"
+        + (f" (≈ {c['search_cost']:.2f} at the given hourly price)" if "search_cost" in c else "")
+        + ", per epoch: " + ", ".join(f"k={k} {v:.0f}s" for k, v in c["per_epoch_seconds"].items()),
+        f"advisor took {r['advisor_seconds']:.0f} s",
+    ]
+    lines += [f"skipped: {x}" for x in r["skipped"]]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""The advisor: zero-shot methods on known answers, bad optional files, and `advise` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from advisor import AdvisorConfig, read_inputs
+from advisor._signals import head_or_nli_zero_shot, label_embedding_zero_shot, zero_shot_method
+from core import InputError
+from pipeline import main
+
+REQUIRED = {
+    "decision": None, "reasons": None,
+    "zero_shot": {"method", "accuracy"},
+    "probe": {"accuracy", "knn_accuracy", "logme"},
+    "shift": {"unk_rate", "fertility", "mmd2", "mmd_p_value", "pad"},
+    "expected": {"fine_tune_accuracy", "gain_over_probe", "suggested_unfrozen_layers"},
+    "cost": {"search_seconds", "per_epoch_seconds", "device"},
+    "advisor_seconds": None,
+}
+
+
+def test_label_embedding_zero_shot_reads_topics(minilm, topic_task):
+    x = minilm.embed(topic_task.valid.texts, pooling="mean", progress=False)
+    accuracy = label_embedding_zero_shot(minilm, x, topic_task.valid.labels, topic_task.labels)
+    assert accuracy >= 0.7  # "sport", "money", "tech" are words MiniLM knows
+    wrong = {"money": "a story about football", "sport": "a story about computers", "tech": "a story about banks"}
+    assert label_embedding_zero_shot(minilm, x, topic_task.valid.labels, topic_task.labels, wrong) < accuracy
+
+
+def _classifier_folder(tmp_path, minilm_source, id2label, bias):
+    """A tiny BERT sequence classifier whose head always prefers class `bias` (a known answer)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        model.classifier.bias[bias] = 5.0
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(minilm_source).save_pretrained(tmp_path)
+    return str(tmp_path), config
+
+
+def test_own_head_zero_shot_is_chosen_and_scored(tmp_path, minilm_source, topic_task):
+    source, config = _classifier_folder(tmp_path, minilm_source, {0: "TECH", 1: "sport", 2: "money", 3: "other"}, 1)
+    assert zero_shot_method(config, topic_task.labels) == "head"
+    accuracy = head_or_nli_zero_shot(source, "head", topic_task.valid.texts, topic_task.valid.labels,
+                                     topic_task.labels, device="cpu")
+    sport = topic_task.labels.index("sport")
+    assert accuracy == pytest.approx(np.mean(topic_task.valid.labels == sport))
+
+
+def test_nli_zero_shot_is_chosen_and_scored(tmp_path, minilm_source, topic_task):
+    import torch
+
+    source, config = _classifier_folder(tmp_path, minilm_source, {0: "contradiction", 1: "neutral", 2: "entailment"}, 0)
+    assert zero_shot_method(config, topic_task.labels) == "nli"
+    # a constant entailment logit ties every label, so the first label always wins
+    accuracy = head_or_nli_zero_shot(source, "nli", topic_task.valid.texts, topic_task.valid.labels,
+                                     topic_task.labels, device=torch.device("cpu"))
+    assert accuracy == pytest.approx(np.mean(topic_task.valid.labels == 0))
+
+
+def test_an_encoder_without_head_uses_label_embeddings(minilm, topic_task):
+    assert zero_shot_method(minilm.model.config, topic_task.labels) == "label-embedding"
+
+
+def test_bad_optional_files_are_reported_together(tmp_path, topic_task):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "desc.json").write_text(json.dumps({"sport": "about sport"}))
+    config = AdvisorConfig(reference=str(tmp_path / "empty.txt"), unlabeled=str(tmp_path / "none.txt"),
+                           label_descriptions=str(tmp_path / "desc.json"))
+    with pytest.raises(InputError) as err:
+        read_inputs(topic_task, config)
+    text = str(err.value)
+    assert len(err.value.problems) == 3
+    assert "--reference file" in text and "is empty" in text
+    assert "--unlabeled file" in text and "none.txt' does not exist" in text
+    assert "no sentence for label(s) 'money', 'tech'" in text
+
+
+def test_advisor_config_errors():
+    with pytest.raises(InputError, match=r"--min-gain 1.5 must be in \[0, 1\)"):
+        AdvisorConfig(min_gain=1.5)
+
+
+def test_advise_cli_bad_label_descriptions_exits_2_before_loading_the_model(tmp_path, topic_csv, capsys):
+    (tmp_path / "d.json").write_text("[1, 2]")
+    code = main(["advise", "--model", "./no-such-model", "--data", str(topic_csv), "--out", str(tmp_path / "run"),
+                 "--label-descriptions", str(tmp_path / "d.json")])
+    assert code == 2
+    assert "is not a JSON object" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_advise_end_to_end_on_the_demo(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["advise", "--model", "demo:minilm", "--data", "demo:bbc-news", "--max-rows", "100",
+                 "--max-length", "64", "--out", str(run), "--gpu-hourly-cost", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    advice = json.loads((run / "advice.json").read_text())
+    for key, inner in REQUIRED.items():
+        assert key in advice, key
+        if inner:
+            assert inner <= set(advice[key]), (key, inner - set(advice[key]))
+    assert advice["decision"] in {"zero-shot", "head-only", "fine-tune", "change-model"}
+    assert advice["reasons"] and all(any(ch.isdigit() for ch in r) for r in advice["reasons"])
+    assert advice["probe"]["accuracy"] > 0.7  # BBC topics are easy for MiniLM features
+    assert advice["shift"]["unk_rate"] < 0.01
+    assert set(advice["cost"]["per_epoch_seconds"]) == {str(k) for k in range(7)}
+    assert advice["cost"]["search_cost"] > 0
+    assert f"decision: {advice['decision'].upper()}" in out
+    assert json.loads((run / "run.json").read_text())["commands"][0]["command"] == "advise"

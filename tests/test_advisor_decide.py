@@ -1,0 +1,34 @@
+"""The decision rule on hand-made signal values."""
+
+from __future__ import annotations
+
+import pytest
+
+from advisor import Signals, decide
+
+BASE = dict(chance=0.25, zero_shot=0.40, probe=0.80, expected_fine_tune=0.90, unk_rate=0.0, search_seconds=600,
+            suggested_layers=(1, 3))
+
+CASES = [
+    # (name, signal changes, decide kwargs, decision, words in the reasons)
+    ("fine-tune pays", {}, {}, "fine-tune", ["0.900", "+0.100", "top 1-3 blocks", "600 s"]),
+    ("gain below min_gain", {"expected_fine_tune": 0.805}, {}, "head-only", ["+0.005", "minimum gain 0.010"]),
+    ("gain below a larger min_gain", {}, {"min_gain": 0.2}, "head-only", ["minimum gain 0.200"]),
+    ("over budget", {}, {"budget_seconds": 100}, "head-only", ["600 s", "budget of 100 s"]),
+    ("probe reaches target", {}, {"target_accuracy": 0.75}, "head-only", ["0.800", "target 0.750"]),
+    ("no pilot", {"expected_fine_tune": None}, {}, "head-only", ["No fine-tuning estimate", "0.800"]),
+    ("zero-shot as good", {"zero_shot": 0.895}, {}, "zero-shot", ["0.895", "0.900"]),
+    ("zero-shot reaches target", {"zero_shot": 0.7}, {"target_accuracy": 0.7}, "zero-shot", ["0.700", "target"]),
+    ("unknown tokens", {"unk_rate": 0.2}, {}, "change-model", ["20.0%", "unknown token"]),
+    ("near chance", {"zero_shot": 0.26, "probe": 0.28, "expected_fine_tune": 0.29}, {}, "change-model",
+     ["0.290", "0.250", "near chance"]),
+    ("no zero-shot", {"zero_shot": None}, {}, "fine-tune", ["0.900"]),
+]
+
+
+@pytest.mark.parametrize("name,changes,kwargs,decision,words", CASES, ids=[c[0] for c in CASES])
+def test_decision_table(name, changes, kwargs, decision, words):
+    got, reasons = decide(Signals(**{**BASE, **changes}), **kwargs)
+    assert got == decision
+    text = " ".join(reasons)
+    assert all(w in text for w in words), text

@@ -1,0 +1,71 @@
+"""Each advisor score on data whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from advisor import effective_rank, h_score, logme, mmd2, proxy_a_distance, tokenizer_coverage
+from advisor._signals import knn_accuracy, learning_curve, probe_accuracy
+
+
+@pytest.fixture
+def blobs():
+    """4 well-separated Gaussian classes in 32 dimensions, and the same points with shuffled labels."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    x = rng.normal(size=(4, 32))[y] * 3 + rng.normal(size=(400, 32))
+    return x, y, rng.permutation(y)
+
+
+def test_logme_prefers_labels_the_features_carry(blobs):
+    x, y, shuffled = blobs
+    assert logme(x, y) > logme(x, shuffled) + 1.0
+
+
+def test_h_score_is_near_c_minus_1_for_point_classes_and_near_0_for_random_labels(blobs):
+    x, y, shuffled = blobs
+    points = np.eye(4)[y] + 1e-3 * np.random.default_rng(1).normal(size=(400, 4))
+    assert h_score(points, y) == pytest.approx(3.0, abs=0.1)
+    assert h_score(x, shuffled) < 0.5 < 2.5 < h_score(x, y)
+
+
+def test_mmd_no_shift_vs_shift():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(150, 8)), rng.normal(size=(150, 8))
+    same, p_same = mmd2(a, b)
+    moved, p_moved = mmd2(a, b + 1.0)
+    assert abs(same) < 0.01 and p_same > 0.05
+    assert moved > 0.1 and p_moved < 0.01
+
+
+def test_proxy_a_distance_is_0_for_one_distribution_and_2_for_disjoint_ones():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 8)), rng.normal(size=(200, 8))
+    assert proxy_a_distance(a, b) < 0.3
+    assert proxy_a_distance(a, b + 10) == pytest.approx(2.0)
+
+
+def test_effective_rank_of_isotropic_and_collapsed_features():
+    rng = np.random.default_rng(0)
+    assert effective_rank(rng.normal(size=(2000, 16))) == pytest.approx(16, abs=0.5)
+    line = np.outer(rng.normal(size=500), rng.normal(size=16))
+    assert effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_tokenizer_coverage_on_english_and_on_symbols_it_cannot_read(minilm):
+    unk, fertility = tokenizer_coverage(minilm.tokenizer, ["the cat sat on the mat", "shares fell sharply today"])
+    assert unk == 0.0 and fertility == pytest.approx(1.0, abs=0.2)
+    unk, _ = tokenizer_coverage(minilm.tokenizer, ["🦜🦩 🪼🪸 🫎🫏"])
+    assert unk > 0.5
+
+
+def test_probes_on_separable_and_random_labels(blobs):
+    x, y, shuffled = blobs
+    acc, c = probe_accuracy(x[:300], y[:300], x[300:], y[300:])
+    assert acc > 0.95 and 1e-3 <= c <= 1e2
+    chance_acc, _ = probe_accuracy(x[:300], shuffled[:300], x[300:], shuffled[300:])
+    assert chance_acc < 0.45
+    assert knn_accuracy(x[:300], y[:300], x[300:], y[300:]) > 0.95
+    curve = learning_curve(x[:300], y[:300], x[300:], y[300:], c)
+    assert list(curve) == ["0.25", "0.50", "1.00"] and curve["1.00"] > 0.95
