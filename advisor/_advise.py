@@ -85,9 +85,7 @@ class AdvisorConfig:
             (self.pilot_epochs >= 1, f"pilot_epochs {self.pilot_epochs} must be >= 1."),
             (self.max_length >= 8, f"--max-length {self.max_length} must be >= 8."),
         ]
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise InputError(problems)
+        InputError.check(checks)
 
 
 def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
@@ -165,6 +163,9 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
 
     # 3) probes and transferability
     say("probing frozen features")
+    if np.bincount(ty, minlength=task.num_labels).min() < 2:
+        skipped.append("probe: a class has fewer than 2 training rows, so C could not be cross-validated; "
+                       "the probe used C = 1.")
     probes = {name: _signals.probe_accuracy(f["train"], ty, f["valid"], vy, seed=config.seed) for name, f in feats.items()}
     best_layer = max(probes, key=lambda name: probes[name][0])
     bx = feats[best_layer]

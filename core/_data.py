@@ -58,15 +58,12 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        problems = []
-        if not 0 < self.valid_fraction <= 0.5:
-            problems.append(f"valid_fraction {self.valid_fraction} must be in (0, 0.5]; 0.1 is usual.")
-        if not 0 <= self.test_fraction <= 0.5:
-            problems.append(f"test_fraction {self.test_fraction} must be in [0, 0.5]; 0.1 is usual.")
-        if self.max_rows is not None and self.max_rows < 4:
-            problems.append(f"--max-rows {self.max_rows} is too small: keep at least 4 rows, or leave it out.")
-        if problems:
-            raise InputError(problems)
+        InputError.check([
+            (0 < self.valid_fraction <= 0.5, f"valid_fraction {self.valid_fraction} must be in (0, 0.5]; 0.1 is usual."),
+            (0 <= self.test_fraction <= 0.5, f"test_fraction {self.test_fraction} must be in [0, 0.5]; 0.1 is usual."),
+            (self.max_rows is None or self.max_rows >= 4,
+             f"--max-rows {self.max_rows} is too small: keep at least 4 rows, or leave it out."),
+        ])
 
 
 @dataclass(frozen=True)

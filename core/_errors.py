@@ -22,6 +22,13 @@ class InputError(ValueError):
             message = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)
 
+    @classmethod
+    def check(cls, checks: Iterable[tuple[bool, str]]) -> None:
+        """Raise one error listing the message of every (ok, message) pair whose ok is false."""
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise cls(problems)
+
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""

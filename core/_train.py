@@ -104,9 +104,7 @@ class TrainConfig:
             (self.cache in CACHE_MODES, f"cache '{self.cache}' must be one of {', '.join(CACHE_MODES)}."),
             (self.precision in PRECISIONS, f"precision '{self.precision}' must be one of {', '.join(PRECISIONS)}."),
         ]
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise InputError(problems)
+        InputError.check(checks)
 
 
 @dataclass
@@ -175,7 +173,7 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
         notes.append(f"{backbone.arch.family}: this model cannot be run from a middle block, so training "
                      "ran without the frozen-layer cache.")
     if cache is None:
-        cache = FeatureCache(config.cache_dir or default_cache_dir() if config.cache == "disk" else None)
+        cache = FeatureCache((config.cache_dir or default_cache_dir()) if config.cache == "disk" else None)
     if backbone.device != device:  # the frozen part runs where training runs
         backbone.model.to(device)
 

@@ -120,3 +120,20 @@ def test_advise_end_to_end_on_the_demo(tmp_path, capsys):
     assert advice["cost"]["search_cost"] > 0
     assert f"decision: {advice['decision'].upper()}" in out
     assert json.loads((run / "run.json").read_text())["commands"][0]["command"] == "advise"
+
+
+def test_too_few_rows_per_class_skips_with_a_reason_and_still_decides(tmp_path, tiny_model):
+    from advisor import advise
+    from conftest import topic_rows, write_csv
+    from core import DataConfig, load_backbone, load_task
+
+    rows = topic_rows(copies=2) + [{"text": "a single rare row", "label": "rare"}]
+    valid = topic_rows(copies=1) + [{"text": "another rare row", "label": "rare"}]
+    task = load_task(str(write_csv(tmp_path / "train.csv", rows)),
+                     DataConfig(valid=str(write_csv(tmp_path / "valid.csv", valid))))
+    backbone = load_backbone(str(tiny_model("bert")))
+    record = advise(backbone, task, AdvisorConfig(max_length=32, pilot_epochs=1), progress=False)
+    assert record["decision"] in {"zero-shot", "head-only", "fine-tune", "change-model"} and record["reasons"]
+    assert any(s.startswith("probe: a class has fewer than 2") for s in record["skipped"])
+    assert any(s.startswith("pilot: fewer than 2 training rows") for s in record["skipped"])
+    assert record["expected"] == {}

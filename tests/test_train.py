@@ -182,3 +182,13 @@ def test_cuda_autocast_training_matches_fp32_closely(minilm, topic_task):
                  progress=False)
     assert amp.device.startswith("cuda")
     np.testing.assert_allclose(losses(amp), losses(fp32), rtol=0.05)
+
+
+def test_disk_cache_mode_writes_to_the_configured_folder(tiny_model, topic_task, tmp_path):
+    backbone = load_backbone(str(tiny_model("bert")))
+    config = TrainConfig(unfrozen_layers=1, cache="disk", cache_dir=str(tmp_path / "cache"), **FAST)
+    train(backbone, topic_task, config, progress=False)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    memory = TrainConfig(unfrozen_layers=1, cache="memory", cache_dir=str(tmp_path / "unused"), **FAST)
+    train(backbone, topic_task, memory, progress=False)
+    assert not (tmp_path / "unused").exists()
