@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import InputError, Split, TaskData
+from core import InputError, Split, TaskData, stratified_indices
 
 from . import _scores, _signals
 from ._decide import Signals, decide
@@ -207,11 +207,7 @@ def _sample(split: Split, n: int, rng) -> Split:
     """A stratified sample of about n rows (all rows when the split is smaller)."""
     if len(split) <= n:
         return split
-    keep = []
-    for c in np.unique(split.labels):
-        idx = rng.permutation(np.flatnonzero(split.labels == c))
-        keep.append(idx[: max(2, round(len(idx) * n / len(split)))])
-    return split.subset(np.sort(np.concatenate(keep)))
+    return split.subset(stratified_indices(split.labels, n / len(split), rng, min_per_class=2))
 
 
 def _zero_shot(backbone, task, valid_s, valid_x, descriptions, config, device, skipped, say) -> dict:

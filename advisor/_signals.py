@@ -57,14 +57,12 @@ def knn_accuracy(train_x, train_y, valid_x, valid_y, *, k: int = 10) -> float:
 def learning_curve(train_x, train_y, valid_x, valid_y, c: float, *, fractions=(0.25, 0.5, 1.0),
                    seed: int = 0) -> dict[str, float]:
     """Probe accuracy with 25/50/100% of the training rows (stratified, at least 2 rows per class)."""
+    from core import stratified_indices
+
     rng = np.random.default_rng(seed)
     curve = {}
     for fraction in fractions:
-        keep = []
-        for cls in np.unique(train_y):
-            idx = rng.permutation(np.flatnonzero(train_y == cls))
-            keep.append(idx[: max(2, round(len(idx) * fraction))])
-        keep = np.concatenate(keep)
+        keep = stratified_indices(train_y, fraction, rng, min_per_class=2)
         curve[f"{fraction:.2f}"] = fixed_probe_accuracy(train_x[keep], train_y[keep], valid_x, valid_y, c)
     return curve
 

@@ -11,7 +11,7 @@ dashboard, which reads run directories, never imports torch.
 from importlib import import_module
 
 from ._arch import ARCHITECTURES, ArchSpec, arch_for
-from ._data import DataConfig, Split, TaskData, load_task
+from ._data import DataConfig, Split, TaskData, load_task, stratified_indices
 from ._errors import InputError
 from ._rundir import RunDir, library_versions, read_json, write_json_atomic
 
@@ -26,7 +26,7 @@ _LAZY = {
 }
 
 __all__ = ["ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
-           "InputError", "RunDir", "library_versions", "read_json", "write_json_atomic", *_LAZY]
+           "stratified_indices", "InputError", "RunDir", "library_versions", "read_json", "write_json_atomic", *_LAZY]
 
 
 def __getattr__(name):

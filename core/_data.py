@@ -170,7 +170,8 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
     rng = np.random.default_rng(config.seed)
     y = np.array([label2id[r[2]] for r in rows])
     if config.max_rows is not None and config.max_rows < len(rows):
-        keep = _sample(y, config.max_rows / len(rows), rng)
+        # at least 3 rows a class, so that each still reaches train, validation and test
+        keep = stratified_indices(y, config.max_rows / len(rows), rng, min_per_class=3)
         rows, y = [rows[i] for i in keep], y[keep]
 
     def make(name, part_rows, ids):
@@ -352,13 +353,13 @@ def _label_order(labels) -> list[str]:
     return sorted(unique)
 
 
-def _sample(y: np.ndarray, fraction: float, rng) -> np.ndarray:
-    """Sorted indices of a stratified sample: `fraction` of each class, at least 3 rows of it
-    (so that the class still reaches train, validation and test)."""
+def stratified_indices(y: np.ndarray, fraction: float, rng, *, min_per_class: int = 3) -> np.ndarray:
+    """Sorted indices of a stratified random sample: `fraction` of each class's rows, but at least
+    `min_per_class` of them (all when the class is smaller)."""
     keep = []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        keep.append(idx[: max(3, round(len(idx) * fraction))])
+        keep.append(idx[: max(min_per_class, round(len(idx) * fraction))])
     return np.sort(np.concatenate(keep))
 
 
