@@ -130,13 +130,15 @@ def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
     return out
 
 
-def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *, progress: bool = True) -> dict:
+def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *, inputs: dict | None = None,
+           progress: bool = True) -> dict:
     """Measure, estimate and decide; returns the advice record (the content of advice.json).
 
     Args:
         backbone: the pretrained model (core.load_backbone).
         task: the validated task (core.load_task).
         config: thresholds, optional files and sample sizes.
+        inputs: the optional files as `read_inputs` returned them (read here when None).
         progress: print each step and show progress bars (on stderr).
 
     Raises:
@@ -145,7 +147,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     from core import resolve_device
 
     t_start = time.perf_counter()
-    inputs = read_inputs(task, config)
+    inputs = inputs if inputs is not None else read_inputs(task, config)
     device = resolve_device(config.device)
     say = (lambda msg: print(f"advise: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     rng = np.random.default_rng(config.seed)
@@ -204,10 +206,15 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
 
 
 def _sample(split: Split, n: int, rng) -> Split:
-    """A stratified sample of about n rows (all rows when the split is smaller)."""
+    """A stratified sample of about n rows (the split itself when it is smaller)."""
+    return split if len(split) <= n else split.subset(_sample_indices(split, n, rng))
+
+
+def _sample_indices(split: Split, n: int, rng) -> np.ndarray:
+    """Row indices of a stratified sample of about n rows, at least 2 a class (all rows when fewer)."""
     if len(split) <= n:
-        return split
-    return split.subset(stratified_indices(split.labels, n / len(split), rng, min_per_class=2))
+        return np.arange(len(split))
+    return stratified_indices(split.labels, n / len(split), rng, min_per_class=2)
 
 
 def _zero_shot(backbone, task, valid_s, valid_x, descriptions, config, device, skipped, say) -> dict:
@@ -266,13 +273,12 @@ def _pilot(backbone, task, train_s, valid_s, bx, c, probe_acc, config, skipped, 
     if backbone.num_layers < 1:
         skipped.append("pilot: the model has no blocks to fine-tune.")
         return {}, {}
-    pilot = _sample(train_s, config.pilot_rows, np.random.default_rng(config.seed + 1))
+    rows = _sample_indices(train_s, config.pilot_rows, np.random.default_rng(config.seed + 1))
+    pilot = train_s.subset(rows)
     if np.bincount(pilot.labels, minlength=task.num_labels).min() < 2:
         skipped.append(f"pilot: fewer than 2 training rows for some class in a sample of {len(pilot)}; "
                        "no fine-tuning estimate.")
         return {}, {}
-    position = {text: i for i, text in enumerate(train_s.texts)}
-    rows = np.array([position[t] for t in pilot.texts])
     probe_pilot = _signals.fixed_probe_accuracy(bx["train"][rows], pilot.labels, bx["valid"], valid_s.labels, c)
     pilot_task = TaskData(task.source, task.labels, pilot, valid_s, None, task.text_column, task.label_column,
                           task.text_pair_column)

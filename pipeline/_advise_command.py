@@ -48,11 +48,11 @@ def run(args) -> int:
                            unlabeled=args.unlabeled, max_length=args.max_length, device=args.device, seed=args.seed)
     dconfig = data_config(args)
     task = load_task(args.data, dconfig)
-    read_inputs(task, config)  # bad optional files fail here, before the model is loaded
+    inputs = read_inputs(task, config)  # bad optional files fail here, before the model is loaded
     backbone = load_backbone(args.model)
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    record = advise(backbone, task, config, progress=True)
+    record = advise(backbone, task, config, inputs=inputs, progress=True)
     run_dir = RunDir(args.out)
     run_dir.write_run_record(command="advise", configs={"data": dconfig, "advisor": config, "model": args.model},
                              data_fingerprint=task.fingerprint)
