@@ -8,6 +8,7 @@ family's default from the architecture table.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -231,13 +232,28 @@ def resolve_model_source(name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """No progress bars from transformers (e.g. "Writing model shards") for a moment."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
                   pooling: str | None = None) -> Backbone:
     """Load a pretrained encoder and its tokenizer.
 
     Args:
         name: a Hugging Face model id, a local folder, or "demo:minilm".
-        device: torch device (default: the CPU; the training loop moves what it trains).
+        device: torch device or name ("auto", "cpu", "cuda", ...; default: the CPU; the training
+            loop moves what it trains).
         trust_remote_code: allow code shipped with the model (off unless asked).
         pooling: override the pooling ("mean", "cls", "max").
 
@@ -259,15 +275,18 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
         raise InputError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(source, config=config, dtype=torch.float32,
-                                          trust_remote_code=trust_remote_code)
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(source, config=config, dtype=torch.float32,
+                                              trust_remote_code=trust_remote_code)
     except Exception as e:
         raise InputError(f"--model '{name}' could not be loaded: {_first_line(e)}.") from None
     if tokenizer.pad_token_id is None:
         raise InputError(f"--model '{name}': its tokenizer has no padding token, so batches cannot be padded.")
     model.eval()
     if device is not None:
-        model.to(device)
+        from ._device import resolve_device
+
+        model.to(resolve_device(device) if isinstance(device, str) else device)
     accepted = inspect.signature(model.forward).parameters
     input_names = tuple(k for k in ("input_ids", "token_type_ids") if k in accepted)
     return Backbone(name, source, model, tokenizer, arch, pooling or _saved_pooling(source) or arch.pooling,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._backbone import Backbone, pool, tokenize
+from ._backbone import Backbone, pool, quiet_transformers, tokenize
 from ._errors import InputError
 
 LABELS_FILE = "labels.json"
@@ -101,8 +101,9 @@ class Classifier(nn.Module):
         config = self.backbone.config
         config.id2label = dict(enumerate(self.labels))
         config.label2id = {label: i for i, label in enumerate(self.labels)}
-        self.backbone.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        with quiet_transformers():
+            self.backbone.save_pretrained(path)
+            self.tokenizer.save_pretrained(path)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(path / HEAD_FILE))
         (path / LABELS_FILE).write_text(json.dumps(

@@ -17,6 +17,8 @@ examples:
   finetune-advisor data reviews.csv --label-column stars   your own file, naming the label column
   finetune-advisor advise --model demo:minilm --data demo:bbc-news --out runs/bbc
                                                            is fine-tuning worth it? writes runs/bbc/advice.json
+  finetune-advisor search --model demo:minilm --data demo:bbc-news --out runs/bbc --trials 12
+                                                           search layers and hyperparameters; runs/bbc/best_model
 
 Data (D) is a CSV, TSV, JSONL or Parquet file with a text and a label column, or demo:bbc-news.
 A model (M) is a Hugging Face model id, a local model folder, or demo:minilm.
@@ -43,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Is fine-tuning this pretrained model on my labelled data worth its cost, and if so, how?",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from . import _advise_command, _data_command
+    from . import _advise_command, _data_command, _search_command
 
     _data_command.register(sub)
     _advise_command.register(sub)
+    _search_command.register(sub)
     return parser
 
 

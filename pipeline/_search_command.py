@@ -1,0 +1,143 @@
+"""`finetune-advisor search`: Optuna over layers to unfreeze and hyperparameters; RUN/search.json,
+RUN/best_model and a table of the top trials."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """\
+space (each NAME=VALUE: LO:HI a range, A,B,C a choice, V a fixed value):
+  unfrozen_layers 0:L   learning_rate 1e-5:3e-4 (log)   head_lr_multiplier 3:100 (log)
+  layer_lr_decay 0.7:1.0   batch_size 16,32   epochs 1:4   weight_decay 0:0.1   warmup_ratio 0:0.2
+  max_length 64,128,256 (stops at the first length that holds 95% of the texts)
+  If RUN/advice.json exists, unfrozen_layers starts from its suggested range (--no-advice to ignore it).
+
+examples:
+  finetune-advisor search --model demo:minilm --data demo:bbc-news --out runs/bbc --trials 12
+  finetune-advisor search ... --space unfrozen_layers=0:2 --space batch_size=32 --pruner median
+  finetune-advisor search ... --workers 2                        two processes on one study
+  finetune-advisor search ... --storage postgresql://user:pw@db:5432/optuna --study bbc
+                                                                 the same command on several machines
+Re-running the same command resumes: --trials is the total of finished trials, not that many more.
+"""
+
+
+def register(sub) -> None:
+    from search import PRUNERS
+
+    from .cli import add_data_arguments
+
+    p = sub.add_parser(
+        "search", help="search how many layers to unfreeze and the hyperparameters (Optuna)",
+        description="Run or resume an Optuna study (TPE, pruning on each epoch's validation accuracy) over the "
+                    "number of top blocks to fine-tune and the training hyperparameters. Frozen layers are "
+                    "computed once and shared by all trials. Writes RUN/study.db (unless --storage), "
+                    "RUN/search.json and the best model so far in RUN/best_model.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--model", metavar="M", required=True, help="Hugging Face id, local folder, or demo:minilm")
+    add_data_arguments(p)
+    p.add_argument("--out", metavar="RUN", required=True, help="run directory (created if missing)")
+    g = p.add_argument_group("budget")
+    g.add_argument("--trials", type=int, default=20, help="total finished trials in the study (default 20)")
+    g.add_argument("--timeout", type=float, metavar="S", help="stop starting new trials after S seconds")
+    g = p.add_argument_group("space and pruning")
+    g.add_argument("--space", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one parameter's range (repeatable; see below)")
+    g.add_argument("--space-file", metavar="FILE", help='JSON {"NAME": "VALUE", …} of overrides')
+    g.add_argument("--pruner", choices=PRUNERS, default="hyperband", help="default: hyperband")
+    g.add_argument("--no-advice", action="store_true", help="ignore RUN/advice.json")
+    g = p.add_argument_group("storage and workers")
+    g.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///RUN/study.db)")
+    g.add_argument("--study", default="search", help="study name in the storage (default: search)")
+    g.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    g.add_argument("--heartbeat", type=int, default=30, metavar="S",
+                   help="seconds between heartbeats; a trial silent for 5 is retried (default 30)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    g.add_argument("--cache", default="auto", help="frozen-feature cache: auto, memory, disk or off (default auto)")
+    p.set_defaults(run=run)
+
+
+def space_overrides(pairs: list[str], file: str | None) -> dict[str, str]:
+    """{name: value} from a space file, then --space NAME=VALUE flags on top."""
+    from core import InputError
+
+    overrides: dict[str, str] = {}
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise InputError(f"--space-file '{file}' does not exist.")
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"--space-file '{file}' is not valid JSON ({e}).") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f'--space-file \'{file}\' must hold one JSON object, e.g. {{"epochs": "1:3"}}.')
+        overrides.update({str(k): str(v) for k, v in loaded.items()})
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--space '{pair}' must be NAME=VALUE, e.g. --space learning_rate=1e-5:1e-4.")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
+def run(args) -> int:
+    from core import RunDir, load_backbone, load_task
+    from search import SearchConfig, open_storage, parse_param, search
+
+    from .cli import data_config
+
+    overrides = space_overrides(args.space, args.space_file)
+    config = SearchConfig(trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
+                          pruner=args.pruner, workers=args.workers, space=overrides, use_advice=not args.no_advice,
+                          seed=args.seed, device=args.device, cache=args.cache, heartbeat=args.heartbeat)
+    for name, value in overrides.items():  # names and syntax checked before anything loads
+        parse_param(name, value)
+    if args.storage:  # an unreachable database fails here, before the model is loaded
+        open_storage(args.storage, heartbeat=args.heartbeat)
+    dconfig = data_config(args)
+    task = load_task(args.data, dconfig)
+    backbone = load_backbone(args.model, device=args.device)
+    for warning in task.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    run_dir = RunDir(args.out)
+    record = search(backbone, task, run_dir.path, config, model_ref=args.model, data_ref=args.data,
+                    data_config=dconfig)
+    run_dir.write_run_record(command="search", configs={"data": dconfig, "search": config, "model": args.model},
+                             data_fingerprint=task.fingerprint)
+    print(format_trials(record))
+    print(f"\nwrote {run_dir.file('search.json')}"
+          + (f" and {run_dir.file('best_model')}" if record["best_model"] else ""))
+    return 0 if record["best"] else 1
+
+
+def format_trials(record: dict, top: int = 5) -> str:
+    """The top trials as a table, with the study's counts above it."""
+    n = record["n_trials"]
+    lines = [f"study '{record['study_name']}' ({record['storage']}): {n['complete']} complete, "
+             f"{n['pruned']} pruned, {n['fail']} failed"]
+    rows = sorted((t for t in record["trials"] if t["state"] == "COMPLETE"), key=lambda t: -t["value"])[:top]
+    if not rows:
+        reasons = sorted({t.get("fail_reason", "") for t in record["trials"] if t.get("fail_reason")})
+        return "\n".join(lines + ["no trial completed"] + [f"  - {r}" for r in reasons])
+    searched = [k for k, v in record["space"].items() if ":" in v or "," in v]  # fixed values are not shown
+    names = sorted(searched,
+                   key=lambda k: k != "unfrozen_layers")
+    short = {"unfrozen_layers": "k", "learning_rate": "lr", "head_lr_multiplier": "head_x", "layer_lr_decay": "decay",
+             "batch_size": "batch", "weight_decay": "wd", "warmup_ratio": "warmup", "max_length": "len"}
+    header = ["trial", "accuracy"] + [short.get(k, k) for k in names] + ["seconds"]
+    table = [header]
+    for t in rows:
+        cells = [str(t["number"]), f"{t['value']:.4f}"]
+        for k in names:
+            v = t["params"].get(k, "")
+            cells.append(f"{v:.2g}" if isinstance(v, float) else str(v))
+        cells.append(f"{t['seconds']:.0f}" if t.get("seconds") is not None else "")
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines.append(f"top {len(rows)} trials:")
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
+    return "\n".join(lines)

@@ -1,0 +1,14 @@
+"""search: Optuna over how many blocks to unfreeze and the training hyperparameters.
+
+`search(backbone, task, run_dir, config)` runs (or resumes) a study in RUN/study.db or any
+Optuna storage URL, with TPE, epoch-level pruning (Hyperband by default), the frozen-layer
+feature cache shared by all trials, one or more worker processes, and retry of killed trials;
+it writes RUN/search.json and keeps the best model in RUN/best_model.
+"""
+
+from ._search import PRUNERS, SearchConfig, keep_if_best, search, search_record
+from ._space import DEFAULTS, SEARCHABLE, Param, SearchSpace, parse_param
+from ._study import finished, open_storage, open_study
+
+__all__ = ["SearchConfig", "search", "search_record", "keep_if_best", "PRUNERS", "SearchSpace", "Param",
+           "parse_param", "DEFAULTS", "SEARCHABLE", "open_storage", "open_study", "finished"]

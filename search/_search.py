@@ -1,0 +1,478 @@
+"""The search: Optuna (TPE, seeded) over the layers to unfreeze and the hyperparameters.
+
+One trial = one `core.train` run. Trials in a process share the backbone (loaded once; each
+trial trains a copy, so every trial starts from the pretrained weights) and the frozen-layer
+feature cache (per k and max length), so after the first trial with a given k, its frozen part
+costs nothing. Each epoch's validation accuracy is reported to the pruner (Hyperband by
+default). Only the best model so far is kept on disk, in RUN/best_model.
+
+`--trials N` is the total of finished trials in the study (complete, pruned, or failed by
+themselves), so re-running the same command resumes. With several workers, trials already
+running when the N-th finishes still complete, so the total may exceed N by up to workers - 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from core import InputError, RunDir, read_json, write_json_atomic
+
+from ._space import SearchSpace
+from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study, safe_url,
+                     storage_url)
+
+PRUNERS = ("hyperband", "median", "none")
+CACHES = ("auto", "memory", "disk", "off")
+BEST_MODEL = "best_model"
+BEST_TRIAL_FILE = "trial.json"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A search.
+
+    Attributes:
+        trials: total finished trials wanted in the study (a re-run resumes up to it).
+        timeout: stop starting trials after this many seconds (per worker); None = no limit.
+        storage: an Optuna storage URL; None = sqlite:///RUN/study.db.
+        study: the study's name in the storage.
+        pruner: "hyperband", "median" or "none"; epochs are the resource.
+        workers: worker processes on this machine (on several GPUs, one GPU each in turn).
+        space: {parameter: "LO:HI" | "A,B" | "V"} on top of the defaults (see search._space).
+        use_advice: narrow unfrozen_layers to RUN/advice.json's suggestion and try it first.
+        seed: TPE's seed (worker i uses seed + i) and every trial's training seed.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        cache: frozen-feature cache: "auto" (memory for one worker, disk for several), "memory",
+            "disk" or "off".
+        cache_dir: folder of the disk cache (default ~/.cache/finetune-advisor).
+        heartbeat: seconds between a running trial's heartbeats; a trial silent for 5 heartbeats
+            is taken as killed and run again.
+        patience: epochs without improvement before a trial stops early.
+    """
+
+    trials: int = 20
+    timeout: float | None = None
+    storage: str | None = None
+    study: str = "search"
+    pruner: str = "hyperband"
+    workers: int = 1
+    space: dict = field(default_factory=dict)
+    use_advice: bool = True
+    seed: int = 0
+    device: str = "auto"
+    cache: str = "auto"
+    cache_dir: str | None = None
+    heartbeat: int = 30
+    patience: int = 2
+
+    def __post_init__(self):
+        InputError.check([
+            (self.trials >= 1, f"--trials {self.trials} must be >= 1."),
+            (self.timeout is None or self.timeout > 0, f"--timeout {self.timeout} must be > 0 seconds."),
+            (self.pruner in PRUNERS, f"--pruner '{self.pruner}' must be one of {', '.join(PRUNERS)}."),
+            (self.workers >= 1, f"--workers {self.workers} must be >= 1."),
+            (self.cache in CACHES, f"--cache '{self.cache}' must be one of {', '.join(CACHES)}."),
+            (self.heartbeat >= 1, f"--heartbeat {self.heartbeat} must be >= 1 second."),
+            (bool(self.study.strip()), "--study must not be empty."),
+        ])
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs; picklable, so a worker process can rebuild everything from it."""
+
+    model: str
+    data: str
+    data_config: object
+    fingerprint: str
+    url: str
+    space: dict
+    config: SearchConfig
+    run_dir: str
+    worker: int = 0
+    device: str = "auto"
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, model_ref: str | None = None,
+           data_ref: str | None = None, data_config=None, progress: bool = True, log=print) -> dict:
+    """Search the study to `config.trials` finished trials; write RUN/search.json, RUN/best_model.
+
+    Args:
+        backbone, task: the loaded model and data (the first worker uses them as they are).
+        run_dir: the run directory (study.db, search.json and best_model go there).
+        config: the search settings.
+        model_ref, data_ref, data_config: how worker processes load the same model and data
+            (needed only when config.workers > 1).
+        progress: show a progress bar (trial, best so far, elapsed, ETA).
+        log: where notes go (one line each).
+
+    Returns:
+        The search.json record.
+
+    Raises:
+        InputError: bad space, storage or study; workers > 1 without model_ref/data_ref.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    run_dir = RunDir(run_dir)
+    if config.workers > 1 and (model_ref is None or data_ref is None):
+        raise InputError("workers > 1 needs model_ref and data_ref, so each worker process can load them.")
+    overrides, first_params, notes = _advice(run_dir, task, backbone, config)
+    for note in notes:
+        log(note)
+    lengths = backbone.tokenize(task.train.texts[:500], task.train.pairs[:500] if task.train.pairs else None,
+                                max_length=backbone.max_positions).lengths
+    space = SearchSpace.build(overrides, num_layers=backbone.num_layers, max_positions=backbone.max_positions,
+                              text_lengths=lengths)
+    url = storage_url(config.storage, run_dir.path)
+    storage = open_storage(url, heartbeat=config.heartbeat)
+    identity = {"metric": METRIC, "space": space.to_dict(), "model": backbone.fingerprint,
+                "data_fingerprint": task.fingerprint}
+    study = open_study(storage, config.study, identity=identity)
+    if first_params and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(_clip(first_params, space), skip_if_exists=True)
+    done = len(finished(study.get_trials(deepcopy=False)))
+    if done:
+        log(f"resuming study '{config.study}': {done} of {config.trials} trials already finished")
+
+    job = _Job(model_ref or backbone.source, data_ref or task.source, data_config, task.fingerprint, url,
+               space.to_dict(), config, str(run_dir.path), device=config.device)
+    t0 = time.perf_counter()
+    if done < config.trials:
+        with _progress_bar(study, config, done, progress) as bar:
+            if config.workers == 1:
+                _work(job, backbone, task, on_trial=bar.update_from)
+            else:
+                _run_workers(job, bar)
+    record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
+    run_dir.write("search.json", record)
+    return record
+
+
+def _work(job: _Job, backbone, task, on_trial=None) -> None:
+    """One worker: run trials until the study has job.config.trials finished ones."""
+    import optuna
+
+    from core import FeatureCache, default_cache_dir
+
+    config = job.config
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = open_storage(job.url, heartbeat=config.heartbeat)
+    space = SearchSpace.build(job.space, num_layers=backbone.num_layers, max_positions=backbone.max_positions)
+    n_startup = max(3, min(10, config.trials // 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=config.seed + job.worker, n_startup_trials=n_startup)
+    max_epochs = max(space["epochs"].values)
+    study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
+                              pruner=make_pruner(config.pruner, max_epochs))
+    cache_mode = config.cache if config.cache != "auto" else ("memory" if config.workers == 1 else "disk")
+    cache = FeatureCache((config.cache_dir or default_cache_dir()) if cache_mode == "disk" else None)
+    objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker)
+
+    def stop_at_total(study, trial):
+        if on_trial is not None:
+            on_trial(study, trial)
+        if len(finished(study.get_trials(deepcopy=False))) >= config.trials:
+            study.stop()
+
+    if len(finished(study.get_trials(deepcopy=False))) >= config.trials:
+        return
+    study.optimize(objective, timeout=config.timeout, callbacks=[stop_at_total], catch=(Exception,),
+                   gc_after_trial=True)
+
+
+def _worker_main(job: _Job) -> None:
+    """Entry point of a worker process: load model and data again, then work."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    from core import load_backbone, load_task
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.config.workers))
+    task = load_task(job.data, job.data_config)
+    if task.fingerprint != job.fingerprint:
+        raise InputError(f"worker {job.worker}: the data '{job.data}' changed while the search ran.")
+    _work(job, load_backbone(job.model, device=job.device), task)
+
+
+def _run_workers(job: _Job, bar) -> None:
+    import multiprocessing
+
+    devices = _worker_devices(job.config)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(replace(job, worker=i, device=devices[i]),), daemon=False)
+             for i in range(job.config.workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            bar.poll()
+            time.sleep(1.0)
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        for p in procs:
+            p.join()
+    bar.poll()
+    bad = [f"worker {i} exited with status {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
+    if bad:
+        print("warning: " + "; ".join(bad) + " (its running trial is retried by the next search)", file=sys.stderr)
+
+
+def _worker_devices(config: SearchConfig) -> list[str]:
+    """One device per worker: with device auto and several GPUs, worker i takes GPU i mod n."""
+    import torch
+
+    if config.device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        n = torch.cuda.device_count()
+        return [f"cuda:{i % n}" for i in range(config.workers)]
+    return [config.device] * config.workers
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+class _Objective:
+    """Train one configuration; report each epoch to the pruner; keep the model if it is the best."""
+
+    def __init__(self, backbone, task, space: SearchSpace, config: SearchConfig, cache, run_dir: RunDir,
+                 device: str, worker: int):
+        self.backbone, self.task, self.space, self.config = backbone, task, space, config
+        self.cache, self.run_dir, self.device, self.worker = cache, run_dir, device, worker
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from core import TrainConfig, train
+
+        params = self.space.suggest(trial)
+        trial.set_user_attr("worker", self.worker)
+        t0 = time.perf_counter()
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            trial.report(accuracy, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at validation accuracy {accuracy:.4f}")
+
+        try:
+            config = TrainConfig(**{"patience": self.config.patience, **params}, seed=self.config.seed,
+                                 cache="memory", device=self.device)
+            result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch, progress=False)
+        except optuna.TrialPruned:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            raise
+        except Exception as e:
+            trial.set_user_attr(FAIL_REASON, _failure(e, params))
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            raise
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("cached", result.cached)
+        trial.set_user_attr("device", result.device)
+        keep_if_best(self.run_dir, self.config.study, trial.number, result.best_valid_accuracy, params,
+                     result.model)
+        return result.best_valid_accuracy
+
+
+def _failure(error: Exception, params: dict) -> str:
+    """One line on why a trial failed, with the fix where there is one."""
+    import torch
+
+    from core import TrainingError
+
+    oom = (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None), MemoryError)
+    if isinstance(error, tuple(c for c in oom if c is not None)):
+        return (f"out of memory at batch_size {params.get('batch_size')}, max_length {params.get('max_length')}, "
+                f"unfrozen_layers {params.get('unfrozen_layers')}: lower batch_size or max_length in the space")
+    if isinstance(error, TrainingError):
+        return f"non-finite loss: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def keep_if_best(run_dir: RunDir, study: str, number: int, value: float, params: dict, model) -> bool:
+    """Save `model` as RUN/best_model when `value` beats the one saved there (for this study).
+
+    The folder is written beside and swapped in by rename, under a file lock, so workers in
+    several processes never leave a mixed or half-written best_model."""
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    target = run_dir.file(BEST_MODEL)
+    with _locked(run_dir.file(".best_model.lock")):
+        current = _best_saved(run_dir, study)
+        if current is not None and value <= current["value"]:
+            return False
+        tmp = run_dir.file(f".{BEST_MODEL}.{os.getpid()}.tmp")
+        old = run_dir.file(f".{BEST_MODEL}.{os.getpid()}.old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            model.save(tmp)
+            write_json_atomic(tmp / BEST_TRIAL_FILE, {"study": study, "number": number, "value": value,
+                                                      "params": params})
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def _best_saved(run_dir: RunDir, study: str) -> dict | None:
+    file = run_dir.file(BEST_MODEL) / BEST_TRIAL_FILE
+    if not file.exists():
+        return None
+    saved = read_json(file)
+    return saved if saved.get("study") == study else None
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one process at a time is the user's to ensure
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- advice, record, progress
+
+
+def _advice(run_dir: RunDir, task, backbone, config: SearchConfig):
+    """Space overrides and a first trial from RUN/advice.json, with notes saying what was taken."""
+    overrides = dict(config.space)
+    if not config.use_advice or not run_dir.exists("advice.json"):
+        return overrides, None, []
+    advice = run_dir.read("advice.json")
+    if advice.get("data_fingerprint") not in (None, task.fingerprint):
+        return overrides, None, ["advice.json was made on other data; not using it"]
+    notes = []
+    if advice.get("decision") in ("zero-shot", "change-model"):
+        notes.append(f"the advice was '{advice['decision']}' ({advice['reasons'][0] if advice.get('reasons') else ''}); "
+                     "searching anyway, as asked")
+    suggested = (advice.get("expected") or {}).get("suggested_unfrozen_layers")
+    if not suggested or "unfrozen_layers" in overrides:
+        return overrides, None, notes
+    lo, hi = int(suggested[0]), min(int(suggested[1]), backbone.num_layers)
+    overrides["unfrozen_layers"] = f"{lo}:{hi}"
+    first = {"unfrozen_layers": min(hi, lo + 1)}
+    notes.append(f"from advice.json: unfrozen_layers narrowed to {lo}..{hi}; the first trial tries "
+                 f"k={first['unfrozen_layers']} with the default hyperparameters")
+    return overrides, first, notes
+
+
+def _clip(first: dict, space: SearchSpace) -> dict:
+    """The default TrainConfig values (with `first` on top) moved inside the space's searched ranges."""
+    from core import TrainConfig
+
+    defaults = {**asdict(TrainConfig()), **first}
+    params = {}
+    for p in space.params:
+        if p.fixed is not None:
+            continue
+        value = defaults[p.name]
+        if p.choices is not None:
+            numeric = all(isinstance(c, (int, float)) for c in p.choices)
+            params[p.name] = min(p.choices, key=lambda c: abs(c - value)) if numeric else p.choices[0]
+        else:
+            params[p.name] = min(max(value, p.low), p.high)
+    return params
+
+
+def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run_dir: RunDir,
+                  seconds: float) -> dict:
+    """The search.json record (DESIGN.md contract, plus space, pruner, best_model and reasons)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    fixed = {p.name: p.fixed for p in space.params if p.fixed is not None}
+    return {
+        "study_name": config.study, "storage": safe_url(url), "direction": DIRECTION, "metric": METRIC,
+        "n_trials": {"complete": counts["complete"], "pruned": counts["pruned"], "fail": counts["fail"],
+                     "running": counts["running"], "waiting": counts["waiting"]},
+        "finished": len(finished(trials)), "target_trials": config.trials,
+        "best": None if best is None else {"number": best.number, "value": best.value,
+                                           "params": {**fixed, **best.params}},
+        "best_model": _best_saved(run_dir, config.study),
+        "space": space.to_dict(), "pruner": config.pruner, "sampler": f"TPE(seed={config.seed})",
+        "workers": config.workers, "seconds": seconds,
+        "trials": [_trial_row(t, fixed) for t in trials],
+    }
+
+
+def _trial_row(t, fixed: dict) -> dict:
+    """One trial; its params include the space's fixed values, so each row is a whole configuration."""
+    row = {"number": t.number, "state": t.state.name, "value": t.value, "params": {**fixed, **t.params},
+           "seconds": t.user_attrs.get("seconds"),
+           "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())}}
+    if FAIL_REASON in t.user_attrs:
+        row["fail_reason"] = t.user_attrs[FAIL_REASON]
+    if "failed_trial" in t.system_attrs:
+        row["retry_of"] = t.system_attrs["failed_trial"]
+    return row
+
+
+class _Bar:
+    """A progress bar over the study: finished trials, best so far, pruned and failed counts."""
+
+    def __init__(self, study, config: SearchConfig, done: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.study, self.config, self.seen = study, config, done
+        self.bar = tqdm(total=config.trials, initial=done, desc="search", unit="trial", disable=not enabled,
+                        dynamic_ncols=True)
+        self.reported: set[int] = set()
+
+    def update_from(self, study, trial=None) -> None:
+        self.study = study
+        self.poll()
+
+    def poll(self) -> None:
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        done = finished(trials)
+        for t in done:
+            if t.state == TrialState.FAIL and t.number not in self.reported:
+                self.bar.write(f"trial {t.number} failed: {t.user_attrs[FAIL_REASON]}")
+            self.reported.add(t.number)
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        failed = sum(t.state == TrialState.FAIL for t in done)
+        self.bar.set_postfix(best=f"{max(values):.4f}" if values else "-", pruned=pruned, failed=failed,
+                             refresh=False)
+        self.bar.update(max(0, min(len(done), self.config.trials) - self.seen))
+        self.seen = max(self.seen, min(len(done), self.config.trials))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def _progress_bar(study, config: SearchConfig, done: int, enabled: bool):
+    bar = _Bar(study, config, done, enabled)
+    try:
+        yield bar
+    finally:
+        bar.close()

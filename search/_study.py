@@ -1,0 +1,127 @@
+"""The Optuna storage and study: opening them, checking that a resumed study is the same search,
+and counting finished trials.
+
+A study remembers what it searches (space, metric, model, data fingerprint) in its user
+attributes; a command that would add trials of another search to it is refused. Storage is an
+RDBStorage with a heartbeat: a trial whose process died (kill -9, a lost machine) goes stale after
+`grace` seconds and is failed and queued again with the same parameters the next time any worker
+starts a trial (optuna's RetryHeartbeatStaleTrialCallback).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from core import InputError
+
+METRIC = "accuracy"
+DIRECTION = "maximize"
+FAIL_REASON = "fail_reason"  # user attribute of a trial that failed by itself (not killed)
+RETRIES = 3  # a trial killed more often than this is not queued again
+
+
+def storage_url(storage: str | None, run_dir: Path) -> str:
+    """The storage URL: the user's, or sqlite:///RUN/study.db."""
+    return storage if storage else f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages and records."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(url: str, *, heartbeat: int = 30):
+    """An RDBStorage for `url` with heartbeats and retry of killed trials.
+
+    Raises:
+        InputError: a malformed URL, a database driver that is not installed, a server that
+            cannot be reached.
+    """
+    import optuna
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    example = "sqlite:///path/study.db or postgresql://user:password@host:5432/dbname"
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise InputError(f"--storage '{url}' is not a database URL. Use {example}.") from None
+    if parsed.drivername.startswith("sqlite") and parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if parsed.drivername.startswith("sqlite") else {
+        "pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=5 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
+        hint = " Install the PostgreSQL driver: pip install 'finetune-advisor[postgres]'." \
+            if parsed.drivername.startswith("postgres") else ""
+        raise InputError(f"--storage '{safe_url(url)}': no database driver for '{parsed.drivername}' is "
+                         f"installed.{hint} Use {example}.") from None
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as e:
+        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        raise InputError(f"--storage '{safe_url(url)}' cannot be reached: {reason}. "
+                         "Check host, port, database name and password, and that the server is running.") from None
+
+
+def open_study(storage, name: str, *, identity: dict, sampler=None, pruner=None):
+    """Create the study, or load it when it exists and searches the same thing.
+
+    Args:
+        identity: what makes two searches the same (space, metric, model, data fingerprint);
+            stored in the study's user attributes on creation and compared on every load.
+
+    Raises:
+        InputError: the study exists with another direction or another identity.
+    """
+    import optuna
+
+    existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing:
+        summary = existing[name]
+        direction = [d.name.lower() for d in summary.directions]
+        if direction != [DIRECTION]:
+            raise InputError(f"study '{name}' already exists in this storage with direction "
+                             f"{'/'.join(direction)}; this search maximizes {METRIC}. "
+                             "Give another --study name (or another --out).")
+        stored = {k: summary.user_attrs.get(k) for k in identity}
+        differ = [f"{k}: stored {stored[k]!r}, now {identity[k]!r}" for k in identity if stored[k] != identity[k]]
+        if differ:
+            raise InputError(f"study '{name}' already exists and searches something else ("
+                             + "; ".join(differ) + "). Resume it with the same settings, or give another --study "
+                             "name (or another --out).")
+    study = optuna.create_study(storage=storage, study_name=name, direction=DIRECTION, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    if name not in existing:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+def finished(trials) -> list:
+    """Trials that count towards --trials: complete, pruned, or failed by themselves (a raised
+    error, a NaN loss, out of memory). A killed trial does not count: it is run again."""
+    from optuna.trial import TrialState
+
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs)]
+
+
+def make_pruner(name: str, max_epochs: int):
+    """'hyperband' (default), 'median' or 'none', with epochs as the resource."""
+    import optuna
+
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_epochs), reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()

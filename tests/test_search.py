@@ -1,0 +1,333 @@
+"""search/: the space, the study (resume, identity, storage errors), trials that fail, pruning,
+the best model on disk, workers on SQLite and PostgreSQL, and a search killed mid-trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import InputError
+from search import SearchConfig, SearchSpace, parse_param
+from tests.conftest import topic_rows, write_csv
+
+# Small, quick trials: one or two epochs, short inputs, the top two blocks at most.
+QUICK = {"epochs": "1:2", "max_length": "32", "unfrozen_layers": "0:2", "batch_size": "16"}
+
+
+def cli(*args, timeout=600):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=Path(__file__).parent.parent)
+
+
+def trials_of(url: str, study: str = "search"):
+    import optuna
+
+    return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+
+
+# --------------------------------------------------------------------------- space
+
+
+def test_space_syntax_range_choice_fixed():
+    assert parse_param("learning_rate", "1e-5:1e-3") == SearchSpace.build(
+        {"learning_rate": "1e-5:1e-3"}, num_layers=6, max_positions=512)["learning_rate"]
+    lr = parse_param("learning_rate", "1e-5:1e-3")
+    assert (lr.low, lr.high, lr.log, lr.fixed) == (1e-5, 1e-3, True, None)
+    k = parse_param("unfrozen_layers", "1:3")
+    assert k.values == (1, 2, 3) and not k.log
+    assert parse_param("batch_size", "8,16,32").choices == (8, 16, 32)
+    assert parse_param("epochs", "3").fixed == 3
+    assert parse_param("weight_decay", "0.05:0.05").fixed == 0.05
+    assert parse_param("schedule", "linear,cosine").choices == ("linear", "cosine")
+
+
+@pytest.mark.parametrize("name,text,match", [
+    ("lerning_rate", "1e-5", "not a searchable parameter.*learning_rate"),
+    ("batch_size", "16,big", "'big' is not an integer"),
+    ("epochs", "4:1", "range is empty"),
+    ("learning_rate", "0:1e-3", "log scale"),
+    ("weight_decay", "", "give a value"),
+])
+def test_space_syntax_errors_name_the_value(name, text, match):
+    with pytest.raises(InputError, match=match):
+        parse_param(name, text)
+
+
+def test_space_is_bounded_by_model_and_data():
+    space = SearchSpace.build({}, num_layers=6, max_positions=512, text_lengths=np.full(100, 40))
+    assert space["unfrozen_layers"].values == tuple(range(7))
+    assert space["max_length"].choices == (64,)  # 64 holds every 40-token text: longer would only cost
+    long = SearchSpace.build({}, num_layers=6, max_positions=200, text_lengths=np.full(100, 1000))
+    assert long["max_length"].choices == (64, 128)  # 256 is beyond the model
+    with pytest.raises(InputError, match="unfrozen_layers=0:9.*6 blocks"):
+        SearchSpace.build({"unfrozen_layers": "0:9"}, num_layers=6, max_positions=512)
+    with pytest.raises(InputError, match="max_length=1024.*8 to 512"):
+        SearchSpace.build({"max_length": "1024"}, num_layers=6, max_positions=512)
+
+
+def test_search_config_checks():
+    with pytest.raises(InputError, match="--trials 0") as e:
+        SearchConfig(trials=0, pruner="random", workers=0)
+    assert "--pruner 'random'" in str(e.value) and "--workers 0" in str(e.value)
+
+
+# --------------------------------------------------------------------------- one process
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, minilm, topic_task):
+    """A real 5-trial search of MiniLM on the topic task, then resumed to 7 trials."""
+    from search import search
+
+    run = tmp_path_factory.mktemp("run")
+    config = SearchConfig(trials=5, space=QUICK, pruner="none")
+    first = search(minilm, topic_task, run, config, progress=False, log=lambda s: None)
+    before = {t["number"]: t["value"] for t in first["trials"]}
+    lines = []
+    second = search(minilm, topic_task, run, SearchConfig(trials=7, space=QUICK, pruner="none"),
+                    progress=False, log=lines.append)
+    return run, first, second, before, lines
+
+
+def test_search_json_follows_the_contract(searched):
+    run, first, record, _, _ = searched
+    assert set(record) >= {"study_name", "storage", "direction", "metric", "n_trials", "best", "trials"}
+    assert record["storage"] == f"sqlite:///{(run / 'study.db').resolve()}"
+    assert record["direction"] == "maximize" and record["metric"] == "accuracy"
+    assert record["n_trials"]["complete"] == 7 and record["finished"] == 7
+    for t in record["trials"]:
+        assert set(t) >= {"number", "state", "value", "params", "seconds"}
+        assert 0 <= t["params"]["unfrozen_layers"] <= 2 and t["params"]["max_length"] == 32
+    best = max(record["trials"], key=lambda t: (t["value"], -t["number"]))
+    assert record["best"]["number"] == best["number"] and record["best"]["value"] == best["value"]
+    assert (run / "search.json").exists()
+
+
+def test_resume_keeps_finished_trials_and_counts_the_total(searched):
+    _, first, second, before, lines = searched
+    assert len(first["trials"]) == 5 and len(second["trials"]) == 7
+    assert {t["number"]: t["value"] for t in second["trials"][:5]} == before
+    assert any("resuming study 'search': 5 of 7" in line for line in lines)
+
+
+def test_best_model_is_the_best_trial_and_reloads(searched, topic_task):
+    from transformers import AutoModel
+
+    from core import load_classifier
+
+    run, _, record, _, _ = searched
+    saved = json_of(run / "best_model" / "trial.json")
+    assert saved["number"] == record["best"]["number"] and saved["value"] == record["best"]["value"]
+    assert [p.name for p in run.iterdir() if p.name.startswith(".best_model.") and p.suffix != ".lock"] == []
+    AutoModel.from_pretrained(run / "best_model")  # plain transformers reads the encoder
+    model = load_classifier(run / "best_model")
+    accuracy = float((model.predict_proba(topic_task.valid.texts).argmax(1) == topic_task.valid.labels).mean())
+    assert accuracy == pytest.approx(record["best"]["value"])
+
+
+def json_of(path: Path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_a_study_that_searches_something_else_is_refused(searched, minilm, topic_task):
+    from search import search
+
+    run = searched[0]
+    with pytest.raises(InputError, match="study 'search' already exists and searches something else.*space"):
+        search(minilm, topic_task, run, SearchConfig(trials=8, space={**QUICK, "epochs": "1:3"}),
+               progress=False, log=lambda s: None)
+
+
+def test_a_study_with_another_direction_is_refused(tmp_path, minilm, topic_task):
+    import optuna
+
+    from search import search
+
+    optuna.create_study(study_name="search", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="minimize")
+    with pytest.raises(InputError, match="direction minimize.*maximizes accuracy.*--study"):
+        search(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=QUICK), progress=False, log=lambda s: None)
+
+
+def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_path, minilm, topic_task,
+                                                                          monkeypatch):
+    import torch
+
+    import core
+    from search import search
+
+    real_train, calls = core.train, []
+
+    def flaky_train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(core, "train", flaky_train)
+    record = search(minilm, topic_task, tmp_path, SearchConfig(trials=4, space=QUICK, pruner="none"),
+                    progress=False, log=lambda s: None)
+    states = [t["state"] for t in record["trials"]]
+    assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]  # the study went on to its total
+    assert record["trials"][1]["fail_reason"] == "RuntimeError: boom"
+    assert record["trials"][2]["fail_reason"].startswith("out of memory at batch_size 16, max_length 32")
+
+
+def test_a_nan_loss_fails_the_trial_with_its_reason(tmp_path, minilm, topic_task):
+    from search import search
+
+    space = {**QUICK, "unfrozen_layers": "1", "learning_rate": "1e30", "head_lr_multiplier": "1e6"}
+    record = search(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=space), progress=False,
+                    log=lambda s: None)
+    (trial,) = record["trials"]
+    assert trial["state"] == "FAIL" and trial["fail_reason"].startswith("non-finite loss: the loss became")
+    assert record["best"] is None and not (tmp_path / "best_model").exists()
+
+
+def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
+    from search import search
+
+    # A wide learning-rate range: some trials barely move from chance after an epoch.
+    space = {**QUICK, "epochs": "3", "learning_rate": "1e-7:1e-3", "head_lr_multiplier": "1:100"}
+    pruned = search(minilm, topic_task, tmp_path / "median", SearchConfig(trials=8, space=space, pruner="median"),
+                    progress=False, log=lambda s: None)
+    assert pruned["n_trials"]["pruned"] >= 1
+    for t in pruned["trials"]:
+        epochs = len(t["intermediate"])
+        assert epochs < 3 if t["state"] == "PRUNED" else epochs >= 1  # pruned trials stopped early
+    kept = search(minilm, topic_task, tmp_path / "none", SearchConfig(trials=4, space=space, pruner="none"),
+                  progress=False, log=lambda s: None)
+    assert kept["n_trials"]["pruned"] == 0
+
+
+def test_advice_narrows_layers_and_seeds_the_first_trial(tmp_path, minilm, topic_task):
+    from core import RunDir
+    from search import search
+
+    RunDir(tmp_path).write("advice.json", {"decision": "fine-tune", "reasons": ["x"],
+                                           "data_fingerprint": topic_task.fingerprint,
+                                           "expected": {"suggested_unfrozen_layers": [1, 3]}})
+    lines = []
+    space = {k: v for k, v in QUICK.items() if k != "unfrozen_layers"}
+    record = search(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space), progress=False,
+                    log=lines.append)
+    assert record["space"]["unfrozen_layers"] == "1:3"
+    first = record["trials"][0]["params"]
+    assert first["unfrozen_layers"] == 2 and first["learning_rate"] == 5e-5 and first["batch_size"] == 16
+    assert any("narrowed to 1..3" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def topics_file(tmp_path) -> Path:
+    return write_csv(tmp_path / "topics.csv", topic_rows(copies=4))
+
+
+def quick_flags():
+    return [f for name, value in QUICK.items() for f in ("--space", f"{name}={value}")]
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--storage", "not a url"], "--storage 'not a url' is not a database URL"),
+    (["--storage", "postgresql://fa:secret@127.0.0.1:1/none"], "--storage 'postgresql://fa:\\*\\*\\*@127.0.0.1:1/none'"),
+    (["--space", "epochs"], "--space 'epochs' must be NAME=VALUE"),
+    (["--space", "depth=3"], "'depth' is not a searchable parameter"),
+    (["--trials", "0"], "--trials 0 must be >= 1"),
+])
+def test_bad_search_input_exits_2_and_writes_nothing(tmp_path, topics_file, flags, match):
+    import re
+
+    out = tmp_path / "run"
+    result = cli("search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out), *flags)
+    assert result.returncode == 2, result.stderr
+    assert re.search(match, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path, topics_file):
+    out = tmp_path / "run"
+    result = cli("search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out),
+                 "--trials", "6", "--workers", "2", "--pruner", "none", *quick_flags())
+    assert result.returncode == 0, result.stderr
+    trials = trials_of(f"sqlite:///{out / 'study.db'}")
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # no number twice, none missing
+    assert 6 <= len(trials) <= 7  # the total, plus at most the other worker's running trial
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    assert "top" in result.stdout and (out / "best_model" / "trial.json").exists()
+
+
+@pytest.mark.skipif(not os.environ.get("FINETUNE_ADVISOR_TEST_POSTGRES"),
+                    reason="no PostgreSQL server: set FINETUNE_ADVISOR_TEST_POSTGRES=postgresql://… "
+                           "(.ci/run starts one)")
+def test_two_workers_on_postgresql(tmp_path, topics_file):
+    url = os.environ["FINETUNE_ADVISOR_TEST_POSTGRES"]
+    study = f"pytest-{os.getpid()}-{time.time_ns()}"
+    out = tmp_path / "run"
+    result = cli("search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out),
+                 "--trials", "4", "--workers", "2", "--storage", url, "--study", study, "--pruner", "none",
+                 *quick_flags())
+    assert result.returncode == 0, result.stderr
+    trials = trials_of(url, study)
+    assert sorted(t.number for t in trials) == list(range(len(trials))) and len(trials) >= 4
+    assert not (out / "study.db").exists()
+    assert json_of(out / "search.json")["storage"].startswith("postgresql")
+
+
+def test_a_search_killed_mid_trial_resumes_and_retries_it(tmp_path, topics_file):
+    """kill -9 during a trial; the same command again keeps finished trials, retries the killed one
+    with the same parameters, and reaches the total."""
+    from optuna.trial import TrialState
+
+    out = tmp_path / "run"
+    args = ["search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out), "--trials", "3",
+            "--heartbeat", "1", "--pruner", "none", *quick_flags(), "--space", "epochs=3"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
+    url = f"sqlite:///{out / 'study.db'}"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                trials = trials_of(url)
+            except Exception:  # the study does not exist yet
+                continue
+            states = [t.state for t in trials]
+            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+                break
+        else:
+            pytest.fail("the search never reached a running second trial")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    before = {t.number: t for t in trials_of(url)}
+    killed = max(before)
+    assert before[killed].state == TrialState.RUNNING
+    time.sleep(6)  # 5 heartbeats of silence: the killed trial is stale
+
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    after = {t.number: t for t in trials_of(url)}
+    for number, t in before.items():
+        if t.state == TrialState.COMPLETE:
+            assert after[number].value == t.value  # kept, not re-run
+    assert after[killed].state == TrialState.FAIL and "fail_reason" not in after[killed].user_attrs
+    retries = [t for t in after.values() if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].params == after[killed].params
+    assert retries[0].state == TrialState.COMPLETE
+    record = json_of(out / "search.json")
+    assert record["finished"] == 3 and record["n_trials"]["running"] == 0
