@@ -54,7 +54,7 @@ def run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     record = advise(backbone, task, config, inputs=inputs, progress=True)
     run_dir = RunDir(args.out)
-    run_dir.write_run_record(command="advise", configs={"data": dconfig, "advisor": config, "model": args.model},
+    run_dir.write_run_record(command="advise", configs={"data_source": args.data, "data": dconfig, "advisor": config, "model": args.model},
                              data_fingerprint=task.fingerprint)
     path = run_dir.write("advice.json", record)
     print(format_advice(record))

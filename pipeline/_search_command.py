@@ -106,7 +106,7 @@ def run(args) -> int:
     run_dir = RunDir(args.out)
     record = search(backbone, task, run_dir.path, config, model_ref=args.model, data_ref=args.data,
                     data_config=dconfig)
-    run_dir.write_run_record(command="search", configs={"data": dconfig, "search": config, "model": args.model},
+    run_dir.write_run_record(command="search", configs={"data_source": args.data, "data": dconfig, "search": config, "model": args.model},
                              data_fingerprint=task.fingerprint)
     print(format_trials(record))
     print(f"\nwrote {run_dir.file('search.json')}"

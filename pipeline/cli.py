@@ -19,6 +19,8 @@ examples:
                                                            is fine-tuning worth it? writes runs/bbc/advice.json
   finetune-advisor search --model demo:minilm --data demo:bbc-news --out runs/bbc --trials 12
                                                            search layers and hyperparameters; runs/bbc/best_model
+  finetune-advisor export runs/bbc                         ONNX (+ int8), checked against PyTorch; runs/bbc/export
+  finetune-advisor predict runs/bbc/export "Shares fell"   classify with onnxruntime only
 
 Data (D) is a CSV, TSV, JSONL or Parquet file with a text and a label column, or demo:bbc-news.
 A model (M) is a Hugging Face model id, a local model folder, or demo:minilm.
@@ -45,21 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Is fine-tuning this pretrained model on my labelled data worth its cost, and if so, how?",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from . import _advise_command, _data_command, _search_command
+    from . import _advise_command, _data_command, _export_command, _search_command
 
     _data_command.register(sub)
     _advise_command.register(sub)
     _search_command.register(sub)
+    _export_command.register(sub)
     return parser
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = False) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = False, required: bool = True,
+                       data_help: str = "CSV/TSV/JSONL/Parquet file, or demo:bbc-news") -> None:
     """The flags that say how to read a dataset (shared by every command that takes data)."""
     if positional:
-        parser.add_argument("data", metavar="D", help="CSV/TSV/JSONL/Parquet file, or demo:bbc-news")
+        parser.add_argument("data", metavar="D", help=data_help)
     else:
-        parser.add_argument("--data", metavar="D", required=True,
-                            help="CSV/TSV/JSONL/Parquet file, or demo:bbc-news")
+        parser.add_argument("--data", metavar="D", required=required, help=data_help)
     g = parser.add_argument_group("data")
     g.add_argument("--text-column", metavar="C", help="text column (default: text, sentence, content, review, …)")
     g.add_argument("--text-pair-column", metavar="C", help="second text column, for sentence-pair tasks")

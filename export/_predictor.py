@@ -1,0 +1,112 @@
+"""The deploy-side predictor: an exported folder, run with onnxruntime, tokenizers and numpy only.
+
+Copy RUN/export anywhere with those three packages installed and:
+
+    from export import Predictor
+    predictor = Predictor("export")                  # the recommended variant (export.json)
+    predictor.predict(["Shares fell sharply today"])  # [{"label": "business", "score": 0.97}]
+
+This module imports nothing else of the project (nor torch, nor transformers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+EXPORT_RECORD = "export.json"
+LABELS = "labels.json"
+TOKENIZER = "tokenizer.json"
+
+
+class PredictorError(ValueError):
+    """The folder or model file cannot be used; the message says what is wrong and what to do."""
+
+
+class Predictor:
+    """Classify texts with an exported model.
+
+    Args:
+        folder: an export folder (RUN/export): export.json, labels.json, tokenizer.json, *.onnx.
+        variant: the .onnx file to use (default: the one export.json recommends).
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+
+    Raises:
+        PredictorError: a missing file, or a model file onnxruntime cannot load.
+    """
+
+    def __init__(self, folder: str | Path, variant: str | None = None, *, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        missing = [f for f in (EXPORT_RECORD, LABELS, TOKENIZER) if not (self.folder / f).is_file()]
+        if missing:
+            raise PredictorError(f"'{folder}' is not an export folder: it lacks {', '.join(missing)}. "
+                                 "Make one with: finetune-advisor export RUN")
+        record = json.loads((self.folder / EXPORT_RECORD).read_text())
+        meta = json.loads((self.folder / LABELS).read_text())
+        self.variant = variant or record["recommended"]
+        path = self.folder / self.variant
+        if not path.is_file():
+            known = [v["file"] for v in record.get("variants", []) if v.get("passed")]
+            raise PredictorError(f"variant '{self.variant}' is not in '{folder}'. Use one of: {', '.join(known)}.")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PredictorError(f"'{path}' is not a loadable ONNX model ({first}). "
+                                 "Export it again: finetune-advisor export RUN") from None
+        self.labels: list[str] = list(meta["labels"])
+        self.max_length = int(meta["max_length"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length)
+        self.pad_id = int(meta.get("pad_token_id", 0))
+
+    def encode(self, texts, pairs=None) -> list[dict[str, np.ndarray]]:
+        """Token ids per text, unpadded: [{input_ids, attention_mask, token_type_ids}]."""
+        inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        return [{"input_ids": np.asarray(e.ids, dtype=np.int64),
+                 "token_type_ids": np.asarray(e.type_ids, dtype=np.int64)}
+                for e in self.tokenizer.encode_batch(inputs)]
+
+    def logits(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:
+        """Raw logits [n, num_labels]; batches of similar length, each padded to its longest row."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        encoded = self.encode(texts, pairs)
+        order = np.argsort([-len(e["input_ids"]) for e in encoded], kind="stable")
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            out[idx] = self.session.run(None, self.batch([encoded[i] for i in idx]))[0]
+        return out
+
+    def batch(self, rows: list[dict]) -> dict[str, np.ndarray]:
+        """Pad rows to a batch of the model's inputs."""
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        types = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n], mask[i, :n], types[i, :n] = r["input_ids"], 1, r["token_type_ids"]
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: feeds[name] for name in self.input_names}
+
+    def predict_proba(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities [n, num_labels] (softmax of the logits), labels in `self.labels` order."""
+        z = self.logits(texts, pairs, batch_size=batch_size)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict(self, texts, pairs=None, *, batch_size: int = 32) -> list[dict]:
+        """[{"label": best label, "score": its probability}] per text."""
+        p = self.predict_proba(texts, pairs, batch_size=batch_size)
+        return [{"label": self.labels[i], "score": float(row[i])} for row, i in zip(p, p.argmax(axis=1))]

@@ -1,0 +1,145 @@
+"""`finetune-advisor export` (ONNX, checked, quantised, timed) and `predict` (onnxruntime only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from .cli import add_data_arguments
+
+    p = sub.add_parser(
+        "export", help="export the best model to ONNX (+ int8), checked against PyTorch, with latencies",
+        description="Export RUN/best_model (or a Hugging Face sequence-classification folder) to ONNX, check it "
+                    "against PyTorch on the validation split and odd shapes, quantise it to int8 when the "
+                    "accuracy stays within the gate, time it, and write a deploy folder (RUN/export) that runs "
+                    "on onnxruntime alone. A model that fails a check is not exported.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  finetune-advisor export runs/bbc                       writes runs/bbc/export\n"
+               "  finetune-advisor export runs/bbc --no-quantize --atol 1e-5\n"
+               "  finetune-advisor export ./my-classifier --data valid.csv --out ./deploy\n"
+               "The validation data is the run's own (RUN/run.json) unless --data is given.")
+    p.add_argument("source", metavar="RUN", help="run directory with best_model/, or a classification model folder")
+    p.add_argument("--out", metavar="DIR", help="deploy folder (default: RUN/export)")
+    add_data_arguments(p, required=False, data_help="data whose validation split checks the export "
+                                                   "(default: the run's data, from RUN/run.json)")
+    g = p.add_argument_group("checks")
+    g.add_argument("--atol", type=float, default=1e-4, help="largest |logit difference| vs PyTorch (default 1e-4)")
+    g.add_argument("--max-accuracy-drop", type=float, default=0.01,
+                   help="int8 is kept only if its accuracy is at most this much lower (default 0.01)")
+    g.add_argument("--no-quantize", action="store_true", help="skip int8 quantisation")
+    g.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's transformer graph optimiser")
+    g.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    g.add_argument("--repeats", type=int, default=30, help="timed runs per latency figure (default 30)")
+    p.set_defaults(run=run_export)
+
+    q = sub.add_parser(
+        "predict", help="classify texts with an exported model (onnxruntime only)",
+        description="Classify texts with an export folder; prints one JSON line per text "
+                    '({"text", "label", "score"}). Needs only onnxruntime, tokenizers and numpy.',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               '  finetune-advisor predict runs/bbc/export "Shares fell sharply" "The striker scored twice"\n'
+               "  finetune-advisor predict runs/bbc/export --file texts.txt > predictions.jsonl")
+    q.add_argument("folder", metavar="EXPORT", help="an export folder (RUN/export)")
+    q.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    q.add_argument("--file", help="texts, one a line (or JSONL with a \"text\" field)")
+    q.add_argument("--variant", help="the .onnx file to use (default: the recommended one)")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.set_defaults(run=run_predict)
+
+
+def run_export(args) -> int:
+    from core import DataConfig, InputError, RunDir, load_task
+    from export import ExportConfig, ExportError, export
+
+    from .cli import data_config
+
+    config = ExportConfig(opset=args.opset, atol=args.atol, quantize=not args.no_quantize,
+                          max_accuracy_drop=args.max_accuracy_drop, optimize=not args.no_optimize,
+                          repeats=args.repeats)
+    root = Path(args.source)
+    if (root / "best_model").is_dir():
+        source, out = root / "best_model", Path(args.out) if args.out else root / "export"
+    elif (root / "config.json").is_file():
+        if not args.out:
+            raise InputError(f"'{root}' is a model folder: say where the deploy folder goes with --out DIR.")
+        source, out = root, Path(args.out)
+    else:
+        raise InputError(f"'{root}' has no best_model/ (and is no model folder). Run finetune-advisor search "
+                         f"--out {root} … first, or give a sequence-classification model folder.")
+    if args.data:
+        task = load_task(args.data, data_config(args))
+    else:
+        entry = next((c for c in reversed(RunDir(root).read("run.json")["commands"])
+                      if c.get("configs", {}).get("data_source")), None) if RunDir(root).exists("run.json") else None
+        if entry is None:
+            raise InputError(f"which data checks the export? '{root}/run.json' does not say: give --data D.")
+        task = load_task(entry["configs"]["data_source"], DataConfig(**entry["configs"]["data"]))
+        if task.fingerprint != entry["data_fingerprint"]:
+            raise InputError(f"the run's data '{entry['configs']['data_source']}' changed since the search "
+                             "(its fingerprint differs): give --data D to check the export on the data you mean.")
+    try:
+        record = export(source, out, task, config, progress=lambda line: print(line, file=sys.stderr))
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if RunDir(root).exists("run.json"):
+        RunDir(root).write_run_record(command="export", configs={"export": config}, data_fingerprint=task.fingerprint)
+    print(format_export(record))
+    print(f"\nwrote {out}  (try: finetune-advisor predict {out} \"some text\")")
+    return 0
+
+
+def format_export(record: dict) -> str:
+    t = record["torch_latency_ms"]
+    lines = [f"{'variant':<16} {'accuracy':>8} {'max|diff|':>10} {'batch 1 ms':>10} {'batch 32 ms':>11}  status",
+             f"{'torch eager':<16} {record['torch_accuracy']:>8.4f} {'':>10} {t['batch_1']:>10.1f} {t['batch_32']:>11.1f}"]
+    for v in record["variants"]:
+        lat = v.get("latency_ms") or {}
+        acc = f"{v['accuracy']:.4f}" if v.get("accuracy") is not None else "-"
+        diff = f"{v['max_abs_diff']:.1e}" if v.get("max_abs_diff") is not None else "-"
+        status = "kept" if v["passed"] else f"refused: {v['why']}"
+        lines.append(f"{v['file']:<16} {acc:>8} {diff:>10} {lat.get('batch_1', float('nan')):>10.1f} "
+                     f"{lat.get('batch_32', float('nan')):>11.1f}  {status}")
+    best = record["recommended"]
+    lines.append(f"recommended: {best} ({record['speedup_over_torch'][best]:.2f}x torch at batch 32, "
+                 f"{record['sequence_length']} tokens)")
+    return "\n".join(lines)
+
+
+def run_predict(args) -> int:
+    from export import Predictor, PredictorError
+
+    texts = list(args.texts)
+    try:
+        if args.file:
+            texts += _read_texts(args.file)
+        if not texts:
+            raise PredictorError("no texts: give them as arguments or with --file FILE.")
+        predictor = Predictor(args.folder, args.variant)
+    except PredictorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for text, p in zip(texts, predictor.predict(texts, batch_size=args.batch_size)):
+        print(json.dumps({"text": text, **p}, ensure_ascii=False))
+    return 0
+
+
+def _read_texts(file: str) -> list[str]:
+    from export import PredictorError
+
+    path = Path(file)
+    if not path.is_file():
+        raise PredictorError(f"--file '{file}' does not exist.")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        try:
+            return [json.loads(line)["text"] for line in lines]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise PredictorError(f"--file '{file}': each JSONL line needs a \"text\" field.") from None
+    return lines
