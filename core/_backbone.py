@@ -89,10 +89,7 @@ class Backbone:
     @property
     def max_positions(self) -> int:
         """The longest input the model takes, in tokens."""
-        limit = getattr(self.model.config, "max_position_embeddings", 512) or 512
-        if self.model.config.model_type in ("roberta", "xlm-roberta"):
-            limit -= 2  # positions start after the padding index
-        return int(min(limit, getattr(self.tokenizer, "model_max_length", limit) or limit))
+        return max_positions(self.model.config, self.tokenizer)
 
     @property
     def fingerprint(self) -> str:
@@ -244,6 +241,14 @@ def quiet_transformers():
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def max_positions(config, tokenizer) -> int:
+    """The longest input a model (its config) and tokenizer take, in tokens."""
+    limit = getattr(config, "max_position_embeddings", 512) or 512
+    if config.model_type in ("roberta", "xlm-roberta"):
+        limit -= 2  # positions start after the padding index
+    return int(min(limit, getattr(tokenizer, "model_max_length", limit) or limit))
 
 
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,

@@ -136,7 +136,9 @@ def load_source(path: str | Path) -> _Source:
     accepted = inspect.signature(model.forward).parameters
     names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in accepted)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    max_length = min(int(getattr(model.config, "max_position_embeddings", 512) or 512), 512)
+    from core._backbone import max_positions
+
+    max_length = min(max_positions(model.config, tokenizer), 512)
     return _Source(Logits(model).eval(), tokenizer, labels, max_length, names, model.config.model_type)
 
 

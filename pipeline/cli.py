@@ -30,7 +30,11 @@ A model (M) is a Hugging Face model id, a local model folder, or demo:minilm.
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "texts", None) is not None and not any(x.startswith("-") for x in extra):
+        args.texts += extra  # `predict EXPORT --variant F "text"`: texts after an option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

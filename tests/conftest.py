@@ -109,3 +109,26 @@ def topic_task(tmp_path_factory):
 
     path = write_csv(tmp_path_factory.mktemp("topics") / "topics.csv", topic_rows(copies=4))
     return load_task(str(path), DataConfig(valid_fraction=0.25, test_fraction=0.0))
+
+
+def run_cli(*args, timeout=900):
+    """`finetune-advisor ARGS` in a fresh process, offline, from the project root."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=Path(__file__).parent.parent)
+
+
+@pytest.fixture(scope="session")
+def searched_run(tmp_path_factory) -> Path:
+    """A run directory made by the real `search` command: 2 quick trials of MiniLM on the topic data."""
+    folder = tmp_path_factory.mktemp("searched")
+    data = write_csv(folder / "topics.csv", topic_rows(copies=4))
+    run = folder / "run"
+    result = run_cli("search", "--model", "demo:minilm", "--data", data, "--out", run, "--trials", "2",
+                     "--pruner", "none", "--space", "unfrozen_layers=1", "--space", "epochs=2",
+                     "--space", "max_length=32", "--space", "learning_rate=1e-4", "--space", "head_lr_multiplier=50")
+    assert result.returncode == 0, result.stderr
+    return run

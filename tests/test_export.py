@@ -1,0 +1,188 @@
+"""export/: ONNX that matches PyTorch, the int8 gate, the deploy folder and its torch-free
+predictor, and every way an export can fail without leaving a partial folder behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import DataConfig, InputError, load_task
+from tests.conftest import run_cli, topic_rows, write_csv
+
+QUICK = ["--repeats", "3"]
+
+
+@pytest.fixture(scope="module")
+def exported(searched_run, tmp_path_factory):
+    """The searched run exported by the real command (data read back from RUN/run.json)."""
+    run = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(searched_run, run)
+    result = run_cli("export", run, *QUICK)
+    assert result.returncode == 0, result.stderr
+    return run, result
+
+
+@pytest.fixture(scope="module")
+def topic_valid(searched_run):
+    entry = json.loads((searched_run / "run.json").read_text())["commands"][-1]
+    return load_task(entry["configs"]["data_source"], DataConfig(**entry["configs"]["data"]))
+
+
+def test_export_json_follows_the_contract(exported):
+    run, result = exported
+    record = json.loads((run / "export" / "export.json").read_text())
+    assert set(record) >= {"source", "opset", "variants", "torch_latency_ms", "recommended"}
+    assert record["opset"] == 18 and set(record["torch_latency_ms"]) == {"batch_1", "batch_32"}
+    fp32 = record["variants"][0]
+    assert fp32["file"] == "model.onnx" and fp32["passed"] and fp32["max_abs_diff"] <= 1e-4
+    for v in record["variants"]:
+        assert set(v) >= {"file", "precision", "passed", "why"}
+        assert (run / "export" / v["file"]).exists() == v["passed"]  # refused variants are not shipped
+        assert bool(v["why"]) != v["passed"]
+        if v["passed"]:
+            assert set(v["latency_ms"]) == {"batch_1", "batch_32"} and 0 <= v["accuracy"] <= 1
+    int8 = next(v for v in record["variants"] if v["precision"] == "int8")
+    assert int8["passed"] == (int8["accuracy_drop"] <= 0.01)
+    passed = [v for v in record["variants"] if v["passed"]]
+    assert record["recommended"] == min(passed, key=lambda v: v["latency_ms"]["batch_32"])["file"]
+    assert "recommended:" in result.stdout
+    for name in ("tokenizer.json", "labels.json"):
+        assert (run / "export" / name).exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".export.")]
+
+
+def test_the_deploy_folder_runs_anywhere_and_agrees_with_pytorch(exported, topic_valid, tmp_path):
+    from core import load_classifier
+    from export import Predictor
+
+    run, _ = exported
+    moved = shutil.copytree(run / "export", tmp_path / "deploy")  # copy the folder and it runs
+    torch_probs = load_classifier(run / "best_model").predict_proba(topic_valid.valid.texts)
+    predictor = Predictor(moved, "model.onnx")
+    onnx_probs = predictor.predict_proba(topic_valid.valid.texts)
+    assert np.abs(onnx_probs - torch_probs).max() < 1e-4
+    assert (onnx_probs.argmax(1) == torch_probs.argmax(1)).all()
+    out = predictor.predict(["the striker scored a late goal"])
+    assert out[0]["label"] in topic_valid.labels and 0 < out[0]["score"] <= 1
+
+
+def test_predict_uses_onnxruntime_only(exported):
+    run, _ = exported
+    code = ("import sys, json\n"
+            "from pipeline.cli import main\n"
+            f"status = main(['predict', {str(run / 'export')!r}, 'shares fell on the stock market', 'a new phone'])\n"
+            "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+            "assert status == 0 and not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in lines] == ["shares fell on the stock market", "a new phone"]
+    assert all(set(r) == {"text", "label", "score"} for r in lines)
+
+
+def test_predict_reads_a_file(exported, tmp_path):
+    run, _ = exported
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('{"text": "the bank raised interest rates"}\n{"text": "the team won the match"}\n')
+    result = run_cli("predict", run / "export", "--file", texts)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_a_corrupt_onnx_file_is_a_clear_error(exported, tmp_path):
+    run, _ = exported
+    broken = shutil.copytree(run / "export", tmp_path / "broken")
+    (broken / "model.onnx").write_bytes(b"not a model")
+    result = run_cli("predict", broken, "--variant", "model.onnx", "some text")
+    assert result.returncode == 2 and "is not a loadable ONNX model" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_without_best_model_exits_2(tmp_path):
+    result = run_cli("export", tmp_path)
+    assert result.returncode == 2 and "has no best_model/" in result.stderr and "finetune-advisor search" in result.stderr
+
+
+def test_a_model_that_is_not_a_classifier_exits_2(minilm_source, tmp_path):
+    data = write_csv(tmp_path / "t.csv", topic_rows())
+    result = run_cli("export", minilm_source, "--out", tmp_path / "out", "--data", data)
+    assert result.returncode == 2 and "is not a classification model" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_transformers_sequence_classification_folder_exports(tiny_model, tmp_path, topic_task):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from export import ExportConfig, Predictor, export
+
+    folder = tmp_path / "hf"
+    source = tiny_model("roberta")
+    labels = list(topic_task.labels)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)})
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    record = export(folder, tmp_path / "out", topic_task, ExportConfig(repeats=2, quantize=False, optimize=False),
+                    progress=lambda s: None)
+    assert record["variants"][0]["passed"] and record["variants"][0]["max_abs_diff"] <= 1e-4
+    assert Predictor(tmp_path / "out").labels == labels
+
+
+def test_an_architecture_that_does_not_export_is_named(tmp_path):
+    import torch
+
+    from export._export import _Source, _to_onnx
+
+    class DataDependent(torch.nn.Module):  # control flow on values: torch.export cannot trace it
+        def forward(self, input_ids, attention_mask):
+            if input_ids.sum() > 1000:
+                return input_ids.float()[:, :2]
+            return attention_mask.float()[:, :2]
+
+    class Tok:
+        def __call__(self, texts, pairs=None, **kw):
+            return {"input_ids": np.ones((len(texts), 4), dtype=np.int64),
+                    "attention_mask": np.ones((len(texts), 4), dtype=np.int64)}
+
+    source = _Source(DataDependent(), Tok(), ["a", "b"], 16, ("input_ids", "attention_mask"), "strangeformer")
+    with pytest.raises(InputError, match="the strangeformer architecture does not export to ONNX"):
+        _to_onnx(source, tmp_path / "m.onnx", 18)
+
+
+def test_a_failing_parity_check_exports_nothing_and_lists_every_check(searched_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(searched_run, run)
+    result = run_cli("export", run, "--atol", "1e-12", *QUICK)
+    assert result.returncode == 1
+    assert "does not match PyTorch, so nothing was exported" in result.stderr
+    assert "validation split: max |logit difference|" in result.stderr and "batch 1, shortest text" in result.stderr
+    assert not (run / "export").exists() and not [p for p in run.iterdir() if p.name.startswith(".export.")]
+
+
+def test_a_write_failing_half_way_leaves_the_old_export_untouched(searched_run, tmp_path, monkeypatch):
+    from export import ExportConfig, export
+    from export import _export as module
+
+    run = tmp_path / "run"
+    shutil.copytree(searched_run, run)
+    (run / "export").mkdir()
+    (run / "export" / "export.json").write_text('{"old": true}')
+    task = load_task(str(searched_run.parent / "topics.csv"), DataConfig(**json.loads(
+        (run / "run.json").read_text())["commands"][-1]["configs"]["data"]))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "_quantize", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export(run / "best_model", run / "export", task, ExportConfig(repeats=2, optimize=False),
+               progress=lambda s: None)
+    assert json.loads((run / "export" / "export.json").read_text()) == {"old": True}
+    assert not [p for p in run.iterdir() if p.name.startswith(".export.")]
