@@ -21,6 +21,7 @@ examples:
                                                            search layers and hyperparameters; runs/bbc/best_model
   finetune-advisor export runs/bbc                         ONNX (+ int8), checked against PyTorch; runs/bbc/export
   finetune-advisor predict runs/bbc/export "Shares fell"   classify with onnxruntime only
+  finetune-advisor dashboard runs/bbc                      see the advice, the study and the export
 
 Data (D) is a CSV, TSV, JSONL or Parquet file with a text and a label column, or demo:bbc-news.
 A model (M) is a Hugging Face model id, a local model folder, or demo:minilm.
@@ -51,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Is fine-tuning this pretrained model on my labelled data worth its cost, and if so, how?",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from . import _advise_command, _data_command, _export_command, _search_command
+    from . import _advise_command, _dashboard_command, _data_command, _export_command, _search_command
 
     _data_command.register(sub)
     _advise_command.register(sub)
     _search_command.register(sub)
     _export_command.register(sub)
+    _dashboard_command.register(sub)
     return parser
 
 

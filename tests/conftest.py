@@ -132,3 +132,18 @@ def searched_run(tmp_path_factory) -> Path:
                      "--space", "max_length=32", "--space", "learning_rate=1e-4", "--space", "head_lr_multiplier=50")
     assert result.returncode == 0, result.stderr
     return run
+
+
+@pytest.fixture(scope="session")
+def full_run(searched_run, tmp_path_factory) -> Path:
+    """A run directory through every stage: the searched run, advised and exported by the real commands."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("full") / "run"
+    shutil.copytree(searched_run, run)
+    data = searched_run.parent / "topics.csv"
+    result = run_cli("advise", "--model", "demo:minilm", "--data", data, "--out", run, "--max-length", "32")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("export", run, "--repeats", "3")
+    assert result.returncode == 0, result.stderr
+    return run

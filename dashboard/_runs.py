@@ -1,0 +1,129 @@
+"""Reading run directories for the dashboard: the JSON records, the Optuna study, what is missing.
+
+Nothing here imports torch or streamlit; the study is opened read-only (no table creation, no
+migration), so a search that is still running is read, never locked or changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RUNS_ENV = "FINETUNE_ADVISOR_RUNS"  # run directories for the app, os.pathsep-separated
+
+# What each stage writes, and the command that makes it.
+STAGES = {
+    "advice": ("advice.json", "finetune-advisor advise --model M --data D --out {run}"),
+    "search": ("search.json", "finetune-advisor search --model M --data D --out {run}"),
+    "export": ("export/export.json", "finetune-advisor export {run}"),
+}
+
+
+@dataclass
+class RunView:
+    """One run directory as the dashboard sees it."""
+
+    path: Path
+    records: dict[str, dict] = field(default_factory=dict)  # stage -> record, for the stages that wrote one
+    problems: list[str] = field(default_factory=list)  # unreadable files, said plainly
+
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+    @property
+    def advice(self) -> dict | None:
+        return self.records.get("advice")
+
+    @property
+    def search(self) -> dict | None:
+        return self.records.get("search")
+
+    @property
+    def export(self) -> dict | None:
+        return self.records.get("export")
+
+    def missing(self, stage: str) -> str:
+        """What is missing for `stage`, and the command that makes it."""
+        file, command = STAGES[stage]
+        return f"No {file} in {self.path} yet. Make it with: {command.format(run=self.path)}"
+
+    def storage_url(self) -> str | None:
+        """The study's storage: RUN/study.db, else search.json's URL when it carries no hidden password."""
+        if (self.path / "study.db").exists():
+            return f"sqlite:///{(self.path / 'study.db').resolve()}"
+        url = (self.search or {}).get("storage")
+        return url if url and "***" not in url else None
+
+    def study(self):
+        """The Optuna study, opened read-only; None when there is none (yet)."""
+        url = self.storage_url()
+        if url is None:
+            return None
+        import optuna
+
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+        names = optuna.get_all_study_names(storage)
+        name = (self.search or {}).get("study_name") or ("search" if "search" in names else (names or [None])[0])
+        if name not in names:
+            return None
+        return optuna.load_study(study_name=name, storage=storage)
+
+
+def load_run(path: str | Path) -> RunView:
+    """Read what a run directory holds; a missing folder or file is not an error, a broken one is said."""
+    view = RunView(Path(path))
+    if not view.path.is_dir():
+        view.problems.append(f"{view.path} does not exist (yet). Start with: "
+                             f"finetune-advisor advise --model M --data D --out {view.path}")
+        return view
+    for stage, (file, _) in STAGES.items():
+        target = view.path / file
+        if not target.exists():
+            continue
+        try:
+            view.records[stage] = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            view.problems.append(f"{target} cannot be read ({e}); run its command again.")
+    return view
+
+
+def run_paths(argv: list[str]) -> list[Path]:
+    """Run directories from the command line, else from $FINETUNE_ADVISOR_RUNS."""
+    given = [a for a in argv if a and not a.startswith("-")]
+    if not given and os.environ.get(RUNS_ENV):
+        given = [p for p in os.environ[RUNS_ENV].split(os.pathsep) if p]
+    return [Path(p) for p in given]
+
+
+def trial_rows(study) -> list[dict]:
+    """One row per trial for the table: number, state, accuracy, seconds, parameters, fail reason."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"trial": t.number, "state": t.state.name, "accuracy": t.value,
+               "epochs run": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds")}
+        row.update(t.params)
+        if "fail_reason" in t.user_attrs:
+            row["fail reason"] = t.user_attrs["fail_reason"]
+        rows.append(row)
+    return rows
+
+
+def compare_rows(runs: list[RunView]) -> list[dict]:
+    """One row per run with the numbers worth comparing."""
+    rows = []
+    for r in runs:
+        a, s, e = r.advice or {}, r.search or {}, r.export or {}
+        best = s.get("best") or {}
+        rec = e.get("recommended")
+        rows.append({
+            "run": str(r.path), "decision": a.get("decision"),
+            "zero-shot": (a.get("zero_shot") or {}).get("accuracy"), "probe": (a.get("probe") or {}).get("accuracy"),
+            "expected fine-tuned": (a.get("expected") or {}).get("fine_tune_accuracy"),
+            "search best": best.get("value"), "best k": (best.get("params") or {}).get("unfrozen_layers"),
+            "trials": sum((s.get("n_trials") or {}).values()) if s else None,
+            "export": rec, "speed-up": (e.get("speedup_over_torch") or {}).get(rec),
+        })
+    return rows

@@ -1,0 +1,251 @@
+"""The finetune-advisor dashboard (Streamlit): the advice, the study and the export of run directories.
+
+    finetune-advisor dashboard runs/bbc [runs/other …] [--port 8501]
+
+It reads only the JSON records, the Optuna storage (read-only) and the exported ONNX model; it
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run dashboard/app.py` from a checkout
+
+from dashboard._runs import RunView, compare_rows, load_run, run_paths, trial_rows  # noqa: E402
+
+REFRESH_SECONDS = 5
+
+
+def main() -> None:
+    st.set_page_config(page_title="finetune-advisor", layout="wide")
+    # `streamlit run app.py -- RUN …` puts the runs in sys.argv; elsewhere (tests) they come from the environment
+    paths = run_paths(sys.argv[1:] if Path(sys.argv[0]).name == Path(__file__).name else [])
+    with st.sidebar:
+        st.markdown("### Run directories")
+        extra = st.text_input("Add a run directory", placeholder="runs/bbc")
+        if extra:
+            paths.append(Path(extra))
+        if not paths:
+            st.title("finetune-advisor")
+            st.info("No run directory to show. Start one with "
+                    "`finetune-advisor advise --model demo:minilm --data demo:bbc-news --out runs/demo`, "
+                    "then open it with `finetune-advisor dashboard runs/demo`.")
+            return
+        names = [str(p) for p in paths]
+        chosen = st.selectbox("Run", names)
+    run = load_run(chosen)
+    st.title(f"finetune-advisor · {run.name}")
+    for problem in run.problems:
+        st.warning(problem)
+    advice_tab, search_tab, export_tab, compare_tab = st.tabs(["Advice", "Search", "Export", "Compare runs"])
+    with advice_tab:
+        show_advice(run)
+    with search_tab:
+        show_search(run)
+    with export_tab:
+        show_export(run)
+    with compare_tab:
+        show_compare([load_run(p) for p in paths])
+
+
+# --------------------------------------------------------------------------- advice
+
+
+def show_advice(run: RunView) -> None:
+    a = run.advice
+    if a is None:
+        st.info(run.missing("advice"))
+        return
+    st.header(f"Decision: {a['decision'].upper()}")
+    for reason in a.get("reasons", []):
+        st.markdown(f"- {reason}")
+    left, right = st.columns([3, 2])
+    with left:
+        expected = a.get("expected") or {}
+        bars = [("chance", a.get("chance_accuracy"), None),
+                (f"zero-shot ({a['zero_shot'].get('method', '')})", a["zero_shot"].get("accuracy"), None),
+                ("probe (frozen)", a["probe"].get("accuracy"), None),
+                ("kNN (frozen)", a["probe"].get("knn_accuracy"), None),
+                ("expected fine-tuned", expected.get("fine_tune_accuracy"), expected.get("uncertainty"))]
+        bars = [b for b in bars if b[1] is not None]
+        fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars],
+                               error_y={"type": "data", "array": [b[2] or 0 for b in bars]},
+                               text=[f"{b[1]:.3f}" for b in bars], textposition="outside"))
+        fig.update_layout(yaxis={"range": [0, 1.08], "title": "validation accuracy"}, height=360,
+                          margin={"t": 20, "b": 20})
+        st.plotly_chart(fig, key=f"advice-{run.path}")
+    with right:
+        cost = a.get("cost") or {}
+        st.subheader(f"Cost on {cost.get('device', '?')}")
+        c1, c2 = st.columns(2)
+        c1.metric("search (estimated)", f"{cost.get('search_seconds', 0):.0f} s")
+        c2.metric("advisor took", f"{a.get('advisor_seconds', 0):.0f} s")
+        if "search_cost" in cost:
+            st.metric("search cost at the given hourly price", f"{cost['search_cost']:.2f}")
+        per_epoch = cost.get("per_epoch_seconds") or {}
+        if per_epoch:
+            st.dataframe(pd.DataFrame({"blocks trained (k)": list(per_epoch),
+                                       "seconds per epoch": list(per_epoch.values())}), hide_index=True)
+        if expected.get("suggested_unfrozen_layers"):
+            lo, hi = expected["suggested_unfrozen_layers"]
+            st.markdown(f"Suggested: fine-tune the top **{lo}–{hi}** blocks.")
+    st.subheader("Domain shift")
+    st.dataframe(pd.DataFrame(shift_rows(a)), hide_index=True)
+    for skipped in a.get("skipped", []):
+        st.caption(f"skipped: {skipped}")
+
+
+def shift_rows(a: dict) -> list[dict]:
+    """The shift measures beside the thresholds that drove (or could drive) the decision."""
+    s, config = a.get("shift") or {}, a.get("config") or {}
+    chance = a.get("chance_accuracy") or 0.0
+    rows = [
+        {"measure": "unknown-token rate", "value": s.get("unk_rate"),
+         "threshold": f"> {config.get('max_unk_rate', 0.05):.0%} → change-model"},
+        {"measure": "fertility (sub-tokens per word)", "value": s.get("fertility"), "threshold": "informative"},
+        {"measure": "MMD² vs reference English", "value": s.get("mmd2"),
+         "threshold": f"p-value {s.get('mmd_p_value', float('nan')):.3f}"},
+        {"measure": "proxy A-distance", "value": s.get("pad"), "threshold": "0 = same, 2 = separable"},
+        {"measure": "effective rank", "value": s.get("effective_rank"),
+         "threshold": f"of {s.get('hidden_size', '?')} dimensions"},
+        {"measure": "best signal vs chance", "value": max(
+            [x for x in ((a.get("zero_shot") or {}).get("accuracy"), (a.get("probe") or {}).get("accuracy"),
+                         (a.get("expected") or {}).get("fine_tune_accuracy")) if x is not None] or [0.0]),
+         "threshold": f"< {chance + 0.1 * (1 - chance):.3f} → change-model"},
+        {"measure": "expected gain over probe", "value": (a.get("expected") or {}).get("gain_over_probe"),
+         "threshold": f"< {config.get('min_gain', 0.01):.3f} → head-only"},
+    ]
+    return [{**r, "value": None if r["value"] is None else round(float(r["value"]), 4)} for r in rows]
+
+
+# --------------------------------------------------------------------------- search
+
+
+def show_search(run: RunView) -> None:
+    study = run.study()
+    if study is None:
+        if run.search is None:
+            st.info(run.missing("search"))
+        else:
+            st.info(f"The study's storage ({run.search.get('storage')}) cannot be read from here; "
+                    "showing search.json.")
+            st.dataframe(pd.DataFrame(run.search.get("trials", [])), hide_index=True)
+        return
+    running = any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+    if running:
+        st.caption(f"A search is running: this section refreshes every {REFRESH_SECONDS} s.")
+        st.fragment(run_every=REFRESH_SECONDS)(search_section)(run)
+    else:
+        search_section(run)
+
+
+def search_section(run: RunView) -> None:
+    import optuna.visualization as vis
+    from optuna.trial import TrialState
+
+    study = run.study()
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    cols = st.columns(5)
+    cols[0].metric("best accuracy", f"{max(t.value for t in complete):.4f}" if complete else "–")
+    for col, state in zip(cols[1:], ("complete", "pruned", "fail", "running")):
+        col.metric(state, counts[state])
+    if not complete:
+        st.info("No trial has completed yet.")
+    else:
+        key = str(run.path)
+        left, right = st.columns(2)
+        left.plotly_chart(vis.plot_optimization_history(study), key=f"history-{key}")
+        right.plotly_chart(layers_chart(trials), key=f"layers-{key}")
+        left.plotly_chart(vis.plot_intermediate_values(study), key=f"intermediate-{key}")
+        if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 2:
+            try:
+                with warnings.catch_warnings():  # few trials: optuna warns that importances are equal
+                    warnings.simplefilter("ignore")
+                    importances = vis.plot_param_importances(study)
+                right.plotly_chart(importances, key=f"importance-{key}")
+            except (RuntimeError, ValueError) as e:  # e.g. every trial has the same parameters
+                right.caption(f"parameter importances: not computable yet ({e})")
+            st.plotly_chart(vis.plot_parallel_coordinate(study), key=f"parallel-{key}")
+    st.subheader("Trials")
+    st.dataframe(pd.DataFrame(trial_rows(study)), hide_index=True)
+
+
+def layers_chart(trials) -> go.Figure:
+    """Accuracy against the number of blocks unfrozen: complete trials, pruned ones apart."""
+    fig = go.Figure()
+    for state, symbol in (("COMPLETE", "circle"), ("PRUNED", "x")):
+        chosen = [t for t in trials if t.state.name == state and "unfrozen_layers" in t.params]
+        values = [t.value if t.value is not None else
+                  (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+                  for t in chosen]
+        fig.add_trace(go.Scatter(x=[t.params["unfrozen_layers"] for t in chosen], y=values, mode="markers",
+                                 name=state.lower(), marker={"symbol": symbol, "size": 10},
+                                 text=[f"trial {t.number}" for t in chosen]))
+    fig.update_layout(title="Accuracy against layers unfrozen", xaxis={"title": "blocks trained (k)", "dtick": 1},
+                      yaxis={"title": "validation accuracy"})
+    return fig
+
+
+# --------------------------------------------------------------------------- export
+
+
+def show_export(run: RunView) -> None:
+    e = run.export
+    if e is None:
+        st.info(run.missing("export"))
+        return
+    folder = run.path / "export"
+    rows = [{"variant": "torch eager", "size MB": None, "accuracy": e.get("torch_accuracy"),
+             "batch 1 ms": e["torch_latency_ms"]["batch_1"], "batch 32 ms": e["torch_latency_ms"]["batch_32"],
+             "max |diff|": None, "status": "reference"}]
+    for v in e["variants"]:
+        file = folder / v["file"]
+        lat = v.get("latency_ms") or {}
+        rows.append({"variant": v["file"], "size MB": round(file.stat().st_size / 2**20, 1) if file.exists() else None,
+                     "accuracy": v.get("accuracy"), "batch 1 ms": lat.get("batch_1"), "batch 32 ms": lat.get("batch_32"),
+                     "max |diff|": v.get("max_abs_diff"),
+                     "status": "recommended" if v["file"] == e["recommended"] else
+                     ("passed" if v["passed"] else f"refused: {v['why']}")})
+    st.header(f"Recommended: {e['recommended']}")
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    speedups = e.get("speedup_over_torch") or {}
+    fig = go.Figure(go.Bar(x=list(speedups), y=list(speedups.values()), text=[f"{x:.2f}x" for x in speedups.values()],
+                           textposition="outside"))
+    fig.update_layout(title=f"Speed-up over PyTorch at batch 32, {e.get('sequence_length', '?')} tokens",
+                      yaxis={"title": "x torch eager"}, height=320)
+    st.plotly_chart(fig, key=f"speedup-{run.path}")
+    st.subheader("Try it")
+    text = st.text_area("Text to classify", key=f"try-{run.path}")
+    if text.strip():
+        from export import Predictor, PredictorError
+
+        try:
+            predictor = Predictor(folder)
+        except PredictorError as err:
+            st.error(str(err))
+            return
+        probs, labels = predictor.predict_proba([text])[0], predictor.labels
+        best = int(probs.argmax())
+        st.success(f"{labels[best]} ({probs[best]:.3f})")
+        st.bar_chart(pd.DataFrame({"probability": probs}, index=labels))
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def show_compare(runs: list[RunView]) -> None:
+    if len(runs) < 2:
+        st.info("Give several run directories (finetune-advisor dashboard RUN1 RUN2 …) to compare them here.")
+    st.dataframe(pd.DataFrame(compare_rows(runs)), hide_index=True)
+
+
+main()

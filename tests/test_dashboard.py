@@ -1,0 +1,173 @@
+"""dashboard/: every section renders from run directories made by the real stages; missing and
+half-finished runs explain themselves; a live study refreshes; torch is never imported; and the
+real command serves a page that a headless Chromium renders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard import APP, RUNS_ENV, load_run
+
+ROOT = Path(__file__).parent.parent
+
+
+def app_for(*runs, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(RUNS_ENV, os.pathsep.join(str(r) for r in runs))
+    return AppTest.from_file(str(APP), default_timeout=120).run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_every_section_renders_the_key_numbers(full_run, monkeypatch):
+    at = app_for(full_run, monkeypatch=monkeypatch)
+    assert not at.exception
+    advice = json.loads((full_run / "advice.json").read_text())
+    search = json.loads((full_run / "search.json").read_text())
+    export = json.loads((full_run / "export" / "export.json").read_text())
+    headers = texts(at.header)
+    assert f"Decision: {advice['decision'].upper()}" in headers
+    assert f"Recommended: {export['recommended']}" in headers
+    markdown = texts(at.markdown)
+    assert advice["reasons"][0] in markdown
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["best accuracy"] == f"{search['best']['value']:.4f}"
+    assert metrics["complete"] == str(search["n_trials"]["complete"])
+    trial_table = next(df.value for df in at.dataframe if "trial" in df.value.columns)
+    assert len(trial_table) == len(search["trials"])
+    assert not at.warning  # nothing missing
+
+
+def test_trying_the_exported_model_in_the_text_box(full_run, monkeypatch):
+    at = app_for(full_run, monkeypatch=monkeypatch)
+    at.text_area(key=f"try-{full_run}").input("the striker scored a late goal").run()
+    assert not at.exception
+    labels = json.loads((full_run / "export" / "labels.json").read_text())["labels"]
+    (shown,) = at.success
+    assert shown.value.split(" (")[0] in labels
+
+
+def test_a_half_finished_run_says_what_is_missing_and_which_command_makes_it(full_run, tmp_path, monkeypatch):
+    run = tmp_path / "half"
+    run.mkdir()
+    shutil.copy(full_run / "advice.json", run / "advice.json")
+    at = app_for(run, monkeypatch=monkeypatch)
+    assert not at.exception
+    info = texts(at.info)
+    assert "No search.json" in info and f"finetune-advisor search --model M --data D --out {run}" in info
+    assert f"finetune-advisor export {run}" in info
+    assert "Decision:" in texts(at.header)
+
+
+def test_an_empty_or_broken_run_is_explained_not_a_traceback(tmp_path, monkeypatch):
+    missing = tmp_path / "nothing-here"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "advice.json").write_text('{"decision": ')
+    at = app_for(missing, monkeypatch=monkeypatch)
+    assert not at.exception and "does not exist (yet)" in texts(at.warning)
+    at = app_for(broken, monkeypatch=monkeypatch)
+    assert not at.exception and "cannot be read" in texts(at.warning)
+    monkeypatch.delenv(RUNS_ENV)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception and "No run directory to show" in texts(at.info)
+
+
+def test_compare_runs_side_by_side(full_run, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(full_run / "advice.json", other / "advice.json")
+    at = app_for(full_run, other, monkeypatch=monkeypatch)
+    assert not at.exception
+    table = next(df.value for df in at.dataframe if "decision" in df.value.columns)
+    assert list(table["run"]) == [str(full_run), str(other)]
+    assert table["search best"].iloc[0] == pytest.approx(json.loads((full_run / "search.json").read_text())["best"]["value"])
+
+
+def test_a_running_search_is_read_live(full_run, tmp_path, monkeypatch):
+    import optuna
+
+    run = tmp_path / "live"
+    shutil.copytree(full_run, run)
+    (run / "search.json").unlink()  # written only at the end of a search
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run / 'study.db'}")
+    study.ask()  # a trial that is running now
+    at = app_for(run, monkeypatch=monkeypatch)
+    assert not at.exception
+    assert "A search is running" in texts(at.caption)
+    assert {m.label: m.value for m in at.metric}["running"] == "1"
+
+
+def test_the_dashboard_never_imports_torch(full_run):
+    code = ("import os, sys\n"
+            f"os.environ[{RUNS_ENV!r}] = {str(full_run)!r}\n"
+            "from streamlit.testing.v1 import AppTest\n"
+            f"at = AppTest.from_file({str(APP)!r}, default_timeout=120).run()\n"
+            "at.text_area(key=" + repr(f"try-{full_run}") + ").input('shares fell').run()\n"
+            "assert not at.exception, at.exception\n"
+            "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()),
+                    reason="no Chromium: install Debian's chromium and chromium-driver (.ci/run does)")
+def test_the_real_dashboard_in_a_headless_browser(full_run, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pipeline", "dashboard", str(full_run), "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = None
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait for the server to listen
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.5)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        driver.get(f"http://127.0.0.1:{port}")
+        decision = json.loads((full_run / "advice.json").read_text())["decision"].upper()
+        WebDriverWait(driver, 90).until(expected_conditions.text_to_be_present_in_element(
+            (By.TAG_NAME, "body"), f"Decision: {decision}"))
+        shot = tmp_path / "dashboard.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
