@@ -93,7 +93,7 @@ def show_advice(run: RunView) -> None:
         if per_epoch:
             st.dataframe(pd.DataFrame({"blocks trained (k)": list(per_epoch),
                                        "seconds per epoch": list(per_epoch.values())}), hide_index=True)
-        if expected.get("suggested_unfrozen_layers"):
+        if a["decision"] == "fine-tune" and expected.get("suggested_unfrozen_layers"):
             lo, hi = expected["suggested_unfrozen_layers"]
             st.markdown(f"Suggested: fine-tune the top **{lo}–{hi}** blocks.")
     st.subheader("Domain shift")

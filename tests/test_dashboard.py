@@ -163,6 +163,8 @@ def test_the_real_dashboard_in_a_headless_browser(full_run, tmp_path):
         decision = json.loads((full_run / "advice.json").read_text())["decision"].upper()
         WebDriverWait(driver, 90).until(expected_conditions.text_to_be_present_in_element(
             (By.TAG_NAME, "body"), f"Decision: {decision}"))
+        WebDriverWait(driver, 60).until(  # the accuracy chart has drawn
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".js-plotly-plot .main-svg")))
         shot = tmp_path / "dashboard.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
