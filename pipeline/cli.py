@@ -13,6 +13,7 @@ from core import InputError
 
 EXAMPLES = """\
 examples:
+  finetune-advisor run --out runs/demo                     the whole chain on the bundled demo
   finetune-advisor data demo:bbc-news                      check a dataset, see its splits and lengths
   finetune-advisor data reviews.csv --label-column stars   your own file, naming the label column
   finetune-advisor advise --model demo:minilm --data demo:bbc-news --out runs/bbc
@@ -52,13 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Is fine-tuning this pretrained model on my labelled data worth its cost, and if so, how?",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from . import _advise_command, _dashboard_command, _data_command, _export_command, _search_command
+    from . import (_advise_command, _dashboard_command, _data_command, _export_command, _run_command,
+                   _search_command)
 
     _data_command.register(sub)
     _advise_command.register(sub)
     _search_command.register(sub)
     _export_command.register(sub)
     _dashboard_command.register(sub)
+    _run_command.register(sub)
     return parser
 
 
