@@ -81,8 +81,8 @@ def run(args) -> int:
     search_flags += ["--timeout", str(args.timeout)] if args.timeout else []
     search_flags += ["--storage", args.storage] if args.storage else []
     search_flags += ["--space", f"max_length={args.max_length}"] if args.max_length else []
-    if decision == "head-only":
-        search_flags += ["--space", "unfrozen_layers=0"]
+    if decision == "head-only":  # no block trains, so the layer-wise decay has nothing to act on
+        search_flags += ["--space", "unfrozen_layers=0", "--space", "layer_lr_decay=1"]
     elif decision in ("zero-shot", "change-model") and not args.force_search:
         print(f"\nThe advice is {decision.upper()}, so nothing was trained:", *advice["reasons"], sep="\n  ")
         print(f"(--force-search searches anyway)\n\n{_where(run_dir, exported=False)}")

@@ -137,7 +137,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
                               text_lengths=lengths)
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)
-    identity = {"metric": METRIC, "space": space.to_dict(), "model": backbone.fingerprint,
+    identity = {"metric": METRIC, "space": space.to_dict(), "model": model_identity(backbone),
                 "data_fingerprint": task.fingerprint}
     study = open_study(storage, config.study, identity=identity)
     if first_params and not study.get_trials(deepcopy=False):
@@ -158,6 +158,18 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
     run_dir.write("search.json", record)
     return record
+
+
+def model_identity(backbone) -> str:
+    """The model as a study knows it: a hash of its config without local paths, so the same model
+    read from different folders (machines of a cluster) joins the same study."""
+    import hashlib
+    import json
+
+    config = backbone.model.config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "name_or_path"):
+        config.pop(key, None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _work(job: _Job, backbone, task, on_trial=None) -> None:
