@@ -13,7 +13,7 @@ from importlib import import_module
 from ._arch import ARCHITECTURES, ArchSpec, arch_for
 from ._data import DataConfig, Split, TaskData, load_task, stratified_indices
 from ._errors import InputError
-from ._rundir import RunDir, library_versions, read_json, write_json_atomic
+from ._rundir import RunDir, atomic_folder, library_versions, read_json, write_json_atomic
 
 _LAZY = {
     "Backbone": "_backbone", "Encoded": "_backbone", "load_backbone": "_backbone", "pool": "_backbone",
@@ -26,7 +26,7 @@ _LAZY = {
 }
 
 __all__ = ["ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
-           "stratified_indices", "InputError", "RunDir", "library_versions", "read_json", "write_json_atomic", *_LAZY]
+           "stratified_indices", "InputError", "RunDir", "atomic_folder", "library_versions", "read_json", "write_json_atomic", *_LAZY]
 
 
 def __getattr__(name):

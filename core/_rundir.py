@@ -6,10 +6,12 @@ then renamed over the target, so a reader (the dashboard, a resumed search) neve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -41,6 +43,29 @@ def write_json_atomic(path: str | Path, record: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path):
+    """Build a folder beside `target` and swap it in only when the block succeeds.
+
+    Yields a temporary folder in the same parent; on success it replaces `target` (rename away,
+    rename in), on any error it is removed and `target` stays as it was, so no reader ever sees
+    a half-written folder.
+    """
+    target = Path(target)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    old = target.parent / f".{target.name}.{os.getpid()}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json(path: str | Path) -> Any:

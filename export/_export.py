@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import InputError, write_json_atomic
+from core import InputError, atomic_folder, write_json_atomic
 
 from ._predictor import EXPORT_RECORD, LABELS, Predictor
 
@@ -163,20 +161,8 @@ def export(source_path: str | Path, out: str | Path, task, config: ExportConfig 
         raise InputError(f"the model's labels ({', '.join(source.labels)}) lack the data's "
                          f"{', '.join(missing)}: export with the data the model was trained on.")
     gold = np.array([source.labels.index(task.labels[i]) for i in task.valid.labels])
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    old = out.parent / f".{out.name}.{os.getpid()}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        record = _build(source, source_path, tmp, task, gold, config, progress)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return record
+    with atomic_folder(out) as folder:
+        return _build(source, source_path, folder, task, gold, config, progress)
 
 
 def _build(source: _Source, source_path, folder: Path, task, gold, config: ExportConfig, progress) -> dict:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from core import InputError, RunDir, read_json, write_json_atomic
+from core import InputError, RunDir, atomic_folder, read_json, write_json_atomic
 
 from ._space import SearchSpace
 from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study, safe_url,
@@ -321,24 +320,14 @@ def keep_if_best(run_dir: RunDir, study: str, number: int, value: float, params:
     The folder is written beside and swapped in by rename, under a file lock, so workers in
     several processes never leave a mixed or half-written best_model."""
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    target = run_dir.file(BEST_MODEL)
     with _locked(run_dir.file(".best_model.lock")):
         current = _best_saved(run_dir, study)
         if current is not None and value <= current["value"]:
             return False
-        tmp = run_dir.file(f".{BEST_MODEL}.{os.getpid()}.tmp")
-        old = run_dir.file(f".{BEST_MODEL}.{os.getpid()}.old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            model.save(tmp)
-            write_json_atomic(tmp / BEST_TRIAL_FILE, {"study": study, "number": number, "value": value,
-                                                      "params": params})
-            if target.exists():
-                os.replace(target, old)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
+        with atomic_folder(run_dir.file(BEST_MODEL)) as folder:
+            model.save(folder)
+            write_json_atomic(folder / BEST_TRIAL_FILE, {"study": study, "number": number, "value": value,
+                                                         "params": params})
     return True
 
 

@@ -62,7 +62,7 @@ def open_storage(url: str, *, heartbeat: int = 30):
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=5 * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
-    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError):
         hint = " Install the PostgreSQL driver: pip install 'finetune-advisor[postgres]'." \
             if parsed.drivername.startswith("postgres") else ""
         raise InputError(f"--storage '{safe_url(url)}': no database driver for '{parsed.drivername}' is "

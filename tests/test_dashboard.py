@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import APP, RUNS_ENV, load_run
+from dashboard import APP, RUNS_ENV
 
 ROOT = Path(__file__).parent.parent
 
