@@ -71,9 +71,11 @@ class _Source:
     """The torch model to export: logits from (input_ids, attention_mask[, token_type_ids]), in
     that order (`input_names`), positionally."""
 
-    def __init__(self, module, tokenizer, labels: list[str], max_length: int, input_names: tuple, family: str):
+    def __init__(self, module, tokenizer, labels: list[str], max_length: int, input_names: tuple, family: str,
+                 config=None):
         self.module, self.tokenizer, self.labels = module, tokenizer, labels
         self.max_length, self.input_names, self.family = max_length, input_names, family
+        self.config = config  # the transformers config, for the graph optimiser's head count
 
     def inputs(self, texts, pairs=None, *, length: int | None = None) -> dict:
         """numpy inputs for `texts`: padded to the longest row, or to exactly `length` tokens."""
@@ -108,7 +110,8 @@ def load_source(path: str | Path) -> _Source:
         model = load_classifier(path, device="cpu")
         model.backbone.config._attn_implementation = "sdpa"
         names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in model.input_names else ())
-        return _Source(model, model.tokenizer, model.labels, model.max_length, names, model.arch.family)
+        return _Source(model, model.tokenizer, model.labels, model.max_length, names, model.arch.family,
+                       model.backbone.config)
     config = json.loads((path / "config.json").read_text())
     heads = [a for a in config.get("architectures") or [] if a.endswith("ForSequenceClassification")]
     if not heads:
@@ -137,7 +140,8 @@ def load_source(path: str | Path) -> _Source:
     from core._backbone import max_positions
 
     max_length = min(max_positions(model.config, tokenizer), 512)
-    return _Source(Logits(model).eval(), tokenizer, labels, max_length, names, model.config.model_type)
+    return _Source(Logits(model).eval(), tokenizer, labels, max_length, names, model.config.model_type,
+                   model.config)
 
 
 def export(source_path: str | Path, out: str | Path, task, config: ExportConfig = ExportConfig(), *,
@@ -382,7 +386,9 @@ def _optimize(source, folder, split, gold, torch_logits, config, timer, variants
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optimized = optimize_model(str(folder / "model.onnx"), model_type="bert", num_heads=0, hidden_size=0)
+            optimized = optimize_model(str(folder / "model.onnx"), model_type="bert",
+                                       num_heads=int(getattr(source.config, "num_attention_heads", 0) or 0),
+                                       hidden_size=int(getattr(source.config, "hidden_size", 0) or 0))
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(folder / "model.opt.onnx"))
     except Exception as e:
