@@ -27,17 +27,28 @@ class FeatureCache:
 
     Args:
         directory: folder for the disk cache; None keeps features in memory only.
+        max_bytes: the most feature bytes held in memory; beyond it the least recently used
+            entries are dropped (read again from disk, or computed again, when next asked for).
+            The entry just added is always kept. None = no limit.
     """
 
-    def __init__(self, directory: str | Path | None = None):
+    def __init__(self, directory: str | Path | None = None, *, max_bytes: int | None = None):
         self.directory = Path(directory).expanduser() if directory else None
+        self.max_bytes = max_bytes
         self._memory: dict[str, object] = {}
+        self._sizes: dict[str, int] = {}  # feature entries, least recently used first
         self.hits = 0
         self.misses = 0
+
+    @property
+    def bytes_held(self) -> int:
+        """Bytes of features held in memory now."""
+        return sum(self._sizes.values())
 
     def clear(self) -> None:
         """Forget what is held in memory (the disk cache stays)."""
         self._memory.clear()
+        self._sizes.clear()
 
     def encoded(self, backbone: Backbone, split, max_length: int) -> Encoded:
         """The split tokenized for this backbone (kept, since every run needs it)."""
@@ -52,6 +63,7 @@ class FeatureCache:
         key = f"{backbone.fingerprint}-{split.fingerprint}-s{start}-t{max_length}-{backbone.pooling}"
         if key in self._memory:
             self.hits += 1
+            self._sizes[key] = self._sizes.pop(key)  # most recently used
             return self._memory[key]
         file = self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt" if self.directory else None
         if file is not None and file.exists():
@@ -63,7 +75,19 @@ class FeatureCache:
             if file is not None:
                 _save_atomic(value, file)
         self._memory[key] = value
+        self._sizes[key] = _nbytes(value)
+        self._evict(keep=key)
         return value
+
+    def _evict(self, keep: str) -> None:
+        while self.max_bytes is not None and self.bytes_held > self.max_bytes and len(self._sizes) > 1:
+            oldest = next(k for k in self._sizes if k != keep)
+            del self._sizes[oldest], self._memory[oldest]
+
+
+def _nbytes(value) -> int:
+    tensors = value if isinstance(value, list) else [value]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class _Stop(Exception):

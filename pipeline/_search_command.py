@@ -57,6 +57,8 @@ def register(sub) -> None:
                    help="seconds between heartbeats; a trial silent for 5 is retried (default 30)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     g.add_argument("--cache", default="auto", help="frozen-feature cache: auto, memory, disk or off (default auto)")
+    g.add_argument("--cache-gb", type=float, default=2.0,
+                   help="most GiB of cached features held in memory per worker (default 2)")
     p.set_defaults(run=run)
 
 
@@ -93,7 +95,8 @@ def run(args) -> int:
     overrides = space_overrides(args.space, args.space_file)
     config = SearchConfig(trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
                           pruner=args.pruner, workers=args.workers, space=overrides, use_advice=not args.no_advice,
-                          seed=args.seed, device=args.device, cache=args.cache, heartbeat=args.heartbeat)
+                          seed=args.seed, device=args.device, cache=args.cache, cache_gb=args.cache_gb,
+                          heartbeat=args.heartbeat)
     for name, value in overrides.items():  # names and syntax checked before anything loads
         parse_param(name, value)
     if args.storage:  # an unreachable database fails here, before the model is loaded

@@ -51,6 +51,9 @@ class SearchConfig:
         cache: frozen-feature cache: "auto" (memory for one worker, disk for several), "memory",
             "disk" or "off".
         cache_dir: folder of the disk cache (default ~/.cache/finetune-advisor).
+        cache_gb: the most GiB of frozen features a worker holds in memory; beyond it the least
+            recently used k's features are dropped and read from disk or computed again when a
+            later trial needs them, so memory stays flat however many k's the search visits.
         heartbeat: seconds between a running trial's heartbeats; a trial silent for 5 heartbeats
             is taken as killed and run again.
         patience: epochs without improvement before a trial stops early.
@@ -68,6 +71,7 @@ class SearchConfig:
     device: str = "auto"
     cache: str = "auto"
     cache_dir: str | None = None
+    cache_gb: float = 2.0
     heartbeat: int = 30
     patience: int = 2
 
@@ -79,6 +83,7 @@ class SearchConfig:
             (self.workers >= 1, f"--workers {self.workers} must be >= 1."),
             (self.cache in CACHES, f"--cache '{self.cache}' must be one of {', '.join(CACHES)}."),
             (self.heartbeat >= 1, f"--heartbeat {self.heartbeat} must be >= 1 second."),
+            (self.cache_gb > 0, f"--cache-gb {self.cache_gb} must be > 0."),
             (bool(self.study.strip()), "--study must not be empty."),
         ])
 
@@ -189,7 +194,8 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
                               pruner=make_pruner(config.pruner, max_epochs))
     cache_mode = config.cache if config.cache != "auto" else ("memory" if config.workers == 1 else "disk")
-    cache = FeatureCache((config.cache_dir or default_cache_dir()) if cache_mode == "disk" else None)
+    cache = FeatureCache((config.cache_dir or default_cache_dir()) if cache_mode == "disk" else None,
+                         max_bytes=int(config.cache_gb * 2**30))
     objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker)
 
     def stop_at_total(study, trial):

@@ -113,6 +113,20 @@ def test_memory_cache_is_shared_across_runs(tiny_model, topic_task):
     assert (cache.misses, cache.hits) == (2, 2)
 
 
+def test_memory_cache_stays_within_its_byte_budget(tiny_model, topic_task):
+    import torch
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    one = FeatureCache().features(backbone, topic_task.train, start=1, max_length=32, progress=False)
+    size = sum(t.numel() * t.element_size() for t in one)
+    cache = FeatureCache(max_bytes=int(size * 1.5))  # room for one entry of this size, not two
+    for start in (1, 2, 1):
+        got = cache.features(backbone, topic_task.train, start=start, max_length=32, progress=False)
+        assert cache.bytes_held <= size * 1.5
+    assert cache.misses == 3  # start 1 was dropped when start 2 came, then computed again
+    assert all(torch.equal(a, b) for a, b in zip(got, one))  # the same features
+
+
 def test_save_then_reload_with_plain_transformers(minilm, topic_task, tmp_path):
     import torch
     from transformers import AutoModel, AutoTokenizer
