@@ -140,7 +140,7 @@ class TrainResult:
 
 
 def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cache: FeatureCache | None = None,
-          on_epoch: Callable[[int, float], None] | None = None, progress: bool = True) -> TrainResult:
+          on_epoch: Callable[[int, float], None] | None = None, head_init=None, progress: bool = True) -> TrainResult:
     """Fine-tune the top `config.unfrozen_layers` blocks and a head on `task.train`.
 
     Args:
@@ -151,6 +151,10 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
             per call, kept in memory or on disk as `config.cache` says.
         on_epoch: called after each epoch with (epoch, validation accuracy); an exception it
             raises (e.g. optuna.TrialPruned) stops training and propagates.
+        head_init: (weight [num_labels, hidden], bias [num_labels]) to start the head from, e.g. a
+            linear probe fitted on the pooled frozen features (LP-FT: Kumar et al., "Fine-Tuning
+            can Distort Pretrained Features and Underperform Out-of-Distribution", ICLR 2022);
+            None = a random head.
         progress: show a progress bar.
 
     Returns:
@@ -188,6 +192,8 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
     torch.manual_seed(config.seed)
     model = Classifier(backbone, task.num_labels, dropout=config.head_dropout, model=copy.deepcopy(backbone.model))
     model.labels, model.max_length = list(task.labels), min(config.max_length, backbone.max_positions)
+    if head_init is not None:
+        _set_head(model.head, *head_init)
     frozen = freeze_top_k(model.backbone, backbone.arch, k)
     model.to(device)
     optimizer = _optimizer(model, config, k)
@@ -256,6 +262,16 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
     model.eval()
     return TrainResult(model, history, best[1], best[0], step_losses, cache_seconds, cached, str(device),
                        stopped_early, notes)
+
+
+def _set_head(head: torch.nn.Linear, weight, bias) -> None:
+    weight, bias = torch.as_tensor(np.asarray(weight, np.float32)), torch.as_tensor(np.asarray(bias, np.float32))
+    if weight.shape != head.weight.shape or bias.shape != head.bias.shape:
+        raise ValueError(f"head_init has shapes {tuple(weight.shape)} and {tuple(bias.shape)}; this head needs "
+                         f"{tuple(head.weight.shape)} and {tuple(head.bias.shape)}.")
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
 
 
 def _amp_dtype(precision: str, device):

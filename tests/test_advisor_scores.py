@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from advisor import effective_rank, h_score, logme, mmd2, proxy_a_distance, tokenizer_coverage
-from advisor._signals import knn_accuracy, learning_curve, probe_accuracy
+from advisor._signals import knn_accuracy, learning_curve, probe_accuracy, probe_head
 
 
 @pytest.fixture
@@ -69,3 +69,23 @@ def test_probes_on_separable_and_random_labels(blobs):
     assert knn_accuracy(x[:300], y[:300], x[300:], y[300:]) > 0.95
     curve = learning_curve(x[:300], y[:300], x[300:], y[300:], c)
     assert list(curve) == ["0.25", "0.50", "1.00"] and curve["1.00"] > 0.95
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_probe_head_gives_the_probe_s_probabilities_on_raw_features(blobs, classes):
+    from scipy.special import softmax
+    from sklearn.linear_model import LogisticRegression
+
+    x, y, _ = blobs
+    x = x * np.linspace(0.1, 10, 32) + 5  # features on unequal scales, off-centre
+    keep = y < classes
+    x, y = x[keep], y[keep]
+    weight, bias, train_acc = probe_head(x, y, 5, c=0.5)  # 5 labels: the absent ones must never win
+    z = (x - x.mean(0)) / np.sqrt(x.var(0).mean())
+    probe = LogisticRegression(C=0.5, max_iter=2000).fit(z, y)
+    probs = softmax(x @ weight.T + bias, axis=1)
+    np.testing.assert_allclose(probs[:, :classes], probe.predict_proba(z), atol=1e-4)
+    assert probs[:, classes:].max() < 1e-3
+    assert train_acc == pytest.approx(probe.score(z, y)) and train_acc > 0.95
+    # one scale for all features: the head's weights stay in proportion to the features' scales
+    assert np.abs(weight).max() < 1.0

@@ -60,6 +60,24 @@ def test_fine_tuning_the_top_block_learns(minilm, topic_task):
     assert result.cached and result.best_valid_accuracy >= 0.9
 
 
+def test_head_init_starts_training_from_the_given_head(minilm, topic_task):
+    from advisor._signals import probe_head
+
+    x = minilm.embed(topic_task.train.texts, max_length=128, progress=False)
+    vx = minilm.embed(topic_task.valid.texts, max_length=128, progress=False)
+    weight, bias, _ = probe_head(x, topic_task.train.labels, topic_task.num_labels, c=1.0)
+    probe = float(np.mean((vx @ weight.T + bias).argmax(1) == topic_task.valid.labels))
+    # a learning rate too small to move anything: the model predicts what the given head predicts
+    config = TrainConfig(unfrozen_layers=1, epochs=1, learning_rate=1e-12, head_lr_multiplier=1, batch_size=8)
+    started = train(minilm, topic_task, config, head_init=(weight, bias), progress=False)
+    np.testing.assert_allclose(started.model.head.weight.numpy(), weight, atol=1e-6)
+    assert started.best_valid_accuracy == pytest.approx(probe) and probe >= 0.9
+    random = train(minilm, topic_task, config, progress=False)
+    assert random.best_valid_accuracy < probe - 0.3
+    with pytest.raises(ValueError, match="head_init has shapes"):
+        train(minilm, topic_task, config, head_init=(weight[:2], bias[:2]), progress=False)
+
+
 def test_early_stopping_restores_the_best_epoch(tiny_model, topic_task):
     backbone = load_backbone(str(tiny_model("bert")))
     # a learning rate too small to change anything: accuracy never improves after epoch 1
