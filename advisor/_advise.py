@@ -161,18 +161,20 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     layers = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, all_layers=True,
                                    pooling="mean", progress=progress) for name, s in (("train", train_s), ("valid", valid_s))}
     feats = {"last": {k: v[:, -1] for k, v in layers.items()}, "average": {k: v.mean(1) for k, v in layers.items()}}
+    if backbone.pooling != "mean":  # the head reads the backbone's own pooling
+        feats["last"] = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, progress=False)
+                         for name, s in (("train", train_s), ("valid", valid_s))}
     ty, vy = train_s.labels, valid_s.labels
 
-    # 3) probes and transferability
+    # 3) probes and transferability; the decision reads the probe on what a head-only model sees
     say("probing frozen features")
     if np.bincount(ty, minlength=task.num_labels).min() < 2:
         skipped.append("probe: a class has fewer than 2 training rows, so C could not be cross-validated; "
                        "the probe used C = 1.")
     probes = {name: _signals.probe_accuracy(f["train"], ty, f["valid"], vy, seed=config.seed) for name, f in feats.items()}
-    best_layer = max(probes, key=lambda name: probes[name][0])
-    bx = feats[best_layer]
-    probe_acc, c = probes[best_layer]
-    probe = {"accuracy": probe_acc, "features": best_layer, "C": c,
+    bx = feats["last"]
+    probe_acc, c = probes["last"]
+    probe = {"accuracy": probe_acc, "features": f"last layer, {backbone.pooling} pooling", "C": c,
              "accuracy_last_layer": probes["last"][0], "accuracy_layer_average": probes["average"][0],
              "knn_accuracy": _signals.knn_accuracy(bx["train"], ty, bx["valid"], vy),
              "logme": _scores.logme(bx["train"], ty), "h_score": _scores.h_score(bx["train"], ty),
@@ -180,12 +182,12 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
              "train_rows": len(train_s), "valid_rows": len(valid_s)}
 
     # 4) zero-shot
-    zero_shot = _zero_shot(backbone, task, valid_s, feats["last"]["valid"], inputs["descriptions"], config,
+    zero_shot = _zero_shot(backbone, task, valid_s, layers["valid"][:, -1], inputs["descriptions"], config,
                            device, skipped, say)
 
     # 5) domain shift
     say("measuring domain shift")
-    shift = _shift(backbone, train_s, feats["last"]["train"], inputs, config, rng)
+    shift = _shift(backbone, train_s, layers["train"][:, -1], inputs, config, rng)
 
     # 6) pilot fine-tuning, 7) cost
     expected, timings = _pilot(backbone, task, train_s, valid_s, feats["last"], c, probe_acc, config, skipped, say)
@@ -196,7 +198,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     chance = float(np.bincount(vy).max() / len(vy))
     signals = Signals(chance, zero_shot["accuracy"], probe_acc, expected.get("fine_tune_accuracy"), shift["unk_rate"],
                       cost["search_seconds"], tuple(expected["suggested_unfrozen_layers"])
-                      if expected.get("suggested_unfrozen_layers") else None)
+                      if expected.get("suggested_unfrozen_layers") else None, probes["average"][0])
     decision, reasons = decide(signals, min_gain=config.min_gain, target_accuracy=config.target_accuracy,
                                budget_seconds=config.budget_seconds, max_unk_rate=config.max_unk_rate)
     return {"decision": decision, "reasons": reasons, "chance_accuracy": chance, "zero_shot": zero_shot,
@@ -282,9 +284,6 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe_acc, config, skipped
         skipped.append(f"pilot: fewer than 2 training rows for some class in a sample of {len(pilot)}; "
                        "no fine-tuning estimate.")
         return {}, {}
-    if backbone.pooling != "mean":  # the head reads the backbone's own pooling
-        last = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, progress=False)
-                for name, s in (("train", train_s), ("valid", valid_s))}
     weight, bias, _ = _signals.probe_head(last["train"][rows], pilot.labels, task.num_labels, c)
     probe_pilot = float(np.mean((last["valid"] @ weight.T + bias).argmax(1) == valid_s.labels))
     pilot_task = TaskData(task.source, task.labels, pilot, valid_s, None, task.text_column, task.label_column,

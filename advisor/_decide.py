@@ -12,6 +12,11 @@ The rule, in order (the first that applies wins):
    by less than `min_gain` (default 0.01 absolute accuracy); or no fine-tuning estimate could be
    made (too little data for a pilot); or the search would cost more than `budget_seconds`.
 4. fine-tune: otherwise; the top k blocks, k in the suggested range.
+
+"The probe" is the probe on what a head-only model is trained on: the last layer, with the
+model's pooling. When a probe on the average of all layers beats it by `min_gain` or more, a
+reason says so (the task lives in lower layers, which fine-tuning the top blocks can reach);
+it informs, it does not change the decision.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Signals:
     unk_rate: float
     search_seconds: float | None = None
     suggested_layers: tuple[int, int] | None = None
+    probe_layer_average: float | None = None
 
 
 def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None = None,
@@ -72,6 +78,10 @@ def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None 
     if ft is None:
         return "head-only", reasons + ["No fine-tuning estimate could be made (too little data for a pilot), so "
                                        f"the advice is the measured probe, {s.probe:.3f}."]
+    if s.probe_layer_average is not None and s.probe_layer_average - s.probe >= min_gain:
+        reasons.append(f"A probe on the average of all layers reaches {s.probe_layer_average:.3f}, "
+                       f"{s.probe_layer_average - s.probe:+.3f} over the last layer's {s.probe:.3f}: the task lives "
+                       "partly in lower layers, which only fine-tuning brings up to the head.")
     gain = ft - s.probe
     if gain < min_gain:
         return "head-only", reasons + [f"Fine-tuning is expected to reach {ft:.3f}, {gain:+.3f} against the probe's "

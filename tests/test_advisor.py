@@ -103,7 +103,7 @@ def test_advise_cli_bad_label_descriptions_exits_2_before_loading_the_model(tmp_
 @pytest.mark.slow
 def test_advise_end_to_end_on_the_demo(tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["advise", "--model", "demo:minilm", "--data", "demo:bbc-news", "--max-rows", "100",
+    code = main(["advise", "--model", "demo:minilm", "--data", "demo:bbc-news", "--max-rows", "200",
                  "--max-length", "64", "--out", str(run), "--gpu-hourly-cost", "2"])
     assert code == 0
     out = capsys.readouterr().out

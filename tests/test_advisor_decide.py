@@ -23,7 +23,13 @@ CASES = [
     ("near chance", {"zero_shot": 0.26, "probe": 0.28, "expected_fine_tune": 0.29}, {}, "change-model",
      ["0.290", "0.250", "near chance"]),
     ("no zero-shot", {"zero_shot": None}, {}, "fine-tune", ["0.900"]),
+    ("lower layers know more", {"probe_layer_average": 0.86}, {}, "fine-tune", ["0.860", "+0.060", "lower layers"]),
 ]
+
+
+def test_a_layer_average_no_better_than_the_last_layer_adds_no_reason():
+    _, reasons = decide(Signals(**{**BASE, "probe_layer_average": 0.805}))
+    assert not any("lower layers" in r for r in reasons)
 
 
 @pytest.mark.parametrize("name,changes,kwargs,decision,words", CASES, ids=[c[0] for c in CASES])
