@@ -15,6 +15,12 @@ EMBEDDING_TEMPLATE = "This text is about {}."
 def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tuple[float, float]:
     """Logistic-regression probe on standardised frozen features, C chosen by cross-validation.
 
+    p(y = c | x) = softmax_c(W z + b), z = (x - mu) / sigma per feature, W and b minimising the
+    cross-entropy + ||W||^2 / (2 C); accuracy = mean[argmax_c p(c | x) = y] on the validation
+    rows. The linear probe of Alain & Bengio, "Understanding intermediate layers using linear
+    classifier probes" (2016), as used to compare frozen representations (Kornblith, Shlens, Le,
+    "Do Better ImageNet Models Transfer Better?", CVPR 2019).
+
     Returns:
         (validation accuracy, chosen C). C is searched over 10^-3..10^2 by stratified k-fold on
         the training rows (k = min(5, smallest class count), at least 2).
@@ -80,7 +86,11 @@ def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray,
 
 
 def knn_accuracy(train_x, train_y, valid_x, valid_y, *, k: int = 10) -> float:
-    """k-nearest-neighbour probe, cosine distance, distance-weighted votes, k = min(10, n_train)."""
+    """k-nearest-neighbour probe: accuracy of y_hat(x) = argmax_c sum over the k training rows
+    nearest to x (cosine distance d) with label c of 1/d; k = min(10, n_train). Needs no fitting,
+    so it reads the geometry of the features as they are (the kNN evaluation of frozen features
+    of Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination",
+    CVPR 2018)."""
     from sklearn.neighbors import KNeighborsClassifier
 
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train_y)), metric="cosine", weights="distance")
@@ -105,6 +115,9 @@ def label_embedding_zero_shot(backbone, valid_x, valid_y, labels, descriptions=N
 
     prediction = argmax_c cos(e(text), e(description_c)), description_c = "This text is about
     {label}." unless given. `valid_x` are the texts' features with the same pooling (mean).
+    Accuracy = mean[prediction = y]. (Dataless classification by embedding similarity: Chang,
+    Ratinov, Roth, Srikumar, "Importance of Semantic Representation: Dataless Classification",
+    AAAI 2008.)
     """
     sentences = [descriptions[label] if descriptions else EMBEDDING_TEMPLATE.format(label) for label in labels]
     label_x = backbone.embed(sentences, max_length=max_length, pooling="mean", progress=False)
