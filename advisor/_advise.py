@@ -198,7 +198,8 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     chance = float(np.bincount(vy).max() / len(vy))
     signals = Signals(chance, zero_shot["accuracy"], probe_acc, expected.get("fine_tune_accuracy"), shift["unk_rate"],
                       cost["search_seconds"], tuple(expected["suggested_unfrozen_layers"])
-                      if expected.get("suggested_unfrozen_layers") else None, probes["average"][0])
+                      if expected.get("suggested_unfrozen_layers") else None, probes["average"][0],
+                      expected.get("uncertainty"))
     decision, reasons = decide(signals, min_gain=config.min_gain, target_accuracy=config.target_accuracy,
                                budget_seconds=config.budget_seconds, max_unk_rate=config.max_unk_rate)
     return {"decision": decision, "reasons": reasons, "chance_accuracy": chance, "zero_shot": zero_shot,

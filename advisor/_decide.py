@@ -16,7 +16,9 @@ The rule, in order (the first that applies wins):
 "The probe" is the probe on what a head-only model is trained on: the last layer, with the
 model's pooling. When a probe on the average of all layers beats it by `min_gain` or more, a
 reason says so (the task lives in lower layers, which fine-tuning the top blocks can reach);
-it informs, it does not change the decision.
+it informs, it does not change the decision. Likewise when the expected gain is smaller than the
+estimate's uncertainty: the advice stays fine-tune (the gain passed `min_gain`) and a reason says
+the gain is not sure.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Signals:
     search_seconds: float | None = None
     suggested_layers: tuple[int, int] | None = None
     probe_layer_average: float | None = None
+    fine_tune_uncertainty: float | None = None
 
 
 def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None = None,
@@ -91,5 +94,9 @@ def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None 
                                        f"{s.search_seconds:.0f} s, over the budget of {budget_seconds:.0f} s."]
     layers = f" Unfreeze the top {s.suggested_layers[0]}-{s.suggested_layers[1]} blocks." if s.suggested_layers else ""
     cost = f" The search is estimated at {s.search_seconds:.0f} s." if s.search_seconds is not None else ""
-    return "fine-tune", reasons + [f"Fine-tuning is expected to reach {ft:.3f}, {gain:+.3f} over the probe's "
-                                   f"{s.probe:.3f} (minimum gain {min_gain:.3f}).{layers}{cost}"]
+    reasons.append(f"Fine-tuning is expected to reach {ft:.3f}, {gain:+.3f} over the probe's "
+                   f"{s.probe:.3f} (minimum gain {min_gain:.3f}).{layers}{cost}")
+    if s.fine_tune_uncertainty is not None and gain < s.fine_tune_uncertainty:
+        reasons.append(f"The gain {gain:+.3f} is within the estimate's uncertainty (±{s.fine_tune_uncertainty:.3f}): "
+                       "more validation rows would make it sure; the search's first trials will tell.")
+    return "fine-tune", reasons

@@ -24,7 +24,14 @@ CASES = [
      ["0.290", "0.250", "near chance"]),
     ("no zero-shot", {"zero_shot": None}, {}, "fine-tune", ["0.900"]),
     ("lower layers know more", {"probe_layer_average": 0.86}, {}, "fine-tune", ["0.860", "+0.060", "lower layers"]),
+    ("gain within the uncertainty", {"fine_tune_uncertainty": 0.15}, {}, "fine-tune",
+     ["+0.100", "within the estimate's uncertainty (±0.150)"]),
 ]
+
+
+def test_a_gain_clear_of_its_uncertainty_adds_no_caveat():
+    _, reasons = decide(Signals(**{**BASE, "fine_tune_uncertainty": 0.05}))
+    assert not any("uncertainty" in r for r in reasons)
 
 
 def test_a_layer_average_no_better_than_the_last_layer_adds_no_reason():
