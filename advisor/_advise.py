@@ -285,7 +285,7 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe_acc, config, skipped
         skipped.append(f"pilot: fewer than 2 training rows for some class in a sample of {len(pilot)}; "
                        "no fine-tuning estimate.")
         return {}, {}
-    weight, bias, _ = _signals.probe_head(last["train"][rows], pilot.labels, task.num_labels, c)
+    weight, bias = _signals.probe_head(last["train"][rows], pilot.labels, task.num_labels, c)
     probe_pilot = float(np.mean((last["valid"] @ weight.T + bias).argmax(1) == valid_s.labels))
     pilot_task = TaskData(task.source, task.labels, pilot, valid_s, None, task.text_column, task.label_column,
                           task.text_pair_column)

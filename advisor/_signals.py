@@ -52,7 +52,7 @@ def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
     return float(model.score(valid_x, valid_y))
 
 
-def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray, np.ndarray, float]:
+def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray, np.ndarray]:
     """A linear head equal to a fitted probe, for a classifier's head to start from (LP-FT).
 
     The probe is logistic regression on centred features under one global scale,
@@ -66,7 +66,7 @@ def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray,
     Underperform Out-of-Distribution", ICLR 2022: linear probing, then fine-tuning from that head.)
 
     Returns:
-        (weight [num_labels, hidden], bias [num_labels], training accuracy of the probe).
+        (weight [num_labels, hidden], bias [num_labels]).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -82,7 +82,7 @@ def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray,
     folded = coef / scale
     weight[lr.classes_] = folded
     bias[lr.classes_] = intercept - folded @ mu
-    return weight, bias, float(lr.score(z, train_y))
+    return weight, bias
 
 
 def knn_accuracy(train_x, train_y, valid_x, valid_y, *, k: int = 10) -> float:

@@ -53,8 +53,8 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     order = rng.permutation(len(rows))
     topic = [rows[i] for i in order[:600]]
 
-    sentences = [s for text, _ in rows for s in re.split(r"(?<=[.!?])\s+", text) if 10 <= len(s.split()) <= 30]
-    sentences = [sentences[i] for i in rng.permutation(len(sentences))[:600]]
+    labelled = [(s, y) for text, y in rows for s in re.split(r"(?<=[.!?])\s+", text) if 10 <= len(s.split()) <= 30]
+    sentences = [labelled[i][0] for i in rng.permutation(len(labelled))[:600]]
     order_rows = []
     for i, s in enumerate(sentences):
         if i % 2:
@@ -81,7 +81,7 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
             rotated.append((s, "original"))
 
     by_topic = {}
-    for s, y in ((s, y) for text, y in rows for s in re.split(r"(?<=[.!?])\s+", text) if 10 <= len(s.split()) <= 30):
+    for s, y in labelled:
         by_topic.setdefault(y, []).append(s)
     for y in by_topic:
         by_topic[y] = [by_topic[y][i] for i in rng.permutation(len(by_topic[y]))]

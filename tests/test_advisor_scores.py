@@ -80,12 +80,12 @@ def test_probe_head_gives_the_probe_s_probabilities_on_raw_features(blobs, class
     x = x * np.linspace(0.1, 10, 32) + 5  # features on unequal scales, off-centre
     keep = y < classes
     x, y = x[keep], y[keep]
-    weight, bias, train_acc = probe_head(x, y, 5, c=0.5)  # 5 labels: the absent ones must never win
+    weight, bias = probe_head(x, y, 5, c=0.5)  # 5 labels: the absent ones must never win
     z = (x - x.mean(0)) / np.sqrt(x.var(0).mean())
     probe = LogisticRegression(C=0.5, max_iter=2000).fit(z, y)
     probs = softmax(x @ weight.T + bias, axis=1)
     np.testing.assert_allclose(probs[:, :classes], probe.predict_proba(z), atol=1e-4)
     assert probs[:, classes:].max() < 1e-3
-    assert train_acc == pytest.approx(probe.score(z, y)) and train_acc > 0.95
+    assert probe.score(z, y) > 0.95
     # one scale for all features: the head's weights stay in proportion to the features' scales
     assert np.abs(weight).max() < 1.0

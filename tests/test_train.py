@@ -65,7 +65,7 @@ def test_head_init_starts_training_from_the_given_head(minilm, topic_task):
 
     x = minilm.embed(topic_task.train.texts, max_length=128, progress=False)
     vx = minilm.embed(topic_task.valid.texts, max_length=128, progress=False)
-    weight, bias, _ = probe_head(x, topic_task.train.labels, topic_task.num_labels, c=1.0)
+    weight, bias = probe_head(x, topic_task.train.labels, topic_task.num_labels, c=1.0)
     probe = float(np.mean((vx @ weight.T + bias).argmax(1) == topic_task.valid.labels))
     # a learning rate too small to move anything: the model predicts what the given head predicts
     config = TrainConfig(unfrozen_layers=1, epochs=1, learning_rate=1e-12, head_lr_multiplier=1, batch_size=8)
