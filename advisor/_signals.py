@@ -156,10 +156,11 @@ def head_or_nli_zero_shot(source, method, texts, valid_y, labels, *, device, max
     EMNLP 2019).
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    from core import load_sequence_classifier
+
+    model, tokenizer = load_sequence_classifier(source)
+    model = model.to(device)
     scores = np.empty((len(texts), len(labels)), dtype=np.float32)
     with torch.inference_mode():
         if method == "head":

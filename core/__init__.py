@@ -13,11 +13,13 @@ from importlib import import_module
 from ._arch import ARCHITECTURES, ArchSpec, arch_for
 from ._data import DataConfig, Split, TaskData, load_task, stratified_indices
 from ._errors import InputError
-from ._rundir import RunDir, atomic_folder, library_versions, read_json, write_json_atomic
+from ._rundir import (RunDir, atomic_folder, check_replaceable, check_writable, clean_stale_temp, library_versions,
+                      mask_secrets, mask_url, read_json, write_json_atomic)
 
 _LAZY = {
     "Backbone": "_backbone", "Encoded": "_backbone", "load_backbone": "_backbone", "pool": "_backbone",
-    "freeze_top_k": "_backbone", "resolve_model_source": "_backbone",
+    "freeze_top_k": "_backbone", "resolve_model_source": "_backbone", "load_tokenizer": "_backbone",
+    "load_sequence_classifier": "_backbone",
     "FeatureCache": "_cache", "default_cache_dir": "_cache",
     "Classifier": "_model", "load_classifier": "_model",
     "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
@@ -26,7 +28,8 @@ _LAZY = {
 }
 
 __all__ = ["ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
-           "stratified_indices", "InputError", "RunDir", "atomic_folder", "library_versions", "read_json", "write_json_atomic", *_LAZY]
+           "stratified_indices", "InputError", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
+           "clean_stale_temp", "library_versions", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
 
 
 def __getattr__(name):

@@ -76,6 +76,7 @@ class Backbone:
     arch: ArchSpec
     pooling: str
     input_names: tuple[str, ...] = field(default=())
+    files: str = ""  # fingerprint of the weight and tokenizer files (see files_fingerprint)
 
     @property
     def num_layers(self) -> int:
@@ -93,8 +94,9 @@ class Backbone:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the model source and config: the model part of a feature-cache key."""
-        text = self.source + self.model.config.to_json_string(use_diff=False)
+        """sha256 of the model source, config, and weight and tokenizer files: the model part of a
+        feature-cache key (new weights under an unchanged config.json give a new key)."""
+        text = self.source + self.model.config.to_json_string(use_diff=False) + self.files
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -251,8 +253,56 @@ def max_positions(config, tokenizer) -> int:
     return int(min(limit, getattr(tokenizer, "model_max_length", limit) or limit))
 
 
+def _load_error(label: str, error: Exception) -> InputError:
+    """The InputError for a model that failed to load; says so plainly when it needs its own code."""
+    text = str(error)
+    if "trust_remote_code" in text or "custom code" in text:
+        return InputError(f"{label} ships its own Python code, which finetune-advisor does not run (transformers' "
+                          "trust_remote_code is off). Pick a model whose architecture transformers implements, or, "
+                          "if you have read that code and trust it, load it in Python with trust_remote_code=True.")
+    return InputError(f"{label} could not be loaded: {_first_line(error)}.")
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False, label: str | None = None):
+    """The tokenizer of a model (hub id, folder or demo), never running code shipped with it unless
+    `trust_remote_code` is set.
+
+    Raises:
+        InputError: the model is missing, cannot be read, or needs its own code.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = resolve_model_source(name)
+    label = label or f"--model '{name}'"
+    try:
+        AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)  # refuses custom code first
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise _load_error(label, e) from None
+
+
+def load_sequence_classifier(path: str | Path, *, trust_remote_code: bool = False):
+    """A transformers *ForSequenceClassification folder: (model in eval mode, tokenizer).
+
+    Raises:
+        InputError: the folder cannot be loaded (missing or truncated weights, custom code).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    label = f"the model in '{path}'"
+    try:
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise _load_error(label, e) from None
+    return model.eval(), tokenizer
+
+
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
-                  pooling: str | None = None) -> Backbone:
+                  pooling: str | None = None, label: str | None = None) -> Backbone:
     """Load a pretrained encoder and its tokenizer.
 
     Args:
@@ -261,6 +311,7 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
             loop moves what it trains).
         trust_remote_code: allow code shipped with the model (off unless asked).
         pooling: override the pooling ("mean", "cls", "max").
+        label: how messages name the model (default "--model 'NAME'").
 
     Raises:
         InputError: unknown demo, a folder without config or tokenizer, a model that cannot be
@@ -270,11 +321,14 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     source = resolve_model_source(name)
+    label = label or f"--model '{name}'"
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise InputError(f"--model '{name}' could not be loaded: {_first_line(e)}. Give a local model folder, "
-                         "or check the model id and your network.") from None
+        error = _load_error(label, e)
+        if "trust_remote_code" not in str(e) and "custom code" not in str(e):
+            error = InputError(f"{error} Give a local model folder, or check the model id and your network.")
+        raise error from None
     arch = arch_for(config.model_type)
     if pooling is not None and pooling not in POOLINGS:
         raise InputError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
@@ -284,9 +338,9 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
             model = AutoModel.from_pretrained(source, config=config, dtype=torch.float32,
                                               trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise InputError(f"--model '{name}' could not be loaded: {_first_line(e)}.") from None
+        raise _load_error(label, e) from None
     if tokenizer.pad_token_id is None:
-        raise InputError(f"--model '{name}': its tokenizer has no padding token, so batches cannot be padded.")
+        raise InputError(f"{label}: its tokenizer has no padding token, so batches cannot be padded.")
     model.eval()
     if device is not None:
         from ._device import resolve_device
@@ -295,7 +349,40 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     accepted = inspect.signature(model.forward).parameters
     input_names = tuple(k for k in ("input_ids", "token_type_ids") if k in accepted)
     return Backbone(name, source, model, tokenizer, arch, pooling or _saved_pooling(source) or arch.pooling,
-                    input_names)
+                    input_names, files_fingerprint(source))
+
+
+_EDGE = 1 << 20  # bytes hashed at each end of a file
+
+
+def files_fingerprint(source: str) -> str:
+    """sha256 over the model's files (name, size, modification time, first and last MiB).
+
+    Cheap on multi-GB weights, yet it changes when a file is replaced, rewritten or edited. For
+    a hub id, the files are those of its local snapshot; '' when there is no local copy.
+    """
+    folder = Path(source)
+    if not folder.is_dir():
+        from transformers.utils import cached_file
+
+        try:
+            config = cached_file(source, "config.json", _raise_exceptions_for_missing_entries=False,
+                                 _raise_exceptions_for_connection_errors=False)
+        except Exception:
+            config = None
+        if not config:
+            return ""
+        folder = Path(config).parent
+    h = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        st = file.stat()
+        h.update(f"{file.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        with open(file, "rb") as f:
+            h.update(f.read(_EDGE))
+            if st.st_size > 2 * _EDGE:
+                f.seek(-_EDGE, 2)
+                h.update(f.read(_EDGE))
+    return h.hexdigest()[:16]
 
 
 def _saved_pooling(source: str) -> str | None:

@@ -1,20 +1,28 @@
 """Cached frozen-layer features: the output of the frozen part of a backbone, computed once.
 
-A key is (model fingerprint, split fingerprint, start block, max length, pooling). Features live
-in memory and, with a directory, on disk (one file per key, written atomically, so several
-worker processes can share the folder and a resumed search skips the work).
+A key is (model fingerprint, split fingerprint, start block, max length, pooling); the model
+fingerprint covers the weight and tokenizer files themselves (size, modification time and a hash
+of their first and last MiB), so features of changed weights are never served. Features live in
+memory and, with a directory, on disk (one file per key, written atomically, so several worker
+processes can share the folder and a resumed search skips the work). The disk cache is bounded
+(least recently used files removed first); a file that cannot be read, or holds features of
+another shape, is reported, dropped and computed again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from ._backbone import Backbone, Encoded, pool
+
+DISK_GB = 10.0  # default bound of the disk cache, in GiB
 
 
 def default_cache_dir() -> Path:
@@ -30,11 +38,17 @@ class FeatureCache:
         max_bytes: the most feature bytes held in memory; beyond it the least recently used
             entries are dropped (read again from disk, or computed again, when next asked for).
             The entry just added is always kept. None = no limit.
+        disk_max_bytes: the most bytes of feature files kept in `directory`; beyond it the least
+            recently used files are removed (the one just written is kept). None = no limit.
+        log: where notes on dropped cache files go (default: standard error).
     """
 
-    def __init__(self, directory: str | Path | None = None, *, max_bytes: int | None = None):
+    def __init__(self, directory: str | Path | None = None, *, max_bytes: int | None = None,
+                 disk_max_bytes: int | None = int(DISK_GB * 2**30), log=None):
         self.directory = Path(directory).expanduser() if directory else None
         self.max_bytes = max_bytes
+        self.disk_max_bytes = disk_max_bytes
+        self.log = log or (lambda line: print(line, file=sys.stderr))
         self._memory: dict[str, object] = {}
         self._sizes: dict[str, int] = {}  # feature entries, least recently used first
         self.hits = 0
@@ -66,23 +80,80 @@ class FeatureCache:
             self._sizes[key] = self._sizes.pop(key)  # most recently used
             return self._memory[key]
         file = self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt" if self.directory else None
-        if file is not None and file.exists():
-            value = torch.load(file, weights_only=True)
+        encoded = self.encoded(backbone, split, max_length)
+        value = self._read(file, encoded, backbone, start) if file is not None and file.exists() else None
+        if value is not None:
             self.hits += 1
         else:
             self.misses += 1
-            value = compute_features(backbone, self.encoded(backbone, split, max_length), start, progress=progress)
+            value = compute_features(backbone, encoded, start, progress=progress)
             if file is not None:
-                _save_atomic(value, file)
+                self._write(value, file)
         self._memory[key] = value
         self._sizes[key] = _nbytes(value)
         self._evict(keep=key)
         return value
 
+    def _read(self, file: Path, encoded: Encoded, backbone: Backbone, start: int):
+        """Features from a cache file, or None (the file removed, with a note) when it cannot be read
+        or does not hold what this key needs. Never raises: a bad file costs a recomputation."""
+        try:
+            value = torch.load(file, weights_only=True)
+            problem = _shape_problem(value, encoded.lengths, backbone.hidden_size,
+                                     pooled=start == backbone.num_layers)
+        except Exception as e:
+            problem = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        if problem:
+            self.log(f"warning: cached features '{file}' cannot be used ({problem[:200]}); "
+                     "removed, computing them again")
+            file.unlink(missing_ok=True)
+            return None
+        os.utime(file)  # most recently used, for the disk bound
+        return value
+
+    def _write(self, value, file: Path) -> None:
+        try:
+            _save_atomic(value, file)
+        except OSError as e:  # a full disk or a read-only folder: the features are still in memory
+            self.log(f"warning: cannot write the feature cache '{file}' ({e.strerror or e}); going on without it")
+            return
+        self._trim_disk(keep=file)
+
+    def _trim_disk(self, keep: Path) -> None:
+        """Remove the least recently used feature files until the folder is under disk_max_bytes."""
+        if self.disk_max_bytes is None:
+            return
+        files = []
+        for f in self.directory.glob("*.pt"):
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                files.append((st.st_mtime, st.st_size, f))
+        total = sum(size for _, size, _ in files)
+        for _, size, f in sorted(files):
+            if total <= self.disk_max_bytes:
+                break
+            if f != keep:
+                f.unlink(missing_ok=True)
+                total -= size
+
     def _evict(self, keep: str) -> None:
         while self.max_bytes is not None and self.bytes_held > self.max_bytes and len(self._sizes) > 1:
             oldest = next(k for k in self._sizes if k != keep)
             del self._sizes[oldest], self._memory[oldest]
+
+
+def _shape_problem(value, lengths, hidden: int, *, pooled: bool) -> str:
+    """'' when `value` is what compute_features makes for rows of these token lengths, else why not."""
+    if pooled:
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (len(lengths), hidden):
+            return f"expected a [{len(lengths)}, {hidden}] tensor"
+        return "" if value.dtype == torch.float32 else f"dtype {value.dtype}, expected float32"
+    if not isinstance(value, list) or len(value) != len(lengths):
+        return f"expected a list of {len(lengths)} tensors"
+    for row, n in zip(value, lengths):
+        if not isinstance(row, torch.Tensor) or tuple(row.shape) != (int(n), hidden) or row.dtype != torch.float32:
+            return f"a row is not a float32 [{int(n)}, {hidden}] tensor"
+    return ""
 
 
 def _nbytes(value) -> int:

@@ -24,7 +24,8 @@ TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "body")
 LABEL_COLUMNS = ("label", "labels", "category", "target", "class", "topic")
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),
                 ("text_a", "text_b"))
-FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSONL", ".parquet": "Parquet"}
+FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSON", ".parquet": "Parquet"}
+MISSING_LABELS = ("nan", "null", "none", "na", "n/a")  # label cells that read as "no value"
 DEMOS = ("demo:bbc-news",)
 IMBALANCE_WARN_RATIO = 10.0
 _SHOW_ROWS = 5
@@ -169,10 +170,15 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
 
     rng = np.random.default_rng(config.seed)
     y = np.array([label2id[r[2]] for r in rows])
+    notes = []
     if config.max_rows is not None and config.max_rows < len(rows):
         # at least 3 rows a class, so that each still reaches train, validation and test
         keep = stratified_indices(y, config.max_rows / len(rows), rng, min_per_class=3)
         rows, y = [rows[i] for i in keep], y[keep]
+        if len(rows) > config.max_rows * 1.05:
+            notes.append(f"--max-rows {config.max_rows}: kept {len(rows)} rows, not {config.max_rows}, because each "
+                         f"of the {len(counts)} classes keeps at least 3 (for train, validation and test). Drop "
+                         "rare classes from the file to sample fewer.")
 
     def make(name, part_rows, ids):
         return Split(name, [r[0] for r in part_rows], np.asarray(ids, dtype=np.int64),
@@ -180,7 +186,9 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
 
     if valid is None:
         test_fraction = 0.0 if test is not None else config.test_fraction
-        train_idx, valid_idx, test_idx = _allocate(y, [config.valid_fraction, test_fraction], rng)
+        groups, group_notes = _duplicate_groups(rows, data)
+        notes += group_notes
+        train_idx, valid_idx, test_idx = _allocate_groups(y, groups, [config.valid_fraction, test_fraction], rng)
         train = make("train", [rows[i] for i in train_idx], y[train_idx])
         valid_split = make("valid", [rows[i] for i in valid_idx], y[valid_idx])
         test_split = make("test", [rows[i] for i in test_idx], y[test_idx]) if len(test_idx) else None
@@ -192,7 +200,7 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
         test_split = make("test", test[0], [label2id[r[2]] for r in test[0]])
 
     task = TaskData(data, labels, train, valid_split, test_split, text_col, label_col, pair_col)
-    task.warnings = _warnings(task)
+    task.warnings = notes + _warnings(task)
     return task
 
 
@@ -213,9 +221,24 @@ def _read_rows(source, config, problems, role="data"):
     text_col, label_col, pair_col = _choose_columns(source, columns, config, problems)
     if text_col is None or label_col is None or (config.text_pair_column and pair_col is None):
         return None
+    for column in dict.fromkeys(c for c in (text_col, pair_col, label_col) if c):
+        nested = [i + 1 for i, v in enumerate(frame[column]) if isinstance(v, (list, dict, tuple))]
+        if nested:
+            shown = ", ".join(map(str, nested[:_SHOW_ROWS])) + (", …" if len(nested) > _SHOW_ROWS else "")
+            kind = type(frame[column].iloc[nested[0] - 1]).__name__
+            problems.append(f"{source}: '{column}' holds a {kind}, not a single value, in {len(nested)} row(s) "
+                            f"(data rows {shown}). Give one string (or number, for labels) per cell.")
+    if problems:
+        return None
     texts = [_cell(v) for v in frame[text_col]]
     pairs = [_cell(v) for v in frame[pair_col]] if pair_col else None
     labels = [_cell(v) for v in frame[label_col]]
+    missing = [i + 1 for i, v in enumerate(labels) if v.strip().lower() in MISSING_LABELS]
+    if missing:
+        shown = ", ".join(map(str, missing[:_SHOW_ROWS])) + (", …" if len(missing) > _SHOW_ROWS else "")
+        problems.append(f"{source}: {len(missing)} row(s) have the label '{labels[missing[0] - 1]}', which reads as a "
+                        f"missing value, not a class (data rows {shown}). Fill them in or drop those rows.")
+    problems += _same_number_labels(source, labels)
     for column, values in ((text_col, texts), (pair_col, pairs), (label_col, labels)):
         if values is None:
             continue
@@ -230,7 +253,11 @@ def _read_rows(source, config, problems, role="data"):
 
 
 def _read_table(source, role, problems):
-    """The file as a DataFrame of strings, or None after appending the reason to `problems`."""
+    """The file as a DataFrame, or None after appending the reason to `problems`.
+
+    CSV/TSV cells are read as strings exactly as written; JSON/JSONL/Parquet values keep their
+    types until `_cell` writes them as text the way the file spells them (1 -> "1", 1.0 -> "1.0").
+    """
     import pandas as pd
 
     path = Path(source)
@@ -238,7 +265,11 @@ def _read_table(source, role, problems):
     if not path.exists():
         problems.append(f"{role} file '{source}' does not exist.")
         return None
-    if path.is_dir() or kind is None:
+    if path.is_dir():
+        problems.append(f"{role} '{source}' is a folder, not a data file. Give the "
+                        f"{', '.join(sorted(set(FORMATS.values())))} file itself.")
+        return None
+    if kind is None:
         problems.append(f"{role} '{source}' is not a supported file. Give a "
                         f"{', '.join(sorted(set(FORMATS.values())))} file ({', '.join(FORMATS)}).")
         return None
@@ -256,11 +287,13 @@ def _read_table(source, role, problems):
             problems.append(f"{source}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}). "
                             "Save the file as UTF-8.")
             return None
-        if kind == "JSONL":
-            frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+        if kind in ("JSON", "JSONL"):
+            records = _json_records(source, text, kind, problems)
+            if records is None:
+                return None
+            frame = pd.DataFrame.from_records(records).astype(object)
         else:
-            frame = pd.read_csv(io.StringIO(text), sep="\t" if kind == "TSV" else ",", dtype=str,
-                                keep_default_na=False)
+            frame = _read_delimited(source, text, "\t" if kind == "TSV" else ",")
     except InputError:
         raise
     except Exception as e:  # pandas/pyarrow raise many types for a malformed file
@@ -272,6 +305,59 @@ def _read_table(source, role, problems):
     return frame
 
 
+def _read_delimited(source, text: str, sep: str):
+    """A CSV/TSV as strings; a file that is one column whose header holds ';', tab or '|' is read
+    again with that delimiter (spreadsheets in many locales write ';')."""
+    import pandas as pd
+
+    frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    if len(frame.columns) == 1:
+        header = str(frame.columns[0])
+        other = max((d for d in (";", "\t", "|") if d != sep), key=header.count)
+        if header.count(other) >= 1:
+            frame = pd.read_csv(io.StringIO(text), sep=other, dtype=str, keep_default_na=False)
+    return frame
+
+
+def _json_records(source, text: str, kind: str, problems) -> list[dict] | None:
+    """Rows of a JSON array of objects, or of JSONL (one object a line); None after a problem."""
+    if kind == "JSON":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None  # not one document: read it as JSONL, whose messages name the line
+        if isinstance(value, list):
+            bad = next((i for i, r in enumerate(value) if not isinstance(r, dict)), None)
+            if bad is not None:
+                problems.append(f"{source}: item {bad + 1} of the JSON array is a {type(value[bad]).__name__}, "
+                                "not an object. Give one object per row, e.g. {\"text\": \"…\", \"label\": \"…\"}.")
+                return None
+            return value
+        if isinstance(value, dict):
+            problems.append(f"{source} holds one JSON object, not rows. Give an array of objects "
+                            "([{\"text\": …, \"label\": …}, …]) or JSONL (one object a line).")
+            return None
+    records = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            last = number == len(lines) or not any(x.strip() for x in lines[number:])
+            problems.append(f"{source}: line {number} is not valid JSON ({e.msg})"
+                            + ("; the file looks cut short. Complete or remove that line." if last else
+                               ". Each line must be one JSON object."))
+            return None
+        if not isinstance(record, dict):
+            problems.append(f"{source}: line {number} is a JSON {type(record).__name__}, not an object. "
+                            "Each line must be one object, e.g. {\"text\": \"…\", \"label\": \"…\"}.")
+            return None
+        records.append(record)
+    return records
+
+
 def _read_parquet(path):
     import pandas as pd
 
@@ -281,12 +367,37 @@ def _read_parquet(path):
 
 
 def _cell(value) -> str:
-    """A cell as text; None and NaN become '' so that they are reported as empty."""
+    """A cell as text, spelled as the file spells it: 1 -> "1", 1.0 -> "1.0", true -> "true";
+    None and NaN become '' so that they are reported as empty."""
+    import numbers
+
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
         return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
     return str(value)
+
+
+def _same_number_labels(source, labels: list[str]) -> list[str]:
+    """A problem for each set of distinct label spellings of one number ('1', '1.0', '01'): they
+    would silently become different classes."""
+    by_value: dict[float, set[str]] = {}
+    for label in set(labels):
+        try:
+            value = float(label)
+        except ValueError:
+            continue
+        if value == value:
+            by_value.setdefault(value, set()).add(label)
+    return [f"{source}: the labels {', '.join(repr(x) for x in sorted(spellings))} look like the same number but "
+            "would be different classes. Write each class one way (e.g. all '1')."
+            for spellings in by_value.values() if len(spellings) > 1]
 
 
 def _choose_columns(source, columns, config, problems):
@@ -381,6 +492,41 @@ def _allocate(y: np.ndarray, fractions, rng) -> list[np.ndarray]:
             start += take
         parts[0].append(idx[start:])
     return [np.sort(np.concatenate(p)) if p else np.array([], dtype=np.int64) for p in parts]
+
+
+def _duplicate_groups(rows, source) -> tuple[np.ndarray, list[str]]:
+    """A group id per row, equal for rows with the same input (text and pair), and notes on them.
+
+    Copies of one text must land in one split, or validation scores what training memorised.
+    """
+    ids: dict = {}
+    groups = np.array([ids.setdefault((r[0], r[1]), len(ids)) for r in rows], dtype=np.int64)
+    sizes = np.bincount(groups)
+    notes = []
+    repeated = int((sizes > 1).sum())
+    if repeated:
+        notes.append(f"{repeated} text(s) appear more than once ({int(sizes[sizes > 1].sum())} rows); the copies of "
+                     "each are kept together in one split.")
+        labels_of: dict[int, set] = {}
+        for g, r in zip(groups, rows):
+            if sizes[g] > 1:
+                labels_of.setdefault(int(g), set()).add(r[2])
+        conflicts = [g for g, ls in labels_of.items() if len(ls) > 1]
+        if conflicts:
+            text = next(r[0] for g, r in zip(groups, rows) if g == conflicts[0])
+            shown = text if len(text) <= 60 else text[:57] + "…"
+            notes.append(f"{len(conflicts)} text(s) in {source} carry two or more labels (e.g. '{shown}': "
+                         f"{', '.join(sorted(labels_of[conflicts[0]]))}): no model can get both right. "
+                         "Fix or drop them.")
+    return groups, notes
+
+
+def _allocate_groups(y: np.ndarray, groups: np.ndarray, fractions, rng) -> list[np.ndarray]:
+    """`_allocate` over groups of identical rows: each group goes whole to one part, stratified by
+    the label of its first row."""
+    first = np.unique(groups, return_index=True)[1]  # first row of each group, by group id
+    parts = _allocate(y[first], fractions, rng)
+    return [np.sort(np.flatnonzero(np.isin(groups, part))) for part in parts]
 
 
 def _warnings(task: TaskData) -> list[str]:

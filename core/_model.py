@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._backbone import Backbone, pool, quiet_transformers, tokenize
+from ._backbone import POOLINGS, Backbone, pool, quiet_transformers, tokenize
 from ._errors import InputError
+from ._rundir import read_json
 
 LABELS_FILE = "labels.json"
 HEAD_FILE = "head.safetensors"
@@ -125,9 +126,31 @@ def load_classifier(path: str | Path, *, device=None) -> Classifier:
     missing = [f for f in (LABELS_FILE, HEAD_FILE) if not (path / f).exists()]
     if missing:
         raise InputError(f"'{path}' is not a saved finetune-advisor classifier: it lacks {', '.join(missing)}.")
-    meta = json.loads((path / LABELS_FILE).read_text())
-    backbone = load_backbone(str(path), device=device, pooling=meta["pooling"])
-    model = Classifier(backbone, len(meta["labels"]))
-    model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
-    model.labels, model.max_length = list(meta["labels"]), int(meta["max_length"])
+    meta = read_json(path / LABELS_FILE)
+    labels = meta.get("labels")
+    InputError.check([
+        (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels),
+         f"'{path / LABELS_FILE}' must list at least 2 labels as strings; it holds {labels!r}."),
+        (isinstance(meta.get("max_length"), int) and meta["max_length"] >= 8,
+         f"'{path / LABELS_FILE}': max_length {meta.get('max_length')!r} must be an integer >= 8."),
+        (meta.get("pooling") in POOLINGS, f"'{path / LABELS_FILE}': pooling {meta.get('pooling')!r} must be one of "
+                                          f"{', '.join(POOLINGS)}."),
+    ])
+    try:
+        head = load_file(str(path / HEAD_FILE))
+    except Exception as e:
+        raise InputError(f"'{path / HEAD_FILE}' cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                         "it is truncated or not a safetensors file. Run the search again.") from None
+    weight = head.get("weight")
+    if weight is None or weight.ndim != 2 or weight.shape[0] != len(labels):
+        rows = "no weight" if weight is None else f"a head for {weight.shape[0]} classes"
+        raise InputError(f"'{path / LABELS_FILE}' lists {len(labels)} labels but '{path / HEAD_FILE}' holds {rows}: "
+                         "the two files come from different models. Run the search again.")
+    backbone = load_backbone(str(path), device=device, pooling=meta["pooling"], label=f"the model in '{path}'")
+    if weight.shape[1] != backbone.hidden_size:
+        raise InputError(f"'{path / HEAD_FILE}' expects features of size {weight.shape[1]}, but the model in "
+                         f"'{path}' makes {backbone.hidden_size}: the files come from different models.")
+    model = Classifier(backbone, len(labels))
+    model.head.load_state_dict(head)
+    model.labels, model.max_length = list(labels), int(meta["max_length"])
     return model.to(backbone.device).eval()

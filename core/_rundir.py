@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ._errors import InputError
 
 # Libraries whose versions go into run.json, read from package metadata (no import needed).
 _VERSIONED = ("finetune-advisor", "torch", "transformers", "tokenizers", "scikit-learn", "numpy",
@@ -46,20 +49,33 @@ def write_json_atomic(path: str | Path, record: Any) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | Path):
+def atomic_folder(target: str | Path, *, marker: str, flag: str = "--out"):
     """Build a folder beside `target` and swap it in only when the block succeeds.
 
     Yields a temporary folder in the same parent; on success it replaces `target` (rename away,
     rename in), on any error it is removed and `target` stays as it was, so no reader ever sees
-    a half-written folder.
+    a half-written folder. Temporary folders left by a killed process (`.NAME.PID.tmp`) are
+    removed first.
+
+    Args:
+        target: the folder to (re)place.
+        marker: the file that only this tool writes inside such a folder (e.g. "export.json");
+            an existing `target` without it is someone else's and is never replaced.
+        flag: how the user named `target`, for the error message.
+
+    Raises:
+        InputError: `target` is a file, or a non-empty folder this tool did not write.
     """
     target = Path(target)
+    check_replaceable(target, marker=marker, flag=flag)
+    clean_stale_temp(target)
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     old = target.parent / f".{target.name}.{os.getpid()}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        check_replaceable(target, marker=marker, flag=flag)  # still ours after the work
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
@@ -68,9 +84,121 @@ def atomic_folder(target: str | Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON record written by `write_json_atomic`."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def check_replaceable(target: str | Path, *, marker: str, flag: str = "--out") -> None:
+    """Raise InputError unless `target` is absent, an empty folder, or a folder holding `marker`
+    (one this tool wrote), and its parent can be written."""
+    target = Path(target)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise InputError(f"{flag} '{target}' is a file, not a folder. Give a new folder's path, or remove the file.")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise InputError(f"{flag} '{target}' is a folder that finetune-advisor did not write (it has no {marker}), "
+                         "so it is left untouched. Give a new or empty folder, or remove this one yourself.")
+    check_writable(target, flag=flag)
+
+
+def check_writable(path: str | Path, *, flag: str = "--out") -> None:
+    """Raise InputError unless the folder `path` exists and can be written, or can be created.
+
+    The nearest existing ancestor is tried by creating (and removing) a temporary file in it, so
+    read-only folders and file systems (including /proc) are found before any work is done.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} '{path}' is a file, not a folder. Give a folder's path.")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{flag} '{path}': '{probe}' is a file, so no folder can be made below it. Give another path.")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".finetune-advisor-probe.", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise InputError(f"{flag} '{path}' cannot be written ({e.strerror or e} in '{probe}'). "
+                         "Give a folder you can write to.") from None
+
+
+def clean_stale_temp(target: str | Path) -> list[Path]:
+    """Remove `.NAME.PID.tmp` / `.old` folders beside `target` left by processes that no longer run
+    (a kill -9 during a save); those of live processes are another worker's work in progress."""
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.(tmp|old)$")
+    for entry in target.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def read_json(path: str | Path, *, expect: type | None = dict) -> Any:
+    """Read a JSON record written by `write_json_atomic`.
+
+    Raises:
+        InputError: the file cannot be read, is not JSON, or (with `expect`) holds another type;
+            the message names the file.
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"'{path}' does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"'{path}' is not a readable JSON record ({_first_line(e)}). "
+                         "Remove it and run the command that writes it again.") from None
+    if expect is not None and not isinstance(value, expect):
+        raise InputError(f"'{path}' holds a JSON {type(value).__name__}, not the {expect.__name__} this "
+                         "tool writes. Remove it and run the command that writes it again.")
+    return value
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+# Query parameters of a database URL that carry a secret.
+_SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword", "secret", "token")
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"]+)")
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password hidden, in the user part and in query parameters (`?password=`)."""
+    def hide_query(match):
+        return f"{match.group(1)}=***"
+
+    masked = re.sub(r"(?<=://)([^/@\s:]*):([^/@\s]*)@", lambda m: f"{m.group(1)}:***@", url)
+    keys = "|".join(_SECRET_KEYS)
+    return re.sub(rf"(?i)(?<=[?&;])({keys})=[^&;\s]*", hide_query, masked)
+
+
+def mask_secrets(value: Any) -> Any:
+    """`value` (strings, lists, dicts) with every URL password masked (see `mask_url`)."""
+    if isinstance(value, str):
+        return _URL.sub(lambda m: mask_url(m.group(1)), value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_secrets(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -123,7 +251,24 @@ class RunDir:
         return write_json_atomic(self.path / name, record)
 
     def read(self, name: str) -> Any:
+        """The JSON record `name`; InputError naming the file when it is not one."""
         return read_json(self.path / name)
+
+    def check(self, flag: str = "--out") -> None:
+        """Fail early (InputError) when the folder cannot be written or its run.json is broken, so
+        a command finds out before its work, not after."""
+        check_writable(self.path, flag=flag)
+        self.run_record()
+
+    def run_record(self) -> dict:
+        """run.json as written so far ({"commands": []} when there is none)."""
+        if not self.exists("run.json"):
+            return {"commands": []}
+        record = self.read("run.json")
+        if not isinstance(record.get("commands"), list):
+            raise InputError(f"'{self.file('run.json')}' has no list of commands: it was not written by this "
+                             "tool, or was edited. Remove it (it only records what was run) and run again.")
+        return record
 
     def write_run_record(self, *, command: str, configs: dict[str, Any],
                          data_fingerprint: str | None = None) -> Path:
@@ -132,10 +277,10 @@ class RunDir:
         A later command in the same run directory (advise, then search) adds its own entry under
         "commands" instead of overwriting the earlier one.
         """
-        entry = {"command": command, "argv": sys.argv[1:], "configs": configs,
+        entry = {"command": command, "argv": mask_secrets(sys.argv[1:]), "configs": mask_secrets(_jsonable(configs)),
                  "data_fingerprint": data_fingerprint,
                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        record = self.read("run.json") if self.exists("run.json") else {"commands": []}
+        record = self.run_record()
         record["commands"].append(_jsonable(entry))
         record["data_fingerprint"] = data_fingerprint or record.get("data_fingerprint")
         record["versions"] = library_versions()

@@ -7,12 +7,12 @@ with onnxruntime, tokenizers and numpy only; importing it (or this package) does
 
 from importlib import import_module
 
-from ._predictor import Predictor, PredictorError
+from ._predictor import EXPORT_RECORD, Predictor, PredictorError
 
 _LAZY = {"export": "_export", "ExportConfig": "_export", "ExportError": "_export", "load_source": "_export",
          "DEFAULT_OPSET": "_export"}
 
-__all__ = ["Predictor", "PredictorError", *_LAZY]
+__all__ = ["EXPORT_RECORD", "Predictor", "PredictorError", *_LAZY]
 
 
 def __getattr__(name):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import InputError, atomic_folder, write_json_atomic
+from core import InputError, atomic_folder, read_json, write_json_atomic
 
 from ._predictor import EXPORT_RECORD, LABELS, Predictor
 
@@ -112,16 +112,15 @@ def load_source(path: str | Path) -> _Source:
         names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in model.input_names else ())
         return _Source(model, model.tokenizer, model.labels, model.max_length, names, model.arch.family,
                        model.backbone.config)
-    config = json.loads((path / "config.json").read_text())
+    config = read_json(path / "config.json")
     heads = [a for a in config.get("architectures") or [] if a.endswith("ForSequenceClassification")]
     if not heads:
         raise InputError(f"'{path}' is not a classification model: it has no head.safetensors (finetune-advisor) "
                          f"and its architectures ({', '.join(config.get('architectures') or ['none'])}) name no "
                          "*ForSequenceClassification. Export a model trained by finetune-advisor search.")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from core import load_sequence_classifier
 
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model, tokenizer = load_sequence_classifier(path)
 
     class Logits(torch.nn.Module):
         def __init__(self, inner):
@@ -165,7 +164,7 @@ def export(source_path: str | Path, out: str | Path, task, config: ExportConfig 
         raise InputError(f"the model's labels ({', '.join(source.labels)}) lack the data's "
                          f"{', '.join(missing)}: export with the data the model was trained on.")
     gold = np.array([source.labels.index(task.labels[i]) for i in task.valid.labels])
-    with atomic_folder(out) as folder:
+    with atomic_folder(out, marker=EXPORT_RECORD) as folder:
         return _build(source, source_path, folder, task, gold, config, progress)
 
 
@@ -295,13 +294,13 @@ def _parity(source: _Source, path: Path, split, torch_logits, atol: float, varia
     """Every failing parity check of `path` against torch, as one line each; fills max_abs_diff."""
     session = _session(path)
     onnx_logits = np.concatenate([session.run(None, feeds)[0] for _, feeds in _batches(source, split)])
-    failures = []
-    diff = float(np.abs(onnx_logits - torch_logits).max())
+    failures = _non_finite(path.name, "the validation split", onnx_logits, torch_logits)
+    diff = _max_diff(onnx_logits, torch_logits)
     variant["max_abs_diff"] = diff
     flipped = int((onnx_logits.argmax(1) != torch_logits.argmax(1)).sum())
-    if diff > atol:
+    if diff is not None and diff > atol:
         failures.append(f"{path.name} on the validation split: max |logit difference| {diff:.2e} > atol {atol:.0e}")
-    if flipped:
+    if flipped and diff is not None:
         failures.append(f"{path.name} on the validation split: {flipped} of {len(split)} predicted classes differ")
     lengths = _lengths(source, split)
     shortest, longest = int(lengths.argmin()), int(lengths.argmax())
@@ -311,11 +310,32 @@ def _parity(source: _Source, path: Path, split, torch_logits, atol: float, varia
     for name, texts in odd.items():
         feeds = source.inputs(texts)
         a, b = session.run(None, feeds)[0], source.logits(feeds)
-        d = float(np.abs(a - b).max())
-        variant["max_abs_diff"] = max(variant["max_abs_diff"], d)
+        d = _max_diff(a, b)
+        if d is None:
+            failures += _non_finite(path.name, name, a, b)
+            continue
+        variant["max_abs_diff"] = None if variant["max_abs_diff"] is None else max(variant["max_abs_diff"], d)
         if d > atol or (a.argmax(1) != b.argmax(1)).any():
             failures.append(f"{path.name}, {name}: max |logit difference| {d:.2e} (atol {atol:.0e})"
                             + ("; the predicted class differs" if (a.argmax(1) != b.argmax(1)).any() else ""))
+    return failures
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float | None:
+    """max |a - b|, or None when either side holds NaN or inf (where `diff > atol` would be False)."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return None
+    return float(np.abs(a - b).max())
+
+
+def _non_finite(file: str, where: str, onnx_logits: np.ndarray, torch_logits: np.ndarray) -> list[str]:
+    """A failure line for each side whose logits hold NaN or inf."""
+    failures = []
+    for side, logits in (("PyTorch", torch_logits), (file, onnx_logits)):
+        bad = int((~np.isfinite(logits)).any(axis=1).sum())
+        if bad:
+            failures.append(f"{side} gives NaN or infinite logits for {bad} of {len(logits)} inputs on {where}"
+                            + (": the model's weights are broken; train it again" if side == "PyTorch" else ""))
     return failures
 
 
@@ -427,8 +447,10 @@ def _quantize(folder, base, split, gold, torch_logits, torch_acc, config, timer,
     drop = torch_acc - accuracy
     why = "" if drop <= config.max_accuracy_drop else (
         f"accuracy {accuracy:.4f} is {drop:.4f} below torch's {torch_acc:.4f} (gate {config.max_accuracy_drop})")
+    if not np.isfinite(logits).all():
+        why = "it gives NaN or infinite logits"
     variant = {"file": target.name, "precision": "int8", "from": base,
-               "max_abs_diff": float(np.abs(logits - torch_logits).max()), "accuracy": accuracy,
+               "max_abs_diff": _max_diff(logits, torch_logits), "accuracy": accuracy,
                "accuracy_drop": drop, "latency_ms": timer.onnx(target), "passed": not why, "why": why}
     variants.append(variant)
     return {"tried": True, "kept": not why, "accuracy_drop": drop, "why": why}

@@ -46,13 +46,17 @@ class Predictor:
         if missing:
             raise PredictorError(f"'{folder}' is not an export folder: it lacks {', '.join(missing)}. "
                                  "Make one with: finetune-advisor export RUN")
-        record = json.loads((self.folder / EXPORT_RECORD).read_text())
-        meta = json.loads((self.folder / LABELS).read_text())
-        self.variant = variant or record["recommended"]
-        path = self.folder / self.variant
-        if not path.is_file():
-            known = [v["file"] for v in record.get("variants", []) if v.get("passed")]
-            raise PredictorError(f"variant '{self.variant}' is not in '{folder}'. Use one of: {', '.join(known)}.")
+        record = _read_record(self.folder / EXPORT_RECORD)
+        meta = _read_record(self.folder / LABELS)
+        if not isinstance(meta.get("labels"), list) or not meta["labels"] or "max_length" not in meta:
+            raise PredictorError(f"'{self.folder / LABELS}' lacks the labels or the max_length. "
+                                 "Export again: finetune-advisor export RUN")
+        known = [v.get("file") for v in record.get("variants") or [] if isinstance(v, dict) and v.get("passed")]
+        self.variant = variant or record.get("recommended")
+        if not isinstance(self.variant, str) or not self.variant:
+            raise PredictorError(f"'{self.folder / EXPORT_RECORD}' names no recommended model. Give --variant "
+                                 f"(one of: {', '.join(map(str, known)) or 'none'}) or export again.")
+        path = _inside(self.folder, self.variant, known)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -80,6 +84,13 @@ class Predictor:
     def logits(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:
         """Raw logits [n, num_labels]; batches of similar length, each padded to its longest row."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if batch_size < 1:
+            raise PredictorError(f"batch size {batch_size} must be >= 1 (e.g. 32).")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            shown = ", ".join(str(i + 1) for i in bad[:10]) + (", …" if len(bad) > 10 else "")
+            raise PredictorError(f"empty text: {len(bad)} of {len(texts)} inputs are empty or only whitespace "
+                                 f"(number {shown}). Give each text some words.")
         encoded = self.encode(texts, pairs)
         order = np.argsort([-len(e["input_ids"]) for e in encoded], kind="stable")
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
@@ -110,3 +121,30 @@ class Predictor:
         """[{"label": best label, "score": its probability}] per text."""
         p = self.predict_proba(texts, pairs, batch_size=batch_size)
         return [{"label": self.labels[i], "score": float(row[i])} for row, i in zip(p, p.argmax(axis=1))]
+
+
+def _read_record(path: Path) -> dict:
+    """A JSON object from the export folder, or PredictorError naming the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PredictorError(f"'{path}' is not readable JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__}). "
+                             "Export again: finetune-advisor export RUN") from None
+    if not isinstance(value, dict):
+        raise PredictorError(f"'{path}' holds a JSON {type(value).__name__}, not an object. "
+                             "Export again: finetune-advisor export RUN")
+    return value
+
+
+def _inside(folder: Path, name: str, known: list) -> Path:
+    """The model file `name` inside `folder`; anything that resolves outside it is refused, so an
+    export.json or a --variant cannot make the predictor load a file from elsewhere."""
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    choices = ", ".join(map(str, known)) or "none"
+    if path.parent != root:
+        raise PredictorError(f"variant '{name}' is outside the export folder '{folder}': only its own .onnx files "
+                             f"are loaded. Use one of: {choices}.")
+    if path.suffix != ".onnx" or not path.is_file():
+        raise PredictorError(f"variant '{name}' is not an .onnx file in '{folder}'. Use one of: {choices}.")
+    return path

@@ -46,6 +46,7 @@ def run(args) -> int:
                            budget_seconds=args.budget_seconds, gpu_hourly_cost=args.gpu_hourly_cost,
                            label_descriptions=args.label_descriptions, reference=args.reference,
                            unlabeled=args.unlabeled, max_length=args.max_length, device=args.device, seed=args.seed)
+    RunDir(args.out).check()  # an unwritable --out or a broken run.json fails now, not after the work
     dconfig = data_config(args)
     task = load_task(args.data, dconfig)
     inputs = read_inputs(task, config)  # bad optional files fail here, before the model is loaded

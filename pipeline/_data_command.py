@@ -38,11 +38,9 @@ def run(args) -> int:
 
 def token_lengths(model: str, texts, pairs=None) -> np.ndarray:
     """Token count of each text (with special tokens) under `model`'s tokenizer."""
-    from transformers import AutoTokenizer
+    from core import load_tokenizer
 
-    from core import resolve_model_source
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(model))
+    tokenizer = load_tokenizer(model)
     enc = tokenizer(list(texts), list(pairs) if pairs else None, truncation=False, verbose=False)
     return np.array([len(ids) for ids in enc["input_ids"]])
 

@@ -54,8 +54,8 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
-    from core import DataConfig, InputError, RunDir, load_task
-    from export import ExportConfig, ExportError, export
+    from core import DataConfig, InputError, RunDir, check_replaceable, load_task
+    from export import EXPORT_RECORD, ExportConfig, ExportError, export
 
     from .cli import data_config
 
@@ -72,15 +72,23 @@ def run_export(args) -> int:
     else:
         raise InputError(f"'{root}' has no best_model/ (and is no model folder). Run finetune-advisor search "
                          f"--out {root} … first, or give a sequence-classification model folder.")
+    check_replaceable(out, marker=EXPORT_RECORD, flag="--out" if args.out else "the deploy folder")
+    run_dir = RunDir(root)
+    record = run_dir.run_record()  # a broken run.json is named here, before any work
     if args.data:
         task = load_task(args.data, data_config(args))
     else:
-        entry = next((c for c in reversed(RunDir(root).read("run.json")["commands"])
-                      if c.get("configs", {}).get("data_source")), None) if RunDir(root).exists("run.json") else None
+        entry = next((c for c in reversed(record["commands"])
+                      if isinstance(c, dict) and (c.get("configs") or {}).get("data_source")), None)
         if entry is None:
             raise InputError(f"which data checks the export? '{root}/run.json' does not say: give --data D.")
-        task = load_task(entry["configs"]["data_source"], DataConfig(**entry["configs"]["data"]))
-        if task.fingerprint != entry["data_fingerprint"]:
+        try:
+            dconfig = DataConfig(**entry["configs"]["data"])
+        except (TypeError, KeyError):
+            raise InputError(f"'{run_dir.file('run.json')}' does not say how the run's data was read (its "
+                             "'data' entry is missing or edited): give --data D.") from None
+        task = load_task(entry["configs"]["data_source"], dconfig)
+        if task.fingerprint != entry.get("data_fingerprint"):
             raise InputError(f"the run's data '{entry['configs']['data_source']}' changed since the search "
                              "(its fingerprint differs): give --data D to check the export on the data you mean.")
     try:
@@ -88,8 +96,8 @@ def run_export(args) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if RunDir(root).exists("run.json"):
-        RunDir(root).write_run_record(command="export", configs={"export": config}, data_fingerprint=task.fingerprint)
+    if run_dir.exists("run.json"):
+        run_dir.write_run_record(command="export", configs={"export": config}, data_fingerprint=task.fingerprint)
     print(format_export(record))
     print(f"\nwrote {out}  (try: finetune-advisor predict {out} \"some text\")")
     return 0
@@ -117,15 +125,17 @@ def run_predict(args) -> int:
 
     texts = list(args.texts)
     try:
+        if args.batch_size < 1:
+            raise PredictorError(f"--batch-size {args.batch_size} must be >= 1 (e.g. 32).")
         if args.file:
             texts += _read_texts(args.file)
         if not texts:
             raise PredictorError("no texts: give them as arguments or with --file FILE.")
-        predictor = Predictor(args.folder, args.variant)
+        predictions = Predictor(args.folder, args.variant).predict(texts, batch_size=args.batch_size)
     except PredictorError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for text, p in zip(texts, predictor.predict(texts, batch_size=args.batch_size)):
+    for text, p in zip(texts, predictions):
         print(json.dumps({"text": text, **p}, ensure_ascii=False))
     return 0
 
@@ -136,10 +146,22 @@ def _read_texts(file: str) -> list[str]:
     path = Path(file)
     if not path.is_file():
         raise PredictorError(f"--file '{file}' does not exist.")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise PredictorError(f"--file '{file}' is not UTF-8 text (line {line}, byte 0x{raw[e.start]:02x}). "
+                             "Give a text file, one text a line, saved as UTF-8.") from None
+    if "\x00" in text:
+        raise PredictorError(f"--file '{file}' holds NUL bytes: it looks binary. Give a text file, one text a line.")
+    lines = [line for line in text.splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         try:
-            return [json.loads(line)["text"] for line in lines]
+            texts = [json.loads(line)["text"] for line in lines]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise PredictorError(f"--file '{file}': each JSONL line needs a \"text\" field.") from None
+        if not all(isinstance(t, str) for t in texts):
+            raise PredictorError(f"--file '{file}': every \"text\" must be a string.")
+        return texts
     return lines

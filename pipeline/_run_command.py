@@ -60,6 +60,7 @@ def data_flags(args) -> list[str]:
 
 def run(args) -> int:
     from core import InputError, RunDir
+    from search import check_storage, storage_url
 
     from .cli import main
 
@@ -68,6 +69,8 @@ def run(args) -> int:
                        f"--max-length {args.max_length} must be >= 8 tokens.")])
     t0 = time.perf_counter()
     run_dir = RunDir(args.out)
+    run_dir.check()  # before an advice that may take minutes
+    check_storage(storage_url(args.storage, run_dir.path))
     common = ["--model", args.model, *data_flags(args), "--out", args.out]
     length = ["--max-length", str(args.max_length)] if args.max_length else []
 

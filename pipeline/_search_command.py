@@ -59,6 +59,9 @@ def register(sub) -> None:
     g.add_argument("--cache", default="auto", help="frozen-feature cache: auto, memory, disk or off (default auto)")
     g.add_argument("--cache-gb", type=float, default=2.0,
                    help="most GiB of cached features held in memory per worker (default 2)")
+    g.add_argument("--cache-disk-gb", type=float, default=10.0,
+                   help="most GiB the disk cache ($FINETUNE_ADVISOR_CACHE or ~/.cache/finetune-advisor) may "
+                        "hold; least recently used files go first (default 10)")
     p.set_defaults(run=run)
 
 
@@ -88,7 +91,7 @@ def space_overrides(pairs: list[str], file: str | None) -> dict[str, str]:
 
 def run(args) -> int:
     from core import RunDir, load_backbone, load_task
-    from search import SearchConfig, open_storage, parse_param, search
+    from search import SearchConfig, check_storage, parse_param, search, storage_url
 
     from .cli import data_config
 
@@ -96,11 +99,12 @@ def run(args) -> int:
     config = SearchConfig(trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
                           pruner=args.pruner, workers=args.workers, space=overrides, use_advice=not args.no_advice,
                           seed=args.seed, device=args.device, cache=args.cache, cache_gb=args.cache_gb,
+                          cache_disk_gb=args.cache_disk_gb,
                           heartbeat=args.heartbeat)
-    for name, value in overrides.items():  # names and syntax checked before anything loads
+    for name, value in overrides.items():  # names, syntax and ranges checked before anything loads
         parse_param(name, value)
-    if args.storage:  # an unreachable database fails here, before the model is loaded
-        open_storage(args.storage, heartbeat=args.heartbeat)
+    RunDir(args.out).check()
+    check_storage(storage_url(args.storage, Path(args.out)), heartbeat=args.heartbeat)
     dconfig = data_config(args)
     task = load_task(args.data, dconfig)
     backbone = load_backbone(args.model, device=args.device)

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); nothing half-written was left behind.", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

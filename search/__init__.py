@@ -8,7 +8,8 @@ it writes RUN/search.json and keeps the best model in RUN/best_model.
 
 from ._search import PRUNERS, SearchConfig, keep_if_best, search, search_record
 from ._space import DEFAULTS, SEARCHABLE, Param, SearchSpace, parse_param
-from ._study import finished, open_storage, open_study
+from ._study import STORAGE_ENV, check_storage, finished, open_storage, open_study, storage_url
 
 __all__ = ["SearchConfig", "search", "search_record", "keep_if_best", "PRUNERS", "SearchSpace", "Param",
-           "parse_param", "DEFAULTS", "SEARCHABLE", "open_storage", "open_study", "finished"]
+           "parse_param", "DEFAULTS", "SEARCHABLE", "open_storage", "open_study", "finished", "check_storage",
+           "storage_url", "STORAGE_ENV"]

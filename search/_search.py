@@ -21,7 +21,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from core import InputError, RunDir, atomic_folder, read_json, write_json_atomic
+from core import InputError, RunDir, atomic_folder, clean_stale_temp, read_json, write_json_atomic
 
 from ._space import SearchSpace
 from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study, safe_url,
@@ -31,6 +31,8 @@ PRUNERS = ("hyperband", "median", "none")
 CACHES = ("auto", "memory", "disk", "off")
 BEST_MODEL = "best_model"
 BEST_TRIAL_FILE = "trial.json"
+INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C / SIGINT
+RETRY_OF = "retry_of"  # user attribute of a trial queued again after an interrupt
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class SearchConfig:
         cache_gb: the most GiB of frozen features a worker holds in memory; beyond it the least
             recently used k's features are dropped and read from disk or computed again when a
             later trial needs them, so memory stays flat however many k's the search visits.
+        cache_disk_gb: the most GiB the disk cache folder may hold; least recently used files
+            are removed beyond it.
         heartbeat: seconds between a running trial's heartbeats; a trial silent for 5 heartbeats
             is taken as killed and run again.
         patience: epochs without improvement before a trial stops early.
@@ -72,6 +76,7 @@ class SearchConfig:
     cache: str = "auto"
     cache_dir: str | None = None
     cache_gb: float = 2.0
+    cache_disk_gb: float = 10.0
     heartbeat: int = 30
     patience: int = 2
 
@@ -84,6 +89,7 @@ class SearchConfig:
             (self.cache in CACHES, f"--cache '{self.cache}' must be one of {', '.join(CACHES)}."),
             (self.heartbeat >= 1, f"--heartbeat {self.heartbeat} must be >= 1 second."),
             (self.cache_gb > 0, f"--cache-gb {self.cache_gb} must be > 0."),
+            (self.cache_disk_gb > 0, f"--cache-disk-gb {self.cache_disk_gb} must be > 0."),
             (bool(self.study.strip()), "--study must not be empty."),
         ])
 
@@ -132,6 +138,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     run_dir = RunDir(run_dir)
     if config.workers > 1 and (model_ref is None or data_ref is None):
         raise InputError("workers > 1 needs model_ref and data_ref, so each worker process can load them.")
+    clean_stale_temp(run_dir.file(BEST_MODEL))  # left by a process killed while saving
     overrides, first_params, notes = _advice(run_dir, task, backbone, config)
     for note in notes:
         log(note)
@@ -153,12 +160,20 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     job = _Job(model_ref or backbone.source, data_ref or task.source, data_config, task.fingerprint, url,
                space.to_dict(), config, str(run_dir.path), device=config.device)
     t0 = time.perf_counter()
-    if done < config.trials:
-        with _progress_bar(study, config, done, progress) as bar:
-            if config.workers == 1:
-                _work(job, backbone, task, on_trial=bar.update_from)
-            else:
-                _run_workers(job, bar)
+    try:
+        if done < config.trials:
+            with _progress_bar(study, config, done, progress) as bar:
+                if config.workers == 1:
+                    _work(job, backbone, task, on_trial=bar.update_from)
+                else:
+                    _run_workers(job, bar)
+    except KeyboardInterrupt:
+        record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
+        run_dir.write("search.json", record)
+        log(f"interrupted: {record['finished']} of {config.trials} trials finished, written to "
+            f"{run_dir.file('search.json')}. Run the same command again to resume (an interrupted trial "
+            "runs again first).")
+        raise
     record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
     run_dir.write("search.json", record)
     return record
@@ -189,13 +204,13 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     n_startup = max(3, min(10, config.trials // 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=config.seed + job.worker, n_startup_trials=n_startup)
+        sampler = trial_seeded_tpe(config.seed, n_startup_trials=n_startup)
     max_epochs = max(space["epochs"].values)
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
                               pruner=make_pruner(config.pruner, max_epochs))
     cache_mode = config.cache if config.cache != "auto" else ("memory" if config.workers == 1 else "disk")
     cache = FeatureCache((config.cache_dir or default_cache_dir()) if cache_mode == "disk" else None,
-                         max_bytes=int(config.cache_gb * 2**30))
+                         max_bytes=int(config.cache_gb * 2**30), disk_max_bytes=int(config.cache_disk_gb * 2**30))
     objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker)
 
     def stop_at_total(study, trial):
@@ -210,6 +225,28 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
                    gc_after_trial=True)
 
 
+def trial_seeded_tpe(seed: int, **kwargs):
+    """A TPESampler whose random state is reset from (seed, trial number) before every trial.
+
+    Trial numbers are unique within a study and handed out by the storage, so no two trials of
+    a study ever draw from the same random stream: a resumed search, a second process on the
+    same study, or another machine do not repeat the configurations already tried (with one seed
+    per process they all would). A single fresh run is still reproducible: its trials are
+    numbered 0, 1, 2, ... whatever the process.
+    """
+    import numpy as np
+    import optuna
+
+    class TrialSeededTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study, trial):
+            state = int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0])
+            self._rng.rng.seed(state)  # optuna keeps both random states here (TPESampler.reseed_rng)
+            self._random_sampler._rng.rng.seed(state)
+            super().before_trial(study, trial)
+
+    return TrialSeededTPESampler(seed=seed, **kwargs)
+
+
 def _worker_main(job: _Job) -> None:
     """Entry point of a worker process: load model and data again, then work."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -218,10 +255,13 @@ def _worker_main(job: _Job) -> None:
     from core import load_backbone, load_task
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.config.workers))
-    task = load_task(job.data, job.data_config)
-    if task.fingerprint != job.fingerprint:
-        raise InputError(f"worker {job.worker}: the data '{job.data}' changed while the search ran.")
-    _work(job, load_backbone(job.model, device=job.device), task)
+    try:
+        task = load_task(job.data, job.data_config)
+        if task.fingerprint != job.fingerprint:
+            raise InputError(f"worker {job.worker}: the data '{job.data}' changed while the search ran.")
+        _work(job, load_backbone(job.model, device=job.device), task)
+    except KeyboardInterrupt:  # the parent says what happened; no traceback per worker
+        sys.exit(130)
 
 
 def _run_workers(job: _Job, bar) -> None:
@@ -238,8 +278,7 @@ def _run_workers(job: _Job, bar) -> None:
             bar.poll()
             time.sleep(1.0)
     except BaseException:
-        for p in procs:
-            p.terminate()
+        _stop_workers(procs)
         raise
     finally:
         for p in procs:
@@ -248,6 +287,22 @@ def _run_workers(job: _Job, bar) -> None:
     bad = [f"worker {i} exited with status {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
     if bad:
         print("warning: " + "; ".join(bad) + " (its running trial is retried by the next search)", file=sys.stderr)
+
+
+def _stop_workers(procs, grace: float = 30.0) -> None:
+    """Interrupt the workers (each marks its running trial failed and queues it again), then end
+    those that do not stop within `grace` seconds (their trials are retried by the heartbeat)."""
+    import signal
+
+    for p in procs:
+        if p.is_alive():
+            with contextlib.suppress(OSError):
+                os.kill(p.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.terminate()
 
 
 def _worker_devices(config: SearchConfig) -> list[str]:
@@ -292,6 +347,11 @@ class _Objective:
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             raise
+        except KeyboardInterrupt:  # failed by the interrupt, not by itself: queued again for the resume
+            trial.set_user_attr(INTERRUPTED, True)
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            trial.study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+            raise
         except Exception as e:
             trial.set_user_attr(FAIL_REASON, _failure(e, params))
             trial.set_user_attr("seconds", time.perf_counter() - t0)
@@ -330,7 +390,7 @@ def keep_if_best(run_dir: RunDir, study: str, number: int, value: float, params:
         current = _best_saved(run_dir, study)
         if current is not None and value <= current["value"]:
             return False
-        with atomic_folder(run_dir.file(BEST_MODEL)) as folder:
+        with atomic_folder(run_dir.file(BEST_MODEL), marker=BEST_TRIAL_FILE, flag="best model") as folder:
             model.save(folder)
             write_json_atomic(folder / BEST_TRIAL_FILE, {"study": study, "number": number, "value": value,
                                                          "params": params})
@@ -341,7 +401,10 @@ def _best_saved(run_dir: RunDir, study: str) -> dict | None:
     file = run_dir.file(BEST_MODEL) / BEST_TRIAL_FILE
     if not file.exists():
         return None
-    saved = read_json(file)
+    try:
+        saved = read_json(file)
+    except InputError:  # unreadable: treated as no model saved, so the next best replaces it
+        return None
     return saved if saved.get("study") == study else None
 
 
@@ -437,6 +500,10 @@ def _trial_row(t, fixed: dict) -> dict:
         row["fail_reason"] = t.user_attrs[FAIL_REASON]
     if "failed_trial" in t.system_attrs:
         row["retry_of"] = t.system_attrs["failed_trial"]
+    elif RETRY_OF in t.user_attrs:
+        row["retry_of"] = t.user_attrs[RETRY_OF]
+    if t.user_attrs.get(INTERRUPTED):
+        row["interrupted"] = True
     return row
 
 

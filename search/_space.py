@@ -23,6 +23,7 @@ Defaults (L = the model's number of blocks; max_length choices stop at the first
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from core import InputError
@@ -108,11 +109,32 @@ def parse_param(name: str, text: str) -> Param:
             raise InputError(f"space '{name}={text}': the range is empty (low {low} > high {high}). Write LO:HI.")
         if name in LOG_FIELDS and low <= 0:
             raise InputError(f"space '{name}={text}': {name} is searched on a log scale, so the low end must be > 0.")
+        _check_values(name, text, (low, high))
         return Param(name, low, high, log=name in LOG_FIELDS)
     choices = tuple(dict.fromkeys(value(p) for p in text.split(",") if p.strip()))
     if not choices:
         raise InputError(f"space '{name}=': give a value, a range LO:HI or a choice A,B,C.")
+    _check_values(name, text, choices)
     return Param(name, choices=choices)
+
+
+def _check_values(name: str, text: str, values) -> None:
+    """Every value (a range's ends, each choice) must be one a training run accepts, so a bad
+    space fails here, before a study is created and tied to it. The allowed ranges are
+    TrainConfig's own checks."""
+    from core import TrainConfig
+
+    problems = []
+    for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            problems.append(f"{name} {v} is not a finite number.")
+            continue
+        try:
+            TrainConfig(**{name: v})
+        except InputError as e:
+            problems += e.problems
+    if problems:
+        raise InputError(f"space '{name}={text}': " + " ".join(dict.fromkeys(problems)))
 
 
 @dataclass(frozen=True)

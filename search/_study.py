@@ -10,6 +10,7 @@ starts a trial (optuna's RetryHeartbeatStaleTrialCallback).
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -21,19 +22,24 @@ FAIL_REASON = "fail_reason"  # user attribute of a trial that failed by itself (
 RETRIES = 3  # a trial killed more often than this is not queued again
 
 
+STORAGE_ENV = "FINETUNE_ADVISOR_STORAGE"  # a storage URL kept out of command lines and run.json
+
+
 def storage_url(storage: str | None, run_dir: Path) -> str:
-    """The storage URL: the user's, or sqlite:///RUN/study.db."""
+    """The storage URL: the user's, else $FINETUNE_ADVISOR_STORAGE, else sqlite:///RUN/study.db.
+
+    A PostgreSQL URL may leave its password out: the driver (libpq) then reads $PGPASSWORD or
+    ~/.pgpass, so the password is never on a command line or in a record.
+    """
+    storage = storage or os.environ.get(STORAGE_ENV)
     return storage if storage else f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, for messages and records."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL with its password hidden (user part and `?password=`), for messages and records."""
+    from core import mask_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return mask_url(url)
 
 
 def open_storage(url: str, *, heartbeat: int = 30):
@@ -51,8 +57,9 @@ def open_storage(url: str, *, heartbeat: int = 30):
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        raise InputError(f"--storage '{url}' is not a database URL. Use {example}.") from None
-    if parsed.drivername.startswith("sqlite") and parsed.database:
+        raise InputError(f"--storage '{safe_url(url)}' is not a database URL. Use {example}.") from None
+    if parsed.drivername.startswith("sqlite") and parsed.database and parsed.database != ":memory:":
+        check_storage(url)
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": 60}} if parsed.drivername.startswith("sqlite") else {
         "pool_pre_ping": True}
@@ -71,6 +78,30 @@ def open_storage(url: str, *, heartbeat: int = 30):
         reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
         raise InputError(f"--storage '{safe_url(url)}' cannot be reached: {reason}. "
                          "Check host, port, database name and password, and that the server is running.") from None
+
+
+def check_storage(url: str, *, heartbeat: int = 30) -> None:
+    """Fail early (InputError) on a storage the search could not use: a malformed URL, a folder
+    that cannot hold the SQLite file (checked without creating it), a database server that cannot
+    be reached or has no driver."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise InputError(f"--storage '{safe_url(url)}' is not a database URL. Use sqlite:///path/study.db or "
+                         "postgresql://user@host:5432/dbname.") from None
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:":
+            from core import check_writable
+
+            db = Path(parsed.database)
+            if db.is_dir():
+                raise InputError(f"--storage '{url}': '{db}' is a folder; name a database file, e.g. {db / 'study.db'}.")
+            check_writable(db.parent, flag=f"--storage '{url}': the folder")
+        return
+    open_storage(url, heartbeat=heartbeat)
 
 
 def open_study(storage, name: str, *, identity: dict, sampler=None, pruner=None):

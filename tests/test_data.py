@@ -164,11 +164,34 @@ def test_bad_split_fractions():
 # ---------------------------------------------------------------- warnings
 
 
-def test_warns_on_duplicates_and_imbalance(tmp_path):
-    rows = [{"text": "the same text", "label": "a"}] * 30 + [{"text": f"other {i}", "label": "b"} for i in range(3)]
+def test_warns_on_imbalance(tmp_path):
+    rows = [{"text": f"text {i}", "label": "a"} for i in range(30)] + [{"text": f"other {i}", "label": "b"}
+                                                                       for i in range(3)]
     task = load_task(str(write_csv(tmp_path / "d.csv", rows)))
-    assert any("also appear in training" in w for w in task.warnings)
     assert any("imbalance" in w for w in task.warnings)
+
+
+def test_copies_of_a_text_stay_in_one_split_and_are_counted(tmp_path):
+    rows = [{"text": f"text {i}", "label": "ab"[i % 2]} for i in range(40)]
+    rows += [{"text": "text 3", "label": "b"}] * 5 + [{"text": "text 4", "label": "a"}] * 5
+    task = load_task(str(write_csv(tmp_path / "d.csv", rows)))
+    splits = [set(s.texts) for s in task.splits()]
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    assert any("2 text(s) appear more than once (12 rows)" in w for w in task.warnings)
+    assert not any("also appear in training" in w for w in task.warnings)
+
+
+def test_a_text_with_two_labels_is_reported(tmp_path):
+    rows = [{"text": f"text {i}", "label": "ab"[i % 2]} for i in range(40)] + [{"text": "text 0", "label": "b"}]
+    task = load_task(str(write_csv(tmp_path / "d.csv", rows)))
+    assert any("1 text(s) in" in w and "carry two or more labels (e.g. 'text 0': a, b)" in w for w in task.warnings)
+
+
+def test_a_validation_file_that_repeats_training_texts_is_warned(tmp_path):
+    rows = [{"text": f"text {i}", "label": "ab"[i % 2]} for i in range(20)]
+    valid = write_csv(tmp_path / "v.csv", rows[:4])
+    task = load_task(str(write_csv(tmp_path / "d.csv", rows)), DataConfig(valid=str(valid)))
+    assert any("4 validation row(s) also appear in training" in w for w in task.warnings)
 
 
 def test_clean_data_has_no_warnings(topic_task):
