@@ -291,7 +291,7 @@ def _read_table(source, role, problems):
             records = _json_records(source, text, kind, problems)
             if records is None:
                 return None
-            frame = pd.DataFrame.from_records(records).astype(object)
+            frame = pd.DataFrame(records, dtype=object)  # no type inference: 1 and 1.0 stay apart
         else:
             frame = _read_delimited(source, text, "\t" if kind == "TSV" else ",")
     except InputError:

@@ -27,7 +27,8 @@ class RunView:
 
     path: Path
     records: dict[str, dict] = field(default_factory=dict)  # stage -> record, for the stages that wrote one
-    problems: list[str] = field(default_factory=list)  # unreadable files, said plainly
+    problems: list[str] = field(default_factory=list)  # about the whole run, said plainly
+    broken: dict[str, str] = field(default_factory=dict)  # stage -> why its record cannot be used
 
     @property
     def name(self) -> str:
@@ -47,8 +48,14 @@ class RunView:
 
     def missing(self, stage: str) -> str:
         """What is missing for `stage`, and the command that makes it."""
-        file, command = STAGES[stage]
-        return f"No {file} in {self.path} yet. Make it with: {command.format(run=self.path)}"
+        return f"No {STAGES[stage][0]} in {self.path} yet. Make it with: {self.command(stage)}"
+
+    def command(self, stage: str) -> str:
+        """The command that writes `stage`'s record."""
+        return STAGES[stage][1].format(run=self.path)
+
+    def file(self, stage: str) -> Path:
+        return self.path / STAGES[stage][0]
 
     def storage_url(self) -> str | None:
         """The study's storage: RUN/study.db, else search.json's URL when it carries no hidden password."""
@@ -84,9 +91,15 @@ def load_run(path: str | Path) -> RunView:
         if not target.exists():
             continue
         try:
-            view.records[stage] = json.loads(target.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            view.problems.append(f"{target} cannot be read ({e}); run its command again.")
+            record = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            view.broken[stage] = f"{target} cannot be read ({e}). Make it again with: {view.command(stage)}"
+            continue
+        if not isinstance(record, dict):
+            view.broken[stage] = (f"{target} holds a JSON {type(record).__name__}, not the object this tool writes. "
+                                  f"Make it again with: {view.command(stage)}")
+            continue
+        view.records[stage] = record
     return view
 
 

@@ -46,13 +46,37 @@ def main() -> None:
         st.warning(problem)
     advice_tab, search_tab, export_tab, compare_tab = st.tabs(["Advice", "Search", "Export", "Compare runs"])
     with advice_tab:
-        show_advice(run)
+        guarded(run, "advice", show_advice)
     with search_tab:
-        show_search(run)
+        guarded(run, "search", show_search)
     with export_tab:
-        show_export(run)
+        guarded(run, "export", show_export)
     with compare_tab:
-        show_compare([load_run(p) for p in paths])
+        try:
+            show_compare([load_run(p) for p in paths])
+        except Exception as e:  # one broken run must not blank the comparison's explanation
+            st.error(f"The comparison cannot be drawn: {describe(e)}.")
+
+
+def guarded(run: RunView, stage: str, show) -> None:
+    """Draw one tab; a broken record is said in this tab, with the file and the command that remakes
+    it, and the other tabs still draw."""
+    if stage in run.broken:
+        st.error(run.broken[stage])
+        return
+    try:
+        show(run)
+    except Exception as e:
+        st.error(f"{run.file(stage)} cannot be shown: {describe(e)}. It was written by another version or edited; "
+                 f"make it again with: {run.command(stage)}")
+
+
+def describe(error: Exception) -> str:
+    """What is wrong, in words: a missing key is named as such."""
+    if isinstance(error, KeyError):
+        return f"it lacks the entry {error.args[0]!r}"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}"[:300]
 
 
 # --------------------------------------------------------------------------- advice
@@ -129,7 +153,14 @@ def shift_rows(a: dict) -> list[dict]:
 
 
 def show_search(run: RunView) -> None:
-    study = run.study()
+    try:
+        study = run.study()
+    except Exception as e:  # a truncated or foreign study.db
+        st.error(f"The study's storage {run.storage_url()} cannot be read: {describe(e)}. Showing search.json "
+                 "instead; a search run again into this folder rewrites it (or remove study.db first).")
+        study = None
+        if run.search is None:
+            return
     if study is None:
         if run.search is None:
             st.info(run.missing("search"))

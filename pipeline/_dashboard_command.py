@@ -28,6 +28,7 @@ def run(args) -> int:
 
     if not 0 < args.port < 65536:
         raise InputError(f"--port {args.port} is not a port: use 1..65535 (e.g. 8501).")
+    check_port(args.host, args.port)
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
                "--server.address", args.host, "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--", *args.runs]
@@ -38,3 +39,27 @@ def run(args) -> int:
         return subprocess.call(command)
     except KeyboardInterrupt:
         return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """InputError unless the server could listen on host:port now (free, and an address of this machine)."""
+    import socket
+
+    from core import InputError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InputError(f"--host '{host}' is not an address of this machine ({e.strerror}). "
+                         "Use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+                raise InputError(f"--port {port} is already in use on {host}. Pick another, e.g. "
+                                 f"--port {port + 1}, or stop what listens there.") from None
+            raise InputError(f"--host '{host}' --port {port} cannot be used ({e.strerror or e}). "
+                             "Use 127.0.0.1 or 0.0.0.0, and a port above 1023.") from None
