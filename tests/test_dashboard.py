@@ -79,12 +79,36 @@ def test_an_empty_or_broken_run_is_explained_not_a_traceback(tmp_path, monkeypat
     at = app_for(missing, monkeypatch=monkeypatch)
     assert not at.exception and "does not exist (yet)" in texts(at.warning)
     at = app_for(broken, monkeypatch=monkeypatch)
-    assert not at.exception and "cannot be read" in texts(at.warning)
+    assert not at.exception and "advice.json cannot be read" in texts(at.error)
     monkeypatch.delenv(RUNS_ENV)
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception and "No run directory to show" in texts(at.info)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda run: (run / "advice.json").write_text("[1, 2, 3]"), "advice.json holds a JSON list"),
+    (lambda run: (run / "advice.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((run / "advice.json").read_text()).items() if k != "zero_shot"})),
+     "advice.json cannot be shown: it lacks the entry 'zero_shot'"),
+    (lambda run: (run / "study.db").write_bytes((run / "study.db").read_bytes()[:2000]),
+     "study.db cannot be read"),
+    (lambda run: (run / "export" / "export.json").write_text('{"variants": 3}'),
+     "export.json cannot be shown"),
+])
+def test_a_broken_record_is_said_in_its_tab_and_the_others_still_draw(damage, match, full_run, tmp_path,
+                                                                       monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    damage(run)
+    at = app_for(run, monkeypatch=monkeypatch)
+    assert not at.exception
+    assert match in texts(at.error), texts(at.error)
+    assert len(at.error) == 1  # only the tab concerned
+    headers = texts(at.header)
+    assert ("Decision:" in headers) == ("advice" not in match)
+    assert ("Recommended:" in headers) == ("export" not in match)
 
 
 def test_compare_runs_side_by_side(full_run, tmp_path, monkeypatch):

@@ -178,6 +178,15 @@ def test_an_unwritable_out_is_refused_before_any_work(command, where, topics, tm
     expect_refusal(capsys, tmp_path, argv, match)
 
 
+@pytest.mark.parametrize("command", ["advise", "search", "run"])
+def test_a_corrupt_run_json_is_named_before_any_work(command, topics, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"commands": ')
+    expect_refusal(capsys, tmp_path, [command, "--model", "demo:minilm", "--data", topics, "--out", run],
+                   r"run.json' is not a readable JSON record")
+
+
 @pytest.mark.parametrize("url,match", [
     ("sqlite:////proc/nope/x.db", "cannot be written"),
     ("sqlite:///{tmp}", "is a folder; name a database file"),

@@ -331,3 +331,92 @@ def test_a_search_killed_mid_trial_resumes_and_retries_it(tmp_path, topics_file)
     assert retries[0].state == TrialState.COMPLETE
     record = json_of(out / "search.json")
     assert record["finished"] == 3 and record["n_trials"]["running"] == 0
+
+
+# --------------------------------------------------------------------------- no configuration twice
+
+
+def _sampled(study, sampler, n):
+    """n trials of a quick objective on `study` through `sampler` (the search's own)."""
+    import optuna
+
+    study = optuna.load_study(study_name=study.study_name, storage=study._storage, sampler=sampler)
+    for _ in range(n):
+        trial = study.ask()
+        params = {"lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True), "k": trial.suggest_int("k", 0, 6),
+                  "wd": trial.suggest_float("wd", 0, 0.1)}
+        study.tell(trial, params["lr"] * 100 + params["k"] / 10 - params["wd"])
+
+
+def _params(study):
+    return [tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)]
+
+
+def test_two_processes_and_a_resume_never_repeat_a_configuration(tmp_path):
+    import optuna
+
+    from search._search import trial_seeded_tpe
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}", direction="maximize")
+    first, second = trial_seeded_tpe(0, n_startup_trials=3), trial_seeded_tpe(0, n_startup_trials=3)
+    for _ in range(4):  # two processes with the same --seed, taking turns on one study
+        _sampled(study, first, 1)
+        _sampled(study, second, 1)
+    _sampled(study, trial_seeded_tpe(0, n_startup_trials=3), 4)  # a resume in a new process
+    params = _params(study)
+    assert len(params) == 12 and len(set(params)) == 12
+
+    # --seed still reproduces a single fresh run
+    again = optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", direction="maximize")
+    _sampled(again, trial_seeded_tpe(0, n_startup_trials=3), 8)
+    once = optuna.create_study(storage=f"sqlite:///{tmp_path / 'c.db'}", direction="maximize")
+    _sampled(once, trial_seeded_tpe(0, n_startup_trials=3), 8)
+    assert _params(again) == _params(once)
+
+
+@pytest.mark.slow
+def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_it(tmp_path, topics_file):
+    """Ctrl-C mid-trial: exit 130 with one line on how to resume, search.json written, the trial
+    failed and queued again; the same command again runs it first and reaches the total."""
+    from optuna.trial import TrialState
+
+    out = tmp_path / "run"
+    args = ["search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out), "--trials", "3",
+            "--pruner", "none", *quick_flags(), "--space", "epochs=3"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    url = f"sqlite:///{out / 'study.db'}"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                states = [t.state for t in trials_of(url)]
+            except Exception:
+                continue
+            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+                break
+        else:
+            pytest.fail("the search never reached a running second trial")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Run the same command again to resume" in err
+    record = json_of(out / "search.json")
+    interrupted = [t for t in record["trials"] if t.get("interrupted")]
+    assert len(interrupted) == 1 and interrupted[0]["state"] == "FAIL"
+    waiting = [t for t in trials_of(url) if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == interrupted[0]["number"]
+
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    after = json_of(out / "search.json")
+    retry = [t for t in after["trials"] if t.get("retry_of") == interrupted[0]["number"]]
+    assert len(retry) == 1 and retry[0]["state"] == "COMPLETE"
+    assert {k: v for k, v in retry[0]["params"].items()} == interrupted[0]["params"]
+    assert after["finished"] == 3

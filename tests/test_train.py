@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -224,3 +226,52 @@ def test_disk_cache_mode_writes_to_the_configured_folder(tiny_model, topic_task,
     memory = TrainConfig(unfrozen_layers=1, cache="memory", cache_dir=str(tmp_path / "unused"), **FAST)
     train(backbone, topic_task, memory, progress=False)
     assert not (tmp_path / "unused").exists()
+
+
+def test_disk_cache_is_keyed_by_the_weights_not_only_the_config(tiny_model, topic_task, tmp_path):
+    """New weights under an unchanged config.json must not be served the old weights' features."""
+    import torch
+    from transformers import AutoModel
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model("bert"), folder)
+    old = load_backbone(str(folder))
+    stale = FeatureCache(tmp_path / "cache").features(old, topic_task.train, start=1, max_length=32, progress=False)
+    torch.manual_seed(123)  # the same architecture and config, other weights
+    AutoModel.from_config(old.model.config).save_pretrained(folder)
+    new = load_backbone(str(folder))
+    assert new.fingerprint != old.fingerprint
+    cache = FeatureCache(tmp_path / "cache")
+    fresh = cache.features(new, topic_task.train, start=1, max_length=32, progress=False)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert not torch.allclose(fresh[0], stale[0])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other shape"])
+def test_a_bad_cache_file_is_named_dropped_and_recomputed(damage, tiny_model, topic_task, tmp_path):
+    import torch
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    good = FeatureCache(tmp_path).features(backbone, topic_task.train, start=1, max_length=32, progress=False)
+    (file,) = tmp_path.glob("*.pt")
+    if damage == "truncated":
+        file.write_bytes(file.read_bytes()[:100])
+    else:
+        torch.save([t[:, :3] for t in good], file)
+    notes = []
+    cache = FeatureCache(tmp_path, log=notes.append)
+    got = cache.features(backbone, topic_task.train, start=1, max_length=32, progress=False)
+    assert cache.misses == 1 and len(notes) == 1 and str(file) in notes[0] and "computing them again" in notes[0]
+    assert all(torch.equal(a, b) for a, b in zip(got, good))
+    assert torch.load(file, weights_only=True)[0].shape == good[0].shape  # rewritten, good again
+
+
+def test_the_disk_cache_stays_under_its_bound(tiny_model, topic_task, tmp_path):
+    backbone = load_backbone(str(tiny_model("bert")))
+    FeatureCache(tmp_path).features(backbone, topic_task.train, start=1, max_length=32, progress=False)
+    size = next(tmp_path.glob("*.pt")).stat().st_size
+    cache = FeatureCache(tmp_path, disk_max_bytes=int(size * 2.5))  # room for two such files
+    for start in (2, 3, 0):
+        cache.features(backbone, topic_task.train, start=start, max_length=32, progress=False)
+        assert sum(f.stat().st_size for f in tmp_path.glob("*.pt")) <= size * 2.5
+    assert len(list(tmp_path.glob("*.pt"))) < 4  # the least recently used went
