@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core import InputError, Split, TaskData, stratified_indices
+from core import DEFAULT_TRIALS, AdviceRecord, InputError, Split, TaskData, stratified_indices
 
 from . import _scores, _signals
-from ._decide import Signals, decide
+from ._decide import Signals, decide, thresholds
 
 REFERENCE_FILE = Path(__file__).with_name("reference.txt")
 _SHIFT_ROWS = 300  # rows per side for MMD and the proxy A-distance
@@ -65,7 +65,7 @@ class AdvisorConfig:
     valid_rows: int = 300
     pilot_rows: int = 200
     pilot_epochs: int = 3
-    search_trials: int = 20
+    search_trials: int = DEFAULT_TRIALS
     search_epochs: int = 3
     batch_size: int = 16
     device: str = "auto"
@@ -131,8 +131,8 @@ def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
 
 
 def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *, inputs: dict | None = None,
-           progress: bool = True) -> dict:
-    """Measure, estimate and decide; returns the advice record (the content of advice.json).
+           progress: bool = True, run_dir=None) -> AdviceRecord:
+    """Measure, estimate and decide; returns the advice record (and writes RUN/advice.json).
 
     Args:
         backbone: the pretrained model (core.load_backbone).
@@ -140,6 +140,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         config: thresholds, optional files and sample sizes.
         inputs: the optional files as `read_inputs` returned them (read here when None).
         progress: print each step and show progress bars (on stderr).
+        run_dir: the run directory to write advice.json into (None: not written).
 
     Raises:
         InputError: bad optional files (see read_inputs).
@@ -202,10 +203,16 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
                       expected.get("uncertainty"))
     decision, reasons = decide(signals, min_gain=config.min_gain, target_accuracy=config.target_accuracy,
                                budget_seconds=config.budget_seconds, max_unk_rate=config.max_unk_rate)
-    return {"decision": decision, "reasons": reasons, "chance_accuracy": chance, "zero_shot": zero_shot,
-            "probe": probe, "shift": shift, "expected": expected, "cost": cost, "skipped": skipped,
-            "model": backbone.name, "num_layers": backbone.num_layers, "data_fingerprint": task.fingerprint,
-            "config": asdict(config), "advisor_seconds": time.perf_counter() - t_start}
+    record = AdviceRecord(
+        decision=decision, reasons=reasons, zero_shot=zero_shot, probe=probe, shift=shift, expected=expected,
+        cost=cost, advisor_seconds=time.perf_counter() - t_start, chance_accuracy=chance,
+        thresholds=thresholds(chance, min_gain=config.min_gain, target_accuracy=config.target_accuracy,
+                              budget_seconds=config.budget_seconds, max_unk_rate=config.max_unk_rate),
+        data_fingerprint=task.fingerprint, skipped=skipped,
+        extra={"model": backbone.name, "num_blocks": backbone.num_blocks, "config": asdict(config)})
+    if run_dir is not None:
+        record.write(run_dir)
+    return record
 
 
 def _sample(split: Split, n: int, rng) -> Split:
@@ -276,7 +283,7 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe_acc, config, skipped
     """
     from core import TrainConfig, train
 
-    if backbone.num_layers < 1:
+    if backbone.num_blocks < 1:
         skipped.append("pilot: the model has no blocks to fine-tune.")
         return {}, {}
     rows = _sample_indices(train_s, config.pilot_rows, np.random.default_rng(config.seed + 1))
@@ -290,7 +297,7 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe_acc, config, skipped
     pilot_task = TaskData(task.source, task.labels, pilot, valid_s, None, task.text_column, task.label_column,
                           task.text_pair_column)
     accuracies, timings = {}, {}
-    for k in sorted({1, min(2, backbone.num_layers)}):
+    for k in sorted({1, min(2, backbone.num_blocks)}):
         say(f"pilot: fine-tuning the top {k} block(s) on {len(pilot)} rows, from the probe's head")
         result = train(backbone, pilot_task,
                        TrainConfig(unfrozen_layers=k, epochs=config.pilot_epochs, patience=0, learning_rate=3e-4,
@@ -307,7 +314,7 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe_acc, config, skipped
     return {"fine_tune_accuracy": expected, "uncertainty": math.sqrt(2 * expected * (1 - expected) / len(valid_s)),
             "gain_over_probe": expected - probe_acc, "pilot_accuracy": accuracies, "pilot_probe_accuracy": probe_pilot,
             "pilot_rows": len(pilot), "pilot_method": "LP-FT: fine-tuned from the probe's head",
-            "suggested_unfrozen_layers": [max(1, k - 1), min(backbone.num_layers, k + 2)]}, timings
+            "suggested_unfrozen_layers": [max(1, k - 1), min(backbone.num_blocks, k + 2)]}, timings
 
 
 def _timing(result, train_rows: int, valid_rows: int, batch_size: int) -> tuple[float, float]:
@@ -328,12 +335,12 @@ def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings) 
     """
     from core import TrainConfig, train
 
-    n_layers = backbone.num_layers
+    n_blocks = backbone.num_blocks
     rows = min(len(train_s), 4 * config.batch_size)
     mini = TaskData(task.source, task.labels, train_s.subset(range(rows)), valid_s.subset(range(min(8, len(valid_s)))),
                     None, task.text_column, task.label_column, task.text_pair_column)
     measured = dict(timings)
-    for k in sorted({0, min(1, n_layers), min(2, n_layers), n_layers} - set(measured)):
+    for k in sorted({0, min(1, n_blocks), min(2, n_blocks), n_blocks} - set(measured)):
         result = train(backbone, mini, TrainConfig(unfrozen_layers=k, epochs=1, patience=0, batch_size=config.batch_size,
                                                    max_length=config.max_length, device=config.device), progress=False)
         measured[k] = _timing(result, rows, len(mini.valid), config.batch_size)
@@ -343,10 +350,10 @@ def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings) 
     per_epoch, cache = {}, {}
     steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
     all_rows = len(task.train) + len(task.valid)
-    for k in range(n_layers + 1):
+    for k in range(n_blocks + 1):
         per_epoch[str(k)] = float(np.interp(k, ks, [step[j] for j in ks])) * steps_per_epoch
         cache[str(k)] = float(np.interp(k, ks, [cache_row[j] for j in ks])) * all_rows
-    lo, hi = suggested or (1, min(2, n_layers))
+    lo, hi = suggested or (1, min(2, n_blocks))
     chosen = [str(k) for k in range(lo, hi + 1)]
     search = (config.search_trials * config.search_epochs * float(np.mean([per_epoch[k] for k in chosen]))
               + sum(cache[k] for k in chosen))

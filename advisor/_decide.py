@@ -43,6 +43,14 @@ class Signals:
     fine_tune_uncertainty: float | None = None
 
 
+def thresholds(chance: float, *, min_gain: float = 0.01, target_accuracy: float | None = None,
+               budget_seconds: float | None = None, max_unk_rate: float = 0.05) -> dict:
+    """The numbers the rule compares against, for advice.json (so readers need not know the rule)."""
+    return {"near_chance": NEAR_CHANCE, "near_chance_floor": chance + NEAR_CHANCE * (1 - chance),
+            "max_unk_rate": max_unk_rate, "min_gain": min_gain, "target_accuracy": target_accuracy,
+            "budget_seconds": budget_seconds}
+
+
 def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None = None,
            budget_seconds: float | None = None, max_unk_rate: float = 0.05) -> tuple[str, list[str]]:
     """Apply the rule of this module's docstring.
@@ -53,7 +61,7 @@ def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None 
     zs = s.zero_shot if s.zero_shot is not None else 0.0
     ft = s.expected_fine_tune
     best = max(zs, s.probe, ft if ft is not None else 0.0)
-    floor = s.chance + NEAR_CHANCE * (1 - s.chance)
+    floor = thresholds(s.chance)["near_chance_floor"]
     if s.unk_rate > max_unk_rate:
         return "change-model", [f"The tokenizer maps {s.unk_rate:.1%} of the data's tokens to the unknown token "
                                 f"(limit {max_unk_rate:.0%}): this model cannot read the data. Pick a model whose "

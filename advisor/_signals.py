@@ -139,6 +139,7 @@ def zero_shot_method(config, labels) -> str:
 
 
 def _entailment_id(config):
+    """The id of the entailment class of an NLI model's config (or of anything with id2label)."""
     for i, name in (config.id2label or {}).items():
         if str(name).lower().startswith("entail"):
             return int(i)
@@ -155,27 +156,18 @@ def head_or_nli_zero_shot(source, method, texts, valid_y, labels, *, device, max
     does for single-label tasks; Yin, Hay, Roth, "Benchmarking Zero-shot Text Classification",
     EMNLP 2019).
     """
-    import torch
+    from core import sequence_classifier_logits
 
-    from core import load_sequence_classifier
-
-    model, tokenizer = load_sequence_classifier(source)
-    model = model.to(device)
-    scores = np.empty((len(texts), len(labels)), dtype=np.float32)
-    with torch.inference_mode():
-        if method == "head":
-            own = {str(v).lower(): int(k) for k, v in model.config.id2label.items()}
-            columns = [own[label.lower()] for label in labels]
-            for s in range(0, len(texts), batch_size):
-                batch = tokenizer(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
-                                  return_tensors="pt").to(device)
-                scores[s:s + batch_size] = model(**batch).logits[:, columns].float().cpu().numpy()
-        else:
-            entail = _entailment_id(model.config)
-            hypotheses = [template.format(label) for label in labels]
-            for i, text in enumerate(texts):
-                batch = tokenizer([text] * len(labels), hypotheses, truncation="only_first", max_length=max_length,
-                                  padding=True, return_tensors="pt").to(device)
-                scores[i] = model(**batch).logits[:, entail].float().cpu().numpy()
-    del model
+    if method == "head":
+        result = sequence_classifier_logits(source, texts, device=device, max_length=max_length,
+                                            batch_size=batch_size)
+        own = {str(v).lower(): int(k) for k, v in result.id2label.items()}
+        scores = result.logits[:, [own[label.lower()] for label in labels]]
+    else:
+        hypotheses = [template.format(label) for label in labels]
+        premises = [t for t in texts for _ in labels]  # each text against every label's hypothesis
+        result = sequence_classifier_logits(source, premises, hypotheses * len(texts), device=device,
+                                            max_length=max_length, batch_size=batch_size * len(labels),
+                                            truncation="only_first")
+        scores = result.logits[:, _entailment_id(result)].reshape(len(texts), len(labels))
     return float(np.mean(scores.argmax(1) == valid_y))

@@ -140,16 +140,16 @@ def main() -> None:
             advice = advise(backbone, task, AdvisorConfig(max_length=MAX_LENGTH, min_gain=MIN_GAIN), progress=False)
             advisor_seconds = time.perf_counter() - t0
             measured = {}
-            for k in (0, 1, 2, backbone.num_layers):
+            for k in (0, 1, 2, backbone.num_blocks):
                 config = TrainConfig(unfrozen_layers=k, epochs=30 if k == 0 else 4, patience=0, max_length=MAX_LENGTH,
-                                     learning_rate=5e-5 if k == backbone.num_layers else 1e-4,
+                                     learning_rate=5e-5 if k == backbone.num_blocks else 1e-4,
                                      head_lr_multiplier=20 if k else 50)
                 result = train(backbone, task, config, progress=False)
                 measured[k] = {"accuracy": result.best_valid_accuracy, "seconds_per_epoch": result.epoch_seconds}
             head = max(measured[0]["accuracy"], advice["probe"]["accuracy"])
             fine_tune = max(measured[k]["accuracy"] for k in measured if k > 0)
             choice = measured_choice(advice["zero_shot"]["accuracy"], head, fine_tune, advice["chance_accuracy"])
-            full_epoch = measured[backbone.num_layers]["seconds_per_epoch"]
+            full_epoch = measured[backbone.num_blocks]["seconds_per_epoch"]
             row = {"task": name, "train_rows": len(task.train), "valid_rows": len(task.valid),
                    "decision": advice["decision"], "measured_choice": choice, "agree": advice["decision"] == choice,
                    "zero_shot": advice["zero_shot"]["accuracy"], "probe": advice["probe"]["accuracy"],

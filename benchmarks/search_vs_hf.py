@@ -132,7 +132,7 @@ def run_hf(task, trials: int, folder: Path, sampler: RssSampler) -> dict:
         backbone = load_backbone("demo:minilm")  # read again for every trial, as model_init does
         torch.manual_seed(0)
         classifier = Classifier(backbone, task.num_labels, dropout=0.1)
-        freeze_top_k(classifier.backbone, backbone.arch, k)
+        freeze_top_k(classifier.encoder, backbone.arch, k)
         return Wrapped(classifier)
 
     def hp_space(trial):

@@ -13,21 +13,28 @@ from importlib import import_module
 from ._arch import ARCHITECTURES, ArchSpec, arch_for
 from ._data import DataConfig, Split, TaskData, load_task, stratified_indices
 from ._errors import InputError
+from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR,
+                       EXPORT_FILE, FAIL_REASON, RUN_FILE, SEARCH_FILE, STUDY_FILE, AdviceRecord, ExportRecord,
+                       SearchRecord, sqlite_url)
 from ._rundir import (RunDir, atomic_folder, check_replaceable, check_writable, clean_stale_temp, library_versions,
                       mask_secrets, mask_url, read_json, write_json_atomic)
 
 _LAZY = {
     "Backbone": "_backbone", "Encoded": "_backbone", "load_backbone": "_backbone", "pool": "_backbone",
     "freeze_top_k": "_backbone", "resolve_model_source": "_backbone", "load_tokenizer": "_backbone",
-    "load_sequence_classifier": "_backbone",
+    "load_sequence_classifier": "_backbone", "sequence_classifier_logits": "_backbone",
     "FeatureCache": "_cache", "default_cache_dir": "_cache",
     "Classifier": "_model", "load_classifier": "_model",
+    "ExportSource": "_export_source", "load_export_source": "_export_source",
     "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
     "train": "_train",
-    "resolve_device": "_device", "release_memory": "_device",
+    "resolve_device": "_device", "release_memory": "_device", "set_threads": "_device", "gpu_count": "_device",
+    "is_out_of_memory": "_device",
 }
 
-__all__ = ["ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
+__all__ = ["AdviceRecord", "SearchRecord", "ExportRecord", "sqlite_url", "ADVICE_FILE", "BEST_MODEL_DIR",
+           "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE",
+           "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
            "stratified_indices", "InputError", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
            "clean_stale_temp", "library_versions", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
 

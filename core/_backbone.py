@@ -79,7 +79,7 @@ class Backbone:
     files: str = ""  # fingerprint of the weight and tokenizer files (see files_fingerprint)
 
     @property
-    def num_layers(self) -> int:
+    def num_blocks(self) -> int:
         """Number of freezable blocks (for ALBERT: layer groups)."""
         return len(self.arch.block_list(self.model))
 
@@ -122,14 +122,14 @@ class Backbone:
             pooling: "mean", "cls" or "max"; default: the backbone's pooling.
 
         Returns:
-            float32 array [n, hidden], or [n, num_layers + 1, hidden] with `all_layers`.
+            float32 array [n, hidden], or [n, num_blocks + 1, hidden] with `all_layers`.
         """
         import torch
         from tqdm.auto import tqdm
 
         pooling = pooling or self.pooling
         encoded = self.tokenize(texts, pairs, max_length=max_length)
-        width = (self.num_layers + 1, self.hidden_size) if all_layers else (self.hidden_size,)
+        width = (self.num_blocks + 1, self.hidden_size) if all_layers else (self.hidden_size,)
         out = np.empty((len(texts), *width), dtype=np.float32)
         with torch.inference_mode():
             for idx in tqdm(encoded.sorted_batches(batch_size), desc="embedding", unit="batch",
@@ -147,9 +147,9 @@ class Backbone:
     def layer_states(self, result) -> tuple:
         """The embeddings output and each block's output, from a forward with output_hidden_states."""
         states = result.hidden_states
-        if len(states) != self.num_layers + 1:  # ALBERT: one state per layer, blocks are groups
-            step = (len(states) - 1) // self.num_layers
-            states = (states[0],) + tuple(states[step * (i + 1)] for i in range(self.num_layers))
+        if len(states) != self.num_blocks + 1:  # ALBERT: one state per layer, blocks are groups
+            step = (len(states) - 1) // self.num_blocks
+            states = (states[0],) + tuple(states[step * (i + 1)] for i in range(self.num_blocks))
         return states
 
 
@@ -182,7 +182,7 @@ def freeze_top_k(model, arch: ArchSpec, k: int) -> list:
     Args:
         model: a base model (from AutoModel).
         arch: its architecture facts.
-        k: blocks to train, counted from the top, 0..num_layers. With k = num_layers the
+        k: blocks to train, counted from the top, 0..num_blocks. With k = num_blocks the
             embeddings are trained too (full fine-tuning).
 
     Returns:
@@ -299,6 +299,32 @@ def load_sequence_classifier(path: str | Path, *, trust_remote_code: bool = Fals
     except Exception as e:
         raise _load_error(label, e) from None
     return model.eval(), tokenizer
+
+
+@dataclass
+class ClassifierLogits:
+    """What `sequence_classifier_logits` returns: the logits and the model's label names."""
+
+    logits: np.ndarray
+    id2label: dict
+
+
+def sequence_classifier_logits(source: str, texts: list[str], pairs: list[str] | None = None, *, device="cpu",
+                               max_length: int = 128, batch_size: int = 32,
+                               truncation: bool | str = True) -> ClassifierLogits:
+    """Logits [n, num_labels] of a transformers *ForSequenceClassification model on raw texts (or
+    text pairs), in inference mode, with the model's label names."""
+    import torch
+
+    model, tokenizer = load_sequence_classifier(source)
+    model = model.to(device)
+    out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for s in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[s:s + batch_size], pairs[s:s + batch_size] if pairs else None,
+                              truncation=truncation, max_length=max_length, padding=True, return_tensors="pt")
+            out[s:s + batch_size] = model(**batch.to(device)).logits.float().cpu().numpy()
+    return ClassifierLogits(out, dict(model.config.id2label or {}))
 
 
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,

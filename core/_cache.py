@@ -100,7 +100,7 @@ class FeatureCache:
         try:
             value = torch.load(file, weights_only=True)
             problem = _shape_problem(value, encoded.lengths, backbone.hidden_size,
-                                     pooled=start == backbone.num_layers)
+                                     pooled=start == backbone.num_blocks)
         except Exception as e:
             problem = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         if problem:

@@ -81,3 +81,25 @@ def _malloc_trim() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def set_threads(n: int) -> None:
+    """Let torch use `n` CPU threads in this process (several workers share the cores)."""
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+def gpu_count() -> int:
+    """Number of CUDA GPUs torch sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is running out of memory, on the GPU or the host."""
+    import torch
+
+    kinds = (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None), MemoryError)
+    return isinstance(error, tuple(k for k in kinds if k is not None))

@@ -1,4 +1,5 @@
-"""The classifier: a backbone, its pooling and a linear head; saving and reloading it.
+"""The classifier: the pretrained encoder (`Classifier.encoder`, an nn.Module taken from a
+`Backbone`), its pooling and a linear head; saving and reloading it.
 
 Saved form (e.g. RUN/best_model/): `save_pretrained` of the backbone and tokenizer, so plain
 transformers reloads the encoder with `AutoModel.from_pretrained`, plus `head.safetensors` (the
@@ -37,7 +38,7 @@ class Classifier(nn.Module):
 
     def __init__(self, backbone: Backbone, num_labels: int, *, dropout: float = 0.1, model=None):
         super().__init__()
-        self.backbone = model if model is not None else backbone.model
+        self.encoder = model if model is not None else backbone.model
         self.arch = backbone.arch
         self.pooling = backbone.pooling
         self.input_names = backbone.input_names
@@ -52,7 +53,7 @@ class Classifier(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**inputs).last_hidden_state
+        hidden = self.encoder(**inputs).last_hidden_state
         return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
 
     def from_pooled(self, pooled):
@@ -66,18 +67,18 @@ class Classifier(nn.Module):
         The block list is cut to its top part and a pre-hook swaps the first kept block's input
         for `self.injected`; the model's own forward still builds masks and position biases.
         """
-        blocks = self.arch.block_list(self.backbone)
+        blocks = self.arch.block_list(self.encoder)
 
         def inject(module, args, kwargs):
             return (self.injected, *args[1:]), kwargs
 
         handle = blocks[start].register_forward_pre_hook(inject, with_kwargs=True)
-        self.arch.set_block_list(self.backbone, nn.ModuleList(blocks[start:]))
+        self.arch.set_block_list(self.encoder, nn.ModuleList(blocks[start:]))
         try:
             yield self
         finally:
             handle.remove()
-            self.arch.set_block_list(self.backbone, blocks)
+            self.arch.set_block_list(self.encoder, blocks)
             self.injected = None
 
     def predict_proba(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:
@@ -94,16 +95,16 @@ class Classifier(nn.Module):
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write the backbone and tokenizer (save_pretrained), head.safetensors and labels.json."""
+        """Write the encoder and tokenizer (save_pretrained), head.safetensors and labels.json."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        config = self.backbone.config
+        config = self.encoder.config
         config.id2label = dict(enumerate(self.labels))
         config.label2id = {label: i for i, label in enumerate(self.labels)}
         with quiet_transformers():
-            self.backbone.save_pretrained(path)
+            self.encoder.save_pretrained(path)
             self.tokenizer.save_pretrained(path)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(path / HEAD_FILE))

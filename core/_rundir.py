@@ -270,12 +270,13 @@ class RunDir:
                              "tool, or was edited. Remove it (it only records what was run) and run again.")
         return record
 
-    def write_run_record(self, *, command: str, configs: dict[str, Any],
-                         data_fingerprint: str | None = None) -> Path:
+    def write_run_record(self, *, command: str, configs: dict[str, Any], data_fingerprint: str | None = None,
+                         data_source: str | None = None, data_config: Any = None) -> Path:
         """Write run.json: what was asked (command line, configs), on what data, with which libraries.
 
         A later command in the same run directory (advise, then search) adds its own entry under
-        "commands" instead of overwriting the earlier one.
+        "commands" instead of overwriting the earlier one. With `data_source`, the data the run
+        uses (source, how it was read, fingerprint) is recorded for later stages: `data_used`.
         """
         entry = {"command": command, "argv": mask_secrets(sys.argv[1:]), "configs": mask_secrets(_jsonable(configs)),
                  "data_fingerprint": data_fingerprint,
@@ -283,5 +284,45 @@ class RunDir:
         record = self.run_record()
         record["commands"].append(_jsonable(entry))
         record["data_fingerprint"] = data_fingerprint or record.get("data_fingerprint")
+        if data_source is not None:
+            record["data"] = {"source": data_source, "config": _jsonable(data_config),
+                              "fingerprint": data_fingerprint}
         record["versions"] = library_versions()
         return self.write("run.json", record)
+
+    def load_task(self):
+        """The TaskData this run was made on (see `data_used`).
+
+        Raises:
+            InputError: run.json does not say, or the data changed since (its fingerprint differs).
+        """
+        from ._data import DataConfig, load_task
+
+        used = self.data_used()
+        if used is None:
+            raise InputError(f"'{self.file('run.json')}' does not say which data this run used: give --data D.")
+        source, config, fingerprint = used
+        try:
+            config = DataConfig(**config)
+        except TypeError:
+            raise InputError(f"'{self.file('run.json')}' records the data's settings in a form this version does "
+                             "not know: give --data D.") from None
+        task = load_task(source, config)
+        if fingerprint and task.fingerprint != fingerprint:
+            raise InputError(f"the run's data '{source}' changed since it was used here (its fingerprint differs): "
+                             "give --data D to say which data you mean.")
+        return task
+
+    def data_used(self) -> tuple[str, dict, str | None] | None:
+        """(source, data config as a dict, fingerprint) of the data this run was made on, or None."""
+        record = self.run_record()
+        data = record.get("data")
+        if data is None:  # run.json of an earlier version: the data is in its commands' configs
+            entry = next((c["configs"] for c in reversed(record["commands"]) if isinstance(c, dict)
+                          and isinstance(c.get("configs"), dict) and c["configs"].get("data_source")), None)
+            data = entry and {"source": entry["data_source"], "config": entry.get("data"),
+                              "fingerprint": record.get("data_fingerprint")}
+        if not isinstance(data, dict) or not isinstance(data.get("source"), str) \
+                or not isinstance(data.get("config"), dict):
+            return None
+        return data["source"], data["config"], data.get("fingerprint")

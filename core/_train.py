@@ -164,12 +164,58 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
         InputError: unfrozen_layers beyond the model's depth, or a bad device.
         TrainingError: the loss became NaN or infinite.
     """
-    n_blocks, k = backbone.num_layers, config.unfrozen_layers
+    data = _prepare(backbone, task, config, cache, progress)
+    model = _build_model(backbone, task, config, head_init)
+    frozen = freeze_top_k(model.encoder, backbone.arch, config.unfrozen_layers)
+    model.to(data.device)
+    fit = _Fit(model, frozen, data, task, config)
+    history, best, stopped_early = [], (-1.0, 0, None), False
+    context = model.starting_at(data.start) if data.cached and config.unfrozen_layers > 0 else contextlib.nullcontext()
+    bar = tqdm(total=fit.steps_per_epoch * config.epochs, desc=f"training k={config.unfrozen_layers}", unit="step",
+               disable=not progress, leave=False)
+    try:
+        with context:
+            for epoch in range(1, config.epochs + 1):
+                record = fit.epoch(epoch, bar)
+                history.append(record)
+                if record.valid_accuracy > best[0]:
+                    best = (record.valid_accuracy, epoch, _trainable_state(model))
+                if on_epoch is not None:
+                    on_epoch(epoch, record.valid_accuracy)
+                if config.patience and epoch - best[1] >= config.patience:
+                    stopped_early = epoch < config.epochs
+                    break
+    finally:
+        bar.close()
+        fit.close()
+        release_memory()
+    _restore(model, best[2])
+    return TrainResult(model, history, best[1], best[0], fit.step_losses, data.cache_seconds, data.cached,
+                       str(data.device), stopped_early, data.notes)
+
+
+@dataclass
+class _Prepared:
+    """What a run trains on: tokenized splits, the frozen part's cached output (or None), where."""
+
+    device: object
+    amp: object
+    start: int  # the first block that trains (= number of frozen blocks)
+    cached: bool
+    encoded: dict
+    features: dict | None
+    cache_seconds: float
+    notes: list
+
+
+def _prepare(backbone: Backbone, task, config: TrainConfig, cache: FeatureCache | None, progress: bool) -> _Prepared:
+    """Check k against the model, choose device and precision, and compute (or fetch) the inputs and
+    the frozen part's output for both splits."""
+    n_blocks, k = backbone.num_blocks, config.unfrozen_layers
     if k > n_blocks:
         raise InputError(f"unfrozen_layers {k} is out of range: {backbone.name} has {n_blocks} blocks, so use 0..{n_blocks}.")
     device = resolve_device(config.device)
     amp = _amp_dtype(config.precision, device)
-    start = n_blocks - k
     notes = []
     cached = config.cache != "off" and k < n_blocks
     if cached and 0 < k and not backbone.arch.can_cache_inner(backbone.model):
@@ -180,88 +226,97 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
         cache = FeatureCache((config.cache_dir or default_cache_dir()) if config.cache == "disk" else None)
     if backbone.device != device:  # the frozen part runs where training runs
         backbone.model.to(device)
-
-    # 1) inputs and, when caching, the frozen part's output for both splits
     t0 = time.perf_counter()
-    enc = {s: cache.encoded(backbone, getattr(task, s), config.max_length) for s in ("train", "valid")}
-    feats = {s: cache.features(backbone, getattr(task, s), start=start, max_length=config.max_length,
-                               progress=progress) for s in ("train", "valid")} if cached else None
-    cache_seconds = time.perf_counter() - t0
+    encoded = {s: cache.encoded(backbone, getattr(task, s), config.max_length) for s in ("train", "valid")}
+    features = {s: cache.features(backbone, getattr(task, s), start=n_blocks - k, max_length=config.max_length,
+                                  progress=progress) for s in ("train", "valid")} if cached else None
+    return _Prepared(device, amp, n_blocks - k, cached, encoded, features, time.perf_counter() - t0, notes)
 
-    # 2) a private copy of the backbone with only the top k blocks trainable, and a seeded head
+
+def _build_model(backbone: Backbone, task, config: TrainConfig, head_init) -> Classifier:
+    """A private copy of the backbone under a seeded head (from `head_init` when given)."""
     torch.manual_seed(config.seed)
     model = Classifier(backbone, task.num_labels, dropout=config.head_dropout, model=copy.deepcopy(backbone.model))
     model.labels, model.max_length = list(task.labels), min(config.max_length, backbone.max_positions)
     if head_init is not None:
         _set_head(model.head, *head_init)
-    frozen = freeze_top_k(model.backbone, backbone.arch, k)
-    model.to(device)
-    optimizer = _optimizer(model, config, k)
-    steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
-    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    labels = {s: torch.as_tensor(getattr(task, s).labels) for s in ("train", "valid")}
+    return model
 
-    def step_logits(split, idx):
-        if cached and k == 0:
-            return model.from_pooled(feats[split][idx].to(device))
-        batch = enc[split].batch(idx, device)
-        if cached:
-            model.injected = torch.nn.utils.rnn.pad_sequence([feats[split][i] for i in idx], batch_first=True).to(device)
-        with autocast(device, amp):
+
+class _Fit:
+    """The optimisation of one run: optimizer, schedule, one epoch, evaluation."""
+
+    def __init__(self, model: Classifier, frozen: list, data: _Prepared, task, config: TrainConfig):
+        self.model, self.frozen, self.data, self.task, self.config = model, frozen, data, task, config
+        self.optimizer = _optimizer(model, config, config.unfrozen_layers)
+        self.steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
+        self.scheduler = _scheduler(self.optimizer, config, self.steps_per_epoch * config.epochs)
+        self.scaler = torch.amp.GradScaler("cuda") if data.amp == torch.float16 else None
+        self.labels = {s: torch.as_tensor(getattr(task, s).labels) for s in ("train", "valid")}
+        self.step_losses: list[float] = []
+
+    def logits(self, split: str, idx):
+        """Logits of rows `idx`: from cached pooled features (k = 0), cached hidden states entering
+        the first trained block, or the inputs themselves."""
+        d, model = self.data, self.model
+        if d.cached and self.config.unfrozen_layers == 0:
+            return model.from_pooled(d.features[split][idx].to(d.device))
+        batch = d.encoded[split].batch(idx, d.device)
+        if d.cached:
+            model.injected = torch.nn.utils.rnn.pad_sequence([d.features[split][i] for i in idx],
+                                                             batch_first=True).to(d.device)
+        with autocast(d.device, d.amp):
             return model(**batch)
 
-    history, step_losses, best = [], [], (-1.0, 0, None)
-    stopped_early = False
-    context = model.starting_at(start) if cached and k > 0 else contextlib.nullcontext()
-    bar = tqdm(total=steps_per_epoch * config.epochs, desc=f"training k={k}", unit="step", disable=not progress,
-               leave=False)
-    try:
-        with context:
-            for epoch in range(1, config.epochs + 1):
-                t_epoch = time.perf_counter()
-                model.train()
-                for module in frozen:
-                    module.eval()
-                order = np.random.default_rng(config.seed + epoch).permutation(len(task.train))
-                epoch_losses = []
-                for s in range(0, len(order), config.batch_size):
-                    idx = order[s:s + config.batch_size]
-                    logits = step_logits("train", idx)
-                    loss = torch.nn.functional.cross_entropy(logits.float(), labels["train"][idx].to(device))
-                    if not torch.isfinite(loss):
-                        raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step "
-                                            f"{s // config.batch_size + 1} (learning rate {config.learning_rate}). "
-                                            "Lower the learning rate.")
-                    optimizer.zero_grad(set_to_none=True)
-                    _backward_step(loss, model, optimizer, scaler, config.max_grad_norm)
-                    scheduler.step()
-                    step_losses.append(loss.item())
-                    epoch_losses.append(step_losses[-1])
-                    bar.update(1)
-                accuracy = _accuracy(model, step_logits, labels["valid"], len(task.valid), config.batch_size)
-                history.append(EpochRecord(epoch, float(np.mean(epoch_losses)), accuracy,
-                                           time.perf_counter() - t_epoch))
-                bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", valid_acc=f"{accuracy:.3f}")
-                if accuracy > best[0]:
-                    best = (accuracy, epoch, _trainable_state(model))
-                if on_epoch is not None:
-                    on_epoch(epoch, accuracy)
-                if config.patience and epoch - best[1] >= config.patience:
-                    stopped_early = epoch < config.epochs
-                    break
-    finally:
-        bar.close()
-        del optimizer, scheduler
-        model.injected = None
-        release_memory()
+    def epoch(self, epoch: int, bar) -> EpochRecord:
+        """One pass over the training rows (seeded order), then the validation accuracy."""
+        config, device = self.config, self.data.device
+        t0 = time.perf_counter()
+        self.model.train()
+        for module in self.frozen:  # no dropout in what is frozen
+            module.eval()
+        order = np.random.default_rng(config.seed + epoch).permutation(len(self.task.train))
+        losses = []
+        for s in range(0, len(order), config.batch_size):
+            idx = order[s:s + config.batch_size]
+            loss = torch.nn.functional.cross_entropy(self.logits("train", idx).float(),
+                                                     self.labels["train"][idx].to(device))
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step "
+                                    f"{s // config.batch_size + 1} (learning rate {config.learning_rate}). "
+                                    "Lower the learning rate.")
+            self.optimizer.zero_grad(set_to_none=True)
+            _backward_step(loss, self.model, self.optimizer, self.scaler, config.max_grad_norm)
+            self.scheduler.step()
+            self.step_losses.append(loss.item())
+            losses.append(self.step_losses[-1])
+            bar.update(1)
+        accuracy = self.evaluate()
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid_acc=f"{accuracy:.3f}")
+        return EpochRecord(epoch, float(np.mean(losses)), accuracy, time.perf_counter() - t0)
 
-    for param, value in best[2]:  # by object, not name: names shift while the block list is cut
+    def evaluate(self) -> float:
+        """Accuracy on the validation split."""
+        self.model.eval()
+        n, size, correct = len(self.task.valid), self.config.batch_size * 2, 0
+        with torch.no_grad():
+            for s in range(0, n, size):
+                idx = np.arange(s, min(n, s + size))
+                correct += (self.logits("valid", idx).argmax(-1).cpu() == self.labels["valid"][idx]).sum().item()
+        return correct / n
+
+    def close(self) -> None:
+        """Drop the optimizer state and the injected features (memory for the next run)."""
+        del self.optimizer, self.scheduler
+        self.model.injected = None
+
+
+def _restore(model: Classifier, best_state) -> None:
+    """Put back the best epoch's trainable weights; the model ends frozen, in eval mode."""
+    for param, value in best_state or ():  # by object, not name: names shift while the block list is cut
         param.data.copy_(value)
     model.requires_grad_(False)
     model.eval()
-    return TrainResult(model, history, best[1], best[0], step_losses, cache_seconds, cached, str(device),
-                       stopped_early, notes)
 
 
 def _set_head(head: torch.nn.Linear, weight, bias) -> None:
@@ -284,14 +339,14 @@ def _amp_dtype(precision: str, device):
 
 def _optimizer(model, config: TrainConfig, k: int):
     """AdamW with layer-wise learning-rate decay and no weight decay on 1-d parameters."""
-    blocks = model.arch.block_list(model.backbone)
+    blocks = model.arch.block_list(model.encoder)
     n = len(blocks)
     groups = [(list(model.head.parameters()), config.learning_rate * config.head_lr_multiplier)]
     for depth, block in enumerate(reversed(blocks[n - k:])):
         groups.append((list(block.parameters()), config.learning_rate * config.layer_lr_decay ** depth))
     if k == n:  # full fine-tuning: everything outside the blocks, at the bottom rate
         in_blocks = {id(p) for b in blocks for p in b.parameters()}
-        rest = [p for p in model.backbone.parameters() if id(p) not in in_blocks]
+        rest = [p for p in model.encoder.parameters() if id(p) not in in_blocks]
         groups.append((rest, config.learning_rate * config.layer_lr_decay ** n))
     param_groups = []
     for params, lr in groups:
@@ -323,16 +378,6 @@ def _backward_step(loss, model, optimizer, scaler, max_grad_norm: float) -> None
         scaler.update()
     else:
         optimizer.step()
-
-
-def _accuracy(model, step_logits, labels, n: int, batch_size: int) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for s in range(0, n, batch_size * 2):
-            idx = np.arange(s, min(n, s + batch_size * 2))
-            correct += (step_logits("valid", idx).argmax(-1).cpu() == labels[idx]).sum().item()
-    return correct / n
 
 
 def _trainable_state(model) -> list:

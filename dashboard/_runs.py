@@ -11,13 +11,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import (ADVICE_FILE, EXPORT_DIR, EXPORT_FILE, FAIL_REASON, SEARCH_FILE, STUDY_FILE, AdviceRecord,
+                  ExportRecord, InputError, SearchRecord, sqlite_url)
+
 RUNS_ENV = "FINETUNE_ADVISOR_RUNS"  # run directories for the app, os.pathsep-separated
 
-# What each stage writes, and the command that makes it.
+# What each stage writes, its record type, and the command that makes it.
 STAGES = {
-    "advice": ("advice.json", "finetune-advisor advise --model M --data D --out {run}"),
-    "search": ("search.json", "finetune-advisor search --model M --data D --out {run}"),
-    "export": ("export/export.json", "finetune-advisor export {run}"),
+    "advice": (ADVICE_FILE, AdviceRecord, "finetune-advisor advise --model M --data D --out {run}"),
+    "search": (SEARCH_FILE, SearchRecord, "finetune-advisor search --model M --data D --out {run}"),
+    "export": (f"{EXPORT_DIR}/{EXPORT_FILE}", ExportRecord, "finetune-advisor export {run}"),
 }
 
 
@@ -52,15 +55,15 @@ class RunView:
 
     def command(self, stage: str) -> str:
         """The command that writes `stage`'s record."""
-        return STAGES[stage][1].format(run=self.path)
+        return STAGES[stage][2].format(run=self.path)
 
     def file(self, stage: str) -> Path:
         return self.path / STAGES[stage][0]
 
     def storage_url(self) -> str | None:
         """The study's storage: RUN/study.db, else search.json's URL when it carries no hidden password."""
-        if (self.path / "study.db").exists():
-            return f"sqlite:///{(self.path / 'study.db').resolve()}"
+        if (self.path / STUDY_FILE).exists():
+            return sqlite_url(self.path)
         url = (self.search or {}).get("storage")
         return url if url and "***" not in url else None
 
@@ -86,7 +89,7 @@ def load_run(path: str | Path) -> RunView:
         view.problems.append(f"{view.path} does not exist (yet). Start with: "
                              f"finetune-advisor advise --model M --data D --out {view.path}")
         return view
-    for stage, (file, _) in STAGES.items():
+    for stage, (file, record_type, _) in STAGES.items():
         target = view.path / file
         if not target.exists():
             continue
@@ -95,11 +98,10 @@ def load_run(path: str | Path) -> RunView:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             view.broken[stage] = f"{target} cannot be read ({e}). Make it again with: {view.command(stage)}"
             continue
-        if not isinstance(record, dict):
-            view.broken[stage] = (f"{target} holds a JSON {type(record).__name__}, not the object this tool writes. "
-                                  f"Make it again with: {view.command(stage)}")
-            continue
-        view.records[stage] = record
+        try:  # the record's own checks: the contract's keys, the types the pages draw from
+            view.records[stage] = record_type.from_json(record, source=str(target)).to_json()
+        except InputError as e:
+            view.broken[stage] = f"{e} Make it again with: {view.command(stage)}"
     return view
 
 
@@ -118,8 +120,8 @@ def trial_rows(study) -> list[dict]:
         row = {"trial": t.number, "state": t.state.name, "accuracy": t.value,
                "epochs run": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds")}
         row.update(t.params)
-        if "fail_reason" in t.user_attrs:
-            row["fail reason"] = t.user_attrs["fail_reason"]
+        if FAIL_REASON in t.user_attrs:
+            row["fail reason"] = t.user_attrs[FAIL_REASON]
         rows.append(row)
     return rows
 

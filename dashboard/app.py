@@ -128,11 +128,14 @@ def show_advice(run: RunView) -> None:
 
 def shift_rows(a: dict) -> list[dict]:
     """The shift measures beside the thresholds that drove (or could drive) the decision."""
-    s, config = a.get("shift") or {}, a.get("config") or {}
-    chance = a.get("chance_accuracy") or 0.0
+    s, limits = a.get("shift") or {}, a.get("thresholds") or {}
+
+    def limit(name: str, form: str) -> str:  # advice.json carries the rule's thresholds; older ones may not
+        return format(limits[name], form) if limits.get(name) is not None else "?"
+
     rows = [
         {"measure": "unknown-token rate", "value": s.get("unk_rate"),
-         "threshold": f"> {config.get('max_unk_rate', 0.05):.0%} → change-model"},
+         "threshold": f"> {limit('max_unk_rate', '.0%')} → change-model"},
         {"measure": "fertility (sub-tokens per word)", "value": s.get("fertility"), "threshold": "informative"},
         {"measure": "MMD² vs reference English", "value": s.get("mmd2"),
          "threshold": f"p-value {s.get('mmd_p_value', float('nan')):.3f}"},
@@ -142,9 +145,9 @@ def shift_rows(a: dict) -> list[dict]:
         {"measure": "best signal vs chance", "value": max(
             [x for x in ((a.get("zero_shot") or {}).get("accuracy"), (a.get("probe") or {}).get("accuracy"),
                          (a.get("expected") or {}).get("fine_tune_accuracy")) if x is not None] or [0.0]),
-         "threshold": f"< {chance + 0.1 * (1 - chance):.3f} → change-model"},
+         "threshold": f"< {limit('near_chance_floor', '.3f')} → change-model"},
         {"measure": "expected gain over probe", "value": (a.get("expected") or {}).get("gain_over_probe"),
-         "threshold": f"< {config.get('min_gain', 0.01):.3f} → head-only"},
+         "threshold": f"< {limit('min_gain', '.3f')} → head-only"},
     ]
     return [{**r, "value": None if r["value"] is None else round(float(r["value"]), 4)} for r in rows]
 

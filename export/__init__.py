@@ -9,8 +9,7 @@ from importlib import import_module
 
 from ._predictor import EXPORT_RECORD, Predictor, PredictorError
 
-_LAZY = {"export": "_export", "ExportConfig": "_export", "ExportError": "_export", "load_source": "_export",
-         "DEFAULT_OPSET": "_export"}
+_LAZY = {"export": "_export", "ExportConfig": "_export", "ExportError": "_export", "DEFAULT_OPSET": "_export"}
 
 __all__ = ["EXPORT_RECORD", "Predictor", "PredictorError", *_LAZY]
 

@@ -29,7 +29,8 @@ class Predictor:
     """Classify texts with an exported model.
 
     Args:
-        folder: an export folder (RUN/export): export.json, labels.json, tokenizer.json, *.onnx.
+        folder: an export folder (RUN/export): labels.json, tokenizer.json, *.onnx and, unless
+            `variant` is given, export.json.
         variant: the .onnx file to use (default: the one export.json recommends).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
 
@@ -42,11 +43,12 @@ class Predictor:
         from tokenizers import Tokenizer
 
         self.folder = Path(folder)
-        missing = [f for f in (EXPORT_RECORD, LABELS, TOKENIZER) if not (self.folder / f).is_file()]
+        needed = (LABELS, TOKENIZER) + (() if variant else (EXPORT_RECORD,))  # export.json names the default
+        missing = [f for f in needed if not (self.folder / f).is_file()]
         if missing:
             raise PredictorError(f"'{folder}' is not an export folder: it lacks {', '.join(missing)}. "
                                  "Make one with: finetune-advisor export RUN")
-        record = _read_record(self.folder / EXPORT_RECORD)
+        record = _read_record(self.folder / EXPORT_RECORD) if (self.folder / EXPORT_RECORD).is_file() else {}
         meta = _read_record(self.folder / LABELS)
         if not isinstance(meta.get("labels"), list) or not meta["labels"] or "max_length" not in meta:
             raise PredictorError(f"'{self.folder / LABELS}' lacks the labels or the max_length. "

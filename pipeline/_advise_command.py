@@ -7,7 +7,7 @@ import sys
 
 
 def register(sub) -> None:
-    from .cli import add_data_arguments
+    from ._data_args import add_data_arguments
 
     p = sub.add_parser(
         "advise", help="decide whether fine-tuning is worth it (zero-shot, head-only, fine-tune, change-model)",
@@ -38,9 +38,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from advisor import AdvisorConfig, advise, read_inputs
-    from core import RunDir, load_backbone, load_task
+    from core import ADVICE_FILE, RunDir, load_backbone, load_task
 
-    from .cli import data_config
+    from ._data_args import data_config
 
     config = AdvisorConfig(min_gain=args.min_gain, target_accuracy=args.target_accuracy,
                            budget_seconds=args.budget_seconds, gpu_hourly_cost=args.gpu_hourly_cost,
@@ -53,27 +53,27 @@ def run(args) -> int:
     backbone = load_backbone(args.model)
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    record = advise(backbone, task, config, inputs=inputs, progress=True)
     run_dir = RunDir(args.out)
-    run_dir.write_run_record(command="advise", configs={"data_source": args.data, "data": dconfig, "advisor": config, "model": args.model},
-                             data_fingerprint=task.fingerprint)
-    path = run_dir.write("advice.json", record)
+    record = advise(backbone, task, config, inputs=inputs, progress=True, run_dir=run_dir.path)
+    run_dir.write_run_record(command="advise", configs={"advisor": config, "model": args.model},
+                             data_fingerprint=task.fingerprint, data_source=args.data, data_config=dconfig)
     print(format_advice(record))
-    print(f"\nwrote {path}")
+    print(f"\nwrote {run_dir.file(ADVICE_FILE)}")
     return 0
 
 
-def format_advice(r: dict) -> str:
+def format_advice(r) -> str:
+    """The advice as the terminal shows it."""
     def pct(x):
         return "n/a" if x is None else f"{x:.3f}"
 
-    e, s, c = r["expected"], r["shift"], r["cost"]
-    lines = [f"decision: {r['decision'].upper()}"] + [f"  - {reason}" for reason in r["reasons"]] + [
+    e, s, c = r.expected, r.shift, r.cost
+    lines = [f"decision: {r.decision.upper()}"] + [f"  - {reason}" for reason in r.reasons] + [
         "",
-        f"chance (majority class)   {pct(r['chance_accuracy'])}",
-        f"zero-shot ({r['zero_shot']['method']}){'':<3} {pct(r['zero_shot']['accuracy'])}",
-        f"probe (logistic, {r['probe']['features']})   {pct(r['probe']['accuracy'])}   kNN {pct(r['probe']['knn_accuracy'])}"
-        f"   LogME {r['probe']['logme']:.3f}   H-score {r['probe']['h_score']:.2f}",
+        f"chance (majority class)   {pct(r.chance_accuracy)}",
+        f"zero-shot ({r.zero_shot['method']}){'':<3} {pct(r.zero_shot['accuracy'])}",
+        f"probe (logistic, {r.probe['features']})   {pct(r.probe['accuracy'])}   kNN {pct(r.probe['knn_accuracy'])}"
+        f"   LogME {r.probe['logme']:.3f}   H-score {r.probe['h_score']:.2f}",
         f"expected fine-tuned       {pct(e.get('fine_tune_accuracy'))}"
         + (f" ± {e['uncertainty']:.3f}, top {e['suggested_unfrozen_layers'][0]}-{e['suggested_unfrozen_layers'][1]} "
            f"blocks" if e else ""),
@@ -82,7 +82,7 @@ def format_advice(r: dict) -> str:
         f"cost on {c['device']}: search ≈ {c['search_seconds']:.0f} s"
         + (f" (≈ {c['search_cost']:.2f} at the given hourly price)" if "search_cost" in c else "")
         + ", per epoch: " + ", ".join(f"k={k} {v:.0f}s" for k, v in c["per_epoch_seconds"].items()),
-        f"advisor took {r['advisor_seconds']:.0f} s",
+        f"advisor took {r.advisor_seconds:.0f} s",
     ]
-    lines += [f"skipped: {x}" for x in r["skipped"]]
+    lines += [f"skipped: {x}" for x in r.skipped]
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def register(sub) -> None:
-    from .cli import add_data_arguments
+    from ._data_args import add_data_arguments
 
     p = sub.add_parser(
         "data", help="validate a dataset and summarise it (the first thing to run on your own file)",
@@ -28,7 +28,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from core import load_task
 
-    from .cli import data_config
+    from ._data_args import data_config
 
     task = load_task(args.data, data_config(args))
     lengths = token_lengths(args.model, task.train.texts, task.train.pairs)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from .cli import add_data_arguments
+    from ._data_args import add_data_arguments
 
     p = sub.add_parser(
         "export", help="export the best model to ONNX (+ int8), checked against PyTorch, with latencies",
@@ -54,10 +54,10 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
-    from core import DataConfig, InputError, RunDir, check_replaceable, load_task
+    from core import InputError, RunDir, check_replaceable, load_task
     from export import EXPORT_RECORD, ExportConfig, ExportError, export
 
-    from .cli import data_config
+    from ._data_args import data_config
 
     config = ExportConfig(opset=args.opset, atol=args.atol, quantize=not args.no_quantize,
                           max_accuracy_drop=args.max_accuracy_drop, optimize=not args.no_optimize,
@@ -74,23 +74,8 @@ def run_export(args) -> int:
                          f"--out {root} … first, or give a sequence-classification model folder.")
     check_replaceable(out, marker=EXPORT_RECORD, flag="--out" if args.out else "the deploy folder")
     run_dir = RunDir(root)
-    record = run_dir.run_record()  # a broken run.json is named here, before any work
-    if args.data:
-        task = load_task(args.data, data_config(args))
-    else:
-        entry = next((c for c in reversed(record["commands"])
-                      if isinstance(c, dict) and (c.get("configs") or {}).get("data_source")), None)
-        if entry is None:
-            raise InputError(f"which data checks the export? '{root}/run.json' does not say: give --data D.")
-        try:
-            dconfig = DataConfig(**entry["configs"]["data"])
-        except (TypeError, KeyError):
-            raise InputError(f"'{run_dir.file('run.json')}' does not say how the run's data was read (its "
-                             "'data' entry is missing or edited): give --data D.") from None
-        task = load_task(entry["configs"]["data_source"], dconfig)
-        if task.fingerprint != entry.get("data_fingerprint"):
-            raise InputError(f"the run's data '{entry['configs']['data_source']}' changed since the search "
-                             "(its fingerprint differs): give --data D to check the export on the data you mean.")
+    run_dir.run_record()  # a broken run.json is named here, before any work
+    task = load_task(args.data, data_config(args)) if args.data else run_dir.load_task()
     try:
         record = export(source, out, task, config, progress=lambda line: print(line, file=sys.stderr))
     except ExportError as e:
@@ -103,7 +88,9 @@ def run_export(args) -> int:
     return 0
 
 
-def format_export(record: dict) -> str:
+def format_export(record) -> str:
+    """An ExportRecord as a table of variants."""
+    record = record.to_json()
     t = record["torch_latency_ms"]
     lines = [f"{'variant':<16} {'accuracy':>8} {'max|diff|':>10} {'batch 1 ms':>10} {'batch 32 ms':>11}  status",
              f"{'torch eager':<16} {record['torch_accuracy']:>8.4f} {'':>10} {t['batch_1']:>10.1f} {t['batch_32']:>11.1f}"]

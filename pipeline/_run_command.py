@@ -2,7 +2,7 @@
 from a dataset to a deployable model.
 
     fine-tune    -> search over layers and hyperparameters
-    head-only    -> the same search with unfrozen_layers fixed to 0 (a head on cached frozen features)
+    head-only    -> the same search with unfrozen_layers fixed to 0 (the search reads the advice)
     zero-shot    -> stop, saying why (--force-search searches anyway)
     change-model -> stop, saying why (--force-search searches anyway)
 """
@@ -29,12 +29,13 @@ def register(sub) -> None:
                "  finetune-advisor run ... --timeout 1800 --force-search    search even if the advice says not to\n"
                "Re-running the same command resumes the search (--trials is a total).")
     p.add_argument("--model", metavar="M", default=DEMO_MODEL, help=f"model (default {DEMO_MODEL})")
-    from .cli import add_data_arguments
+    from ._data_args import add_data_arguments
 
     add_data_arguments(p, required=False, data_help=f"data (default {DEMO_DATA})")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory (created if missing)")
     g = p.add_argument_group("budget")
-    g.add_argument("--trials", type=int, default=12, help="search trials in total (default 12)")
+    g.add_argument("--trials", type=int, help="search trials in total (default 20; the advisor's cost estimate "
+                                               "assumes the same number)")
     g.add_argument("--timeout", type=float, metavar="S", help="stop starting search trials after S seconds")
     g.add_argument("--max-length", type=int, help="fix the input length in tokens (default: advisor 128, "
                                                    "search bounded by the data)")
@@ -48,58 +49,70 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def data_flags(args) -> list[str]:
-    """The data flags of `args`, as they would be typed (to hand on to each stage)."""
-    flags = ["--data", args.data or DEMO_DATA, "--seed", str(args.seed)]
-    for name in ("text_column", "text_pair_column", "label_column", "valid", "test", "max_rows"):
-        value = getattr(args, name)
-        if value is not None:
-            flags += [f"--{name.replace('_', '-')}", str(value)]
-    return flags
-
-
 def run(args) -> int:
-    from core import InputError, RunDir
-    from search import check_storage, storage_url
+    """Load the data and the model once, then advise, search (when advised) and export, each
+    stage called as a function and writing its own record into the run directory."""
+    from advisor import AdvisorConfig, advise, read_inputs
+    from core import (BEST_MODEL_DIR, DEFAULT_TRIALS, EXPORT_DIR, EXPORT_FILE, InputError, RunDir, check_replaceable,
+                      load_backbone, load_task)
+    from export import ExportConfig, ExportError, export
+    from search import SearchConfig, check_storage, search, storage_url
 
-    from .cli import main
+    from ._advise_command import format_advice
+    from ._data_args import data_config
+    from ._export_command import format_export
+    from ._search_command import format_trials
 
-    InputError.check([(args.trials >= 1, f"--trials {args.trials} must be >= 1."),
+    trials = DEFAULT_TRIALS if args.trials is None else args.trials
+    InputError.check([(trials >= 1, f"--trials {trials} must be >= 1."),
                       (args.max_length is None or args.max_length >= 8,
                        f"--max-length {args.max_length} must be >= 8 tokens.")])
     t0 = time.perf_counter()
+    data = args.data or DEMO_DATA
+    # 1) every setting and output is checked before anything is loaded
     run_dir = RunDir(args.out)
-    run_dir.check()  # before an advice that may take minutes
+    run_dir.check()
     check_storage(storage_url(args.storage, run_dir.path))
-    common = ["--model", args.model, *data_flags(args), "--out", args.out]
-    length = ["--max-length", str(args.max_length)] if args.max_length else []
+    check_replaceable(run_dir.file(EXPORT_DIR), marker=EXPORT_FILE, flag="the deploy folder")
+    aconfig = AdvisorConfig(max_length=args.max_length or AdvisorConfig.max_length, device=args.device,
+                            seed=args.seed, search_trials=trials)
+    sconfig = SearchConfig(trials=trials, timeout=args.timeout, storage=args.storage, workers=args.workers,
+                           device=args.device, seed=args.seed,
+                           space={"max_length": str(args.max_length)} if args.max_length else {})
+    econfig = ExportConfig(quantize=not args.no_quantize)
+    dconfig = data_config(args)
+    # 2) the data and the model, once for every stage
+    task = load_task(data, dconfig)
+    inputs = read_inputs(task, aconfig)
+    backbone = load_backbone(args.model, device=args.device)
+    for warning in task.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
     _stage("1/3 advise")
-    status = main(["advise", *common, *length, "--device", args.device])
-    if status:
-        return status
-    advice = run_dir.read("advice.json")
-    decision = advice["decision"]
-    search_flags = ["--trials", str(args.trials), "--workers", str(args.workers), "--device", args.device]
-    search_flags += ["--timeout", str(args.timeout)] if args.timeout else []
-    search_flags += ["--storage", args.storage] if args.storage else []
-    search_flags += ["--space", f"max_length={args.max_length}"] if args.max_length else []
-    if decision == "head-only":  # no block trains, so the layer-wise decay has nothing to act on
-        search_flags += ["--space", "unfrozen_layers=0", "--space", "layer_lr_decay=1"]
-    elif decision in ("zero-shot", "change-model") and not args.force_search:
-        print(f"\nThe advice is {decision.upper()}, so nothing was trained:", *advice["reasons"], sep="\n  ")
+    advice = advise(backbone, task, aconfig, inputs=inputs, progress=True, run_dir=run_dir.path)
+    run_dir.write_run_record(command="run", configs={"model": args.model, "advisor": aconfig, "search": sconfig,
+                                                     "export": econfig},
+                             data_fingerprint=task.fingerprint, data_source=data, data_config=dconfig)
+    print(format_advice(advice))
+    if advice.decision in ("zero-shot", "change-model") and not args.force_search:
+        print(f"\nThe advice is {advice.decision.upper()}, so nothing was trained:", *advice.reasons, sep="\n  ")
         print(f"(--force-search searches anyway)\n\n{_where(run_dir, exported=False)}")
         return 0
 
-    _stage(f"2/3 search ({'a head on frozen features' if decision == 'head-only' else decision})")
-    status = main(["search", *common, *search_flags])
-    if status:
-        return status
+    _stage(f"2/3 search ({'a head on frozen features' if advice.decision == 'head-only' else advice.decision})")
+    record = search(backbone, task, run_dir.path, sconfig, model_ref=args.model, data_ref=data, data_config=dconfig)
+    print(format_trials(record))
+    if not record.best:
+        return 1
 
     _stage("3/3 export")
-    status = main(["export", args.out, *(["--no-quantize"] if args.no_quantize else [])])
-    if status:
-        return status
+    try:
+        exported = export(run_dir.file(BEST_MODEL_DIR), run_dir.file(EXPORT_DIR), task, econfig,
+                          progress=lambda line: print(line, file=sys.stderr))
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_export(exported))
     print(f"\nfinished in {time.perf_counter() - t0:.0f} s\n{_where(run_dir, exported=True)}")
     return 0
 

@@ -26,9 +26,10 @@ Re-running the same command resumes: --trials is the total of finished trials, n
 
 
 def register(sub) -> None:
+    from core import DEFAULT_TRIALS
     from search import PRUNERS
 
-    from .cli import add_data_arguments
+    from ._data_args import add_data_arguments
 
     p = sub.add_parser(
         "search", help="search how many layers to unfreeze and the hyperparameters (Optuna)",
@@ -41,7 +42,8 @@ def register(sub) -> None:
     add_data_arguments(p)
     p.add_argument("--out", metavar="RUN", required=True, help="run directory (created if missing)")
     g = p.add_argument_group("budget")
-    g.add_argument("--trials", type=int, default=20, help="total finished trials in the study (default 20)")
+    g.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"total finished trials in the study (default {DEFAULT_TRIALS})")
     g.add_argument("--timeout", type=float, metavar="S", help="stop starting new trials after S seconds")
     g = p.add_argument_group("space and pruning")
     g.add_argument("--space", action="append", default=[], metavar="NAME=VALUE",
@@ -90,10 +92,10 @@ def space_overrides(pairs: list[str], file: str | None) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from core import RunDir, load_backbone, load_task
+    from core import BEST_MODEL_DIR, SEARCH_FILE, RunDir, load_backbone, load_task
     from search import SearchConfig, check_storage, parse_param, search, storage_url
 
-    from .cli import data_config
+    from ._data_args import data_config
 
     overrides = space_overrides(args.space, args.space_file)
     config = SearchConfig(trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
@@ -113,16 +115,17 @@ def run(args) -> int:
     run_dir = RunDir(args.out)
     record = search(backbone, task, run_dir.path, config, model_ref=args.model, data_ref=args.data,
                     data_config=dconfig)
-    run_dir.write_run_record(command="search", configs={"data_source": args.data, "data": dconfig, "search": config, "model": args.model},
-                             data_fingerprint=task.fingerprint)
+    run_dir.write_run_record(command="search", configs={"search": config, "model": args.model},
+                             data_fingerprint=task.fingerprint, data_source=args.data, data_config=dconfig)
     print(format_trials(record))
-    print(f"\nwrote {run_dir.file('search.json')}"
-          + (f" and {run_dir.file('best_model')}" if record["best_model"] else ""))
-    return 0 if record["best"] else 1
+    print(f"\nwrote {run_dir.file(SEARCH_FILE)}"
+          + (f" and {run_dir.file(BEST_MODEL_DIR)}" if record.best_model else ""))
+    return 0 if record.best else 1
 
 
-def format_trials(record: dict, top: int = 5) -> str:
-    """The top trials as a table, with the study's counts above it."""
+def format_trials(record, top: int = 5) -> str:
+    """The top trials of a SearchRecord as a table, with the study's counts above it."""
+    record = record.to_json()
     n = record["n_trials"]
     lines = [f"study '{record['study_name']}' ({record['storage']}): {n['complete']} complete, "
              f"{n['pruned']} pruned, {n['fail']} failed"]

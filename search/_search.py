@@ -21,7 +21,8 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from core import InputError, RunDir, atomic_folder, clean_stale_temp, read_json, write_json_atomic
+from core import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DEFAULT_TRIALS, AdviceRecord, InputError, RunDir,
+                  SearchRecord, atomic_folder, clean_stale_temp, read_json, write_json_atomic)
 
 from ._space import SearchSpace
 from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study, safe_url,
@@ -29,8 +30,7 @@ from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open
 
 PRUNERS = ("hyperband", "median", "none")
 CACHES = ("auto", "memory", "disk", "off")
-BEST_MODEL = "best_model"
-BEST_TRIAL_FILE = "trial.json"
+BEST_MODEL = BEST_MODEL_DIR
 INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C / SIGINT
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after an interrupt
 
@@ -63,7 +63,7 @@ class SearchConfig:
         patience: epochs without improvement before a trial stops early.
     """
 
-    trials: int = 20
+    trials: int = DEFAULT_TRIALS
     timeout: float | None = None
     storage: str | None = None
     study: str = "search"
@@ -114,7 +114,7 @@ class _Job:
 
 
 def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, model_ref: str | None = None,
-           data_ref: str | None = None, data_config=None, progress: bool = True, log=print) -> dict:
+           data_ref: str | None = None, data_config=None, progress: bool = True, log=print) -> SearchRecord:
     """Search the study to `config.trials` finished trials; write RUN/search.json, RUN/best_model.
 
     Args:
@@ -127,7 +127,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
         log: where notes go (one line each).
 
     Returns:
-        The search.json record.
+        The search.json record (also written to RUN/search.json).
 
     Raises:
         InputError: bad space, storage or study; workers > 1 without model_ref/data_ref.
@@ -144,7 +144,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
         log(note)
     lengths = backbone.tokenize(task.train.texts[:500], task.train.pairs[:500] if task.train.pairs else None,
                                 max_length=backbone.max_positions).lengths
-    space = SearchSpace.build(overrides, num_layers=backbone.num_layers, max_positions=backbone.max_positions,
+    space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
                               text_lengths=lengths)
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)
@@ -169,13 +169,13 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
                     _run_workers(job, bar)
     except KeyboardInterrupt:
         record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
-        run_dir.write("search.json", record)
-        log(f"interrupted: {record['finished']} of {config.trials} trials finished, written to "
+        record.write(run_dir.path)
+        log(f"interrupted: {record.finished} of {config.trials} trials finished, written to "
             f"{run_dir.file('search.json')}. Run the same command again to resume (an interrupted trial "
             "runs again first).")
         raise
     record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
-    run_dir.write("search.json", record)
+    record.write(run_dir.path)
     return record
 
 
@@ -200,7 +200,7 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     config = job.config
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(job.url, heartbeat=config.heartbeat)
-    space = SearchSpace.build(job.space, num_layers=backbone.num_layers, max_positions=backbone.max_positions)
+    space = SearchSpace.build(job.space, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions)
     n_startup = max(3, min(10, config.trials // 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -250,11 +250,9 @@ def trial_seeded_tpe(seed: int, **kwargs):
 def _worker_main(job: _Job) -> None:
     """Entry point of a worker process: load model and data again, then work."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
+    from core import load_backbone, load_task, set_threads
 
-    from core import load_backbone, load_task
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.config.workers))
+    set_threads((os.cpu_count() or 1) // job.config.workers)
     try:
         task = load_task(job.data, job.data_config)
         if task.fingerprint != job.fingerprint:
@@ -307,10 +305,10 @@ def _stop_workers(procs, grace: float = 30.0) -> None:
 
 def _worker_devices(config: SearchConfig) -> list[str]:
     """One device per worker: with device auto and several GPUs, worker i takes GPU i mod n."""
-    import torch
+    from core import gpu_count
 
-    if config.device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        n = torch.cuda.device_count()
+    n = gpu_count() if config.device == "auto" else 0
+    if n > 1:
         return [f"cuda:{i % n}" for i in range(config.workers)]
     return [config.device] * config.workers
 
@@ -367,12 +365,9 @@ class _Objective:
 
 def _failure(error: Exception, params: dict) -> str:
     """One line on why a trial failed, with the fix where there is one."""
-    import torch
+    from core import TrainingError, is_out_of_memory
 
-    from core import TrainingError
-
-    oom = (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None), MemoryError)
-    if isinstance(error, tuple(c for c in oom if c is not None)):
+    if is_out_of_memory(error):
         return (f"out of memory at batch_size {params.get('batch_size')}, max_length {params.get('max_length')}, "
                 f"unfrozen_layers {params.get('unfrozen_layers')}: lower batch_size or max_length in the space")
     if isinstance(error, TrainingError):
@@ -427,21 +422,34 @@ def _locked(path: Path):
 
 
 def _advice(run_dir: RunDir, task, backbone, config: SearchConfig):
-    """Space overrides and a first trial from RUN/advice.json, with notes saying what was taken."""
+    """Space overrides and a first trial from RUN/advice.json, with notes saying what was taken.
+
+    This is the one reader of the advice: head-only fixes unfrozen_layers at 0 (and the layer
+    decay, which then has nothing to act on); fine-tune narrows it to the suggested range and
+    tries its middle first; zero-shot and change-model are searched only because the user asked.
+    The user's own --space values always win.
+    """
     overrides = dict(config.space)
-    if not config.use_advice or not run_dir.exists("advice.json"):
+    if not config.use_advice or not run_dir.exists(ADVICE_FILE):
         return overrides, None, []
-    advice = run_dir.read("advice.json")
-    if advice.get("data_fingerprint") not in (None, task.fingerprint):
+    advice = AdviceRecord.read(run_dir.file(ADVICE_FILE))
+    if advice.data_fingerprint not in (None, task.fingerprint):
         return overrides, None, ["advice.json was made on other data; not using it"]
     notes = []
-    if advice.get("decision") in ("zero-shot", "change-model"):
-        notes.append(f"the advice was '{advice['decision']}' ({advice['reasons'][0] if advice.get('reasons') else ''}); "
+    if advice.decision in ("zero-shot", "change-model"):
+        notes.append(f"the advice was '{advice.decision}' ({advice.reasons[0] if advice.reasons else ''}); "
                      "searching anyway, as asked")
-    suggested = (advice.get("expected") or {}).get("suggested_unfrozen_layers")
-    if not suggested or "unfrozen_layers" in overrides:
+    if "unfrozen_layers" in overrides:
         return overrides, None, notes
-    lo, hi = int(suggested[0]), min(int(suggested[1]), backbone.num_layers)
+    if advice.decision == "head-only":
+        overrides["unfrozen_layers"] = "0"
+        overrides.setdefault("layer_lr_decay", "1")
+        notes.append("from advice.json (head-only): unfrozen_layers fixed at 0, a head on frozen features")
+        return overrides, None, notes
+    suggested = advice.suggested_layers
+    if not suggested:
+        return overrides, None, notes
+    lo, hi = suggested[0], min(suggested[1], backbone.num_blocks)
     overrides["unfrozen_layers"] = f"{lo}:{hi}"
     first = {"unfrozen_layers": min(hi, lo + 1)}
     notes.append(f"from advice.json: unfrozen_layers narrowed to {lo}..{hi}; the first trial tries "
@@ -468,7 +476,7 @@ def _clip(first: dict, space: SearchSpace) -> dict:
 
 
 def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run_dir: RunDir,
-                  seconds: float) -> dict:
+                  seconds: float) -> SearchRecord:
     """The search.json record (DESIGN.md contract, plus space, pruner, best_model and reasons)."""
     from optuna.trial import TrialState
 
@@ -477,18 +485,17 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
     fixed = {p.name: p.fixed for p in space.params if p.fixed is not None}
-    return {
-        "study_name": config.study, "storage": safe_url(url), "direction": DIRECTION, "metric": METRIC,
-        "n_trials": {"complete": counts["complete"], "pruned": counts["pruned"], "fail": counts["fail"],
-                     "running": counts["running"], "waiting": counts["waiting"]},
-        "finished": len(finished(trials)), "target_trials": config.trials,
-        "best": None if best is None else {"number": best.number, "value": best.value,
-                                           "params": {**fixed, **best.params}},
-        "best_model": _best_saved(run_dir, config.study),
-        "space": space.to_dict(), "pruner": config.pruner, "sampler": f"TPE(seed={config.seed})",
-        "workers": config.workers, "seconds": seconds,
-        "trials": [_trial_row(t, fixed) for t in trials],
-    }
+    return SearchRecord(
+        study_name=config.study, storage=safe_url(url), direction=DIRECTION, metric=METRIC,
+        n_trials={"complete": counts["complete"], "pruned": counts["pruned"], "fail": counts["fail"],
+                  "running": counts["running"], "waiting": counts["waiting"]},
+        best=None if best is None else {"number": best.number, "value": best.value,
+                                        "params": {**fixed, **best.params}},
+        trials=[_trial_row(t, fixed) for t in trials],
+        finished=len(finished(trials)), target_trials=config.trials, best_model=_best_saved(run_dir, config.study),
+        space=space.to_dict(),
+        extra={"pruner": config.pruner, "sampler": f"TPE(seed={config.seed}, reseeded per trial number)",
+               "workers": config.workers, "seconds": seconds})
 
 
 def _trial_row(t, fixed: dict) -> dict:

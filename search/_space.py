@@ -155,13 +155,13 @@ class SearchSpace:
         return {p.name: p.suggest(trial) for p in self.params}
 
     @classmethod
-    def build(cls, overrides: dict[str, str], *, num_layers: int, max_positions: int,
+    def build(cls, overrides: dict[str, str], *, num_blocks: int, max_positions: int,
               text_lengths=None) -> "SearchSpace":
         """The default space, bounded by the model and data, with the user's overrides on top.
 
         Args:
             overrides: {name: text} from --space flags and a space file.
-            num_layers: the model's number of blocks (unfrozen_layers goes up to it).
+            num_blocks: the model's number of blocks (unfrozen_layers goes up to it).
             max_positions: the longest input the model takes.
             text_lengths: token counts of (a sample of) the training texts, to bound max_length.
 
@@ -169,7 +169,7 @@ class SearchSpace:
             InputError: a value outside what the model can do (k > L, a length beyond its maximum).
         """
         texts = {name: text for name, text in DEFAULTS.items() if text is not None}
-        texts["unfrozen_layers"] = f"0:{num_layers}"
+        texts["unfrozen_layers"] = f"0:{num_blocks}"
         if text_lengths is not None and len(text_lengths) and "max_length" not in overrides:
             texts["max_length"] = _bounded_lengths(DEFAULTS["max_length"], text_lengths, max_positions)
         texts.update({name: str(text) for name, text in overrides.items()})
@@ -177,9 +177,9 @@ class SearchSpace:
         space = cls(params)
         k, lengths = space["unfrozen_layers"], space["max_length"]
         InputError.check([
-            (min(k.values) >= 0 and max(k.values) <= num_layers,
-             f"space 'unfrozen_layers={k.text()}' is out of range: the model has {num_layers} blocks, "
-             f"so use values in 0:{num_layers}."),
+            (min(k.values) >= 0 and max(k.values) <= num_blocks,
+             f"space 'unfrozen_layers={k.text()}' is out of range: the model has {num_blocks} blocks, "
+             f"so use values in 0:{num_blocks}."),
             (max(lengths.values) <= max_positions and min(lengths.values) >= 8,
              f"space 'max_length={lengths.text()}' is out of range: the model takes 8 to {max_positions} tokens."),
         ])

@@ -14,11 +14,10 @@ import os
 import warnings
 from pathlib import Path
 
-from core import InputError
+from core import FAIL_REASON, InputError, sqlite_url
 
 METRIC = "accuracy"
 DIRECTION = "maximize"
-FAIL_REASON = "fail_reason"  # user attribute of a trial that failed by itself (not killed)
 RETRIES = 3  # a trial killed more often than this is not queued again
 
 
@@ -32,7 +31,7 @@ def storage_url(storage: str | None, run_dir: Path) -> str:
     ~/.pgpass, so the password is never on a command line or in a record.
     """
     storage = storage or os.environ.get(STORAGE_ENV)
-    return storage if storage else f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
+    return storage if storage else sqlite_url(run_dir)
 
 
 def safe_url(url: str) -> str:

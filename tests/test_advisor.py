@@ -132,7 +132,7 @@ def test_too_few_rows_per_class_skips_with_a_reason_and_still_decides(tmp_path, 
     task = load_task(str(write_csv(tmp_path / "train.csv", rows)),
                      DataConfig(valid=str(write_csv(tmp_path / "valid.csv", valid))))
     backbone = load_backbone(str(tiny_model("bert")))
-    record = advise(backbone, task, AdvisorConfig(max_length=32, pilot_epochs=1), progress=False)
+    record = advise(backbone, task, AdvisorConfig(max_length=32, pilot_epochs=1), progress=False).to_json()
     assert record["decision"] in {"zero-shot", "head-only", "fine-tune", "change-model"} and record["reasons"]
     assert any(s.startswith("probe: a class has fewer than 2") for s in record["skipped"])
     assert any(s.startswith("pilot: fewer than 2 training rows") for s in record["skipped"])
@@ -164,10 +164,10 @@ def test_the_pilot_predicts_a_gain_where_fine_tuning_pays(tmp_path, minilm):
     from advisor import advise
 
     task = _word_order_task(tmp_path, 400)
-    record = advise(minilm, task, AdvisorConfig(max_length=64), progress=False)
+    record = advise(minilm, task, AdvisorConfig(max_length=64), progress=False).to_json()
     expected, probe = record["expected"], record["probe"]["accuracy"]
     assert probe < 0.9  # frozen features half-see word order
     assert expected["fine_tune_accuracy"] - probe > 0.05, (expected, probe)
     assert record["decision"] == "fine-tune"
     low, high = expected["suggested_unfrozen_layers"]
-    assert 1 <= low <= high <= minilm.num_layers
+    assert 1 <= low <= high <= minilm.num_blocks

@@ -10,7 +10,7 @@ from core import ARCHITECTURES, InputError, freeze_top_k, load_backbone
 
 
 def test_demo_minilm_is_a_mean_pooled_six_block_encoder(minilm):
-    assert (minilm.pooling, minilm.num_layers, minilm.hidden_size) == ("mean", 6, 384)
+    assert (minilm.pooling, minilm.num_blocks, minilm.hidden_size) == ("mean", 6, 384)
     assert minilm.arch.family == "BERT"
 
 
@@ -49,7 +49,7 @@ def test_layer_table_covers_every_family(tiny_model, family):
     backbone = load_backbone(str(tiny_model(family)))
     assert backbone.arch.model_types[0] == family or family in backbone.arch.model_types
     expected_blocks = 1 if family == "albert" else 3  # ALBERT freezes layer groups (1 here)
-    assert backbone.num_layers == expected_blocks and backbone.hidden_size == 32
+    assert backbone.num_blocks == expected_blocks and backbone.hidden_size == 32
     feats = backbone.embed(["hello there", "general kenobi"], all_layers=True, progress=False)
     assert feats.shape == (2, expected_blocks + 1, 32) and np.isfinite(feats).all()
 

@@ -91,11 +91,13 @@ def test_an_empty_or_broken_run_is_explained_not_a_traceback(tmp_path, monkeypat
     (lambda run: (run / "advice.json").write_text("[1, 2, 3]"), "advice.json holds a JSON list"),
     (lambda run: (run / "advice.json").write_text(json.dumps(
         {k: v for k, v in json.loads((run / "advice.json").read_text()).items() if k != "zero_shot"})),
-     "advice.json cannot be shown: it lacks the entry 'zero_shot'"),
+     "advice.json lacks the entry 'zero_shot'"),
     (lambda run: (run / "study.db").write_bytes((run / "study.db").read_bytes()[:2000]),
      "study.db cannot be read"),
     (lambda run: (run / "export" / "export.json").write_text('{"variants": 3}'),
-     "export.json cannot be shown"),
+     "export.json lacks the entries 'source', 'opset', 'torch_latency_ms', 'recommended'"),
+    (lambda run: (run / "search.json").unlink() or (run / "study.db").write_text("not a database"),
+     "study.db"),
 ])
 def test_a_broken_record_is_said_in_its_tab_and_the_others_still_draw(damage, match, full_run, tmp_path,
                                                                        monkeypatch):

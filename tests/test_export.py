@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import DataConfig, InputError, load_task
+from core import InputError, RunDir
 from tests.conftest import run_cli, topic_rows, write_csv
 
 QUICK = ["--repeats", "3"]
@@ -30,8 +30,9 @@ def exported(searched_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def topic_valid(searched_run):
-    entry = json.loads((searched_run / "run.json").read_text())["commands"][-1]
-    return load_task(entry["configs"]["data_source"], DataConfig(**entry["configs"]["data"]))
+    from core import RunDir
+
+    return RunDir(searched_run).load_task()
 
 
 def test_export_json_follows_the_contract(exported):
@@ -131,14 +132,15 @@ def test_a_transformers_sequence_classification_folder_exports(tiny_model, tmp_p
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     record = export(folder, tmp_path / "out", topic_task, ExportConfig(repeats=2, quantize=False, optimize=False),
                     progress=lambda s: None)
-    assert record["variants"][0]["passed"] and record["variants"][0]["max_abs_diff"] <= 1e-4
+    assert record.variants[0]["passed"] and record.variants[0]["max_abs_diff"] <= 1e-4
     assert Predictor(tmp_path / "out").labels == labels
 
 
 def test_an_architecture_that_does_not_export_is_named(tmp_path):
     import torch
 
-    from export._export import _Source, _to_onnx
+    from core import ExportSource
+    from export._onnx import to_onnx
 
     class DataDependent(torch.nn.Module):  # control flow on values: torch.export cannot trace it
         def forward(self, input_ids, attention_mask):
@@ -151,9 +153,9 @@ def test_an_architecture_that_does_not_export_is_named(tmp_path):
             return {"input_ids": np.ones((len(texts), 4), dtype=np.int64),
                     "attention_mask": np.ones((len(texts), 4), dtype=np.int64)}
 
-    source = _Source(DataDependent(), Tok(), ["a", "b"], 16, ("input_ids", "attention_mask"), "strangeformer")
+    source = ExportSource(DataDependent(), Tok(), ["a", "b"], 16, ("input_ids", "attention_mask"), "strangeformer")
     with pytest.raises(InputError, match="the strangeformer architecture does not export to ONNX"):
-        _to_onnx(source, tmp_path / "m.onnx", 18)
+        to_onnx(source, tmp_path / "m.onnx", 18)
 
 
 def test_a_failing_parity_check_exports_nothing_and_lists_every_check(searched_run, tmp_path):
@@ -174,13 +176,12 @@ def test_a_write_failing_half_way_leaves_the_old_export_untouched(searched_run, 
     shutil.copytree(searched_run, run)
     (run / "export").mkdir()
     (run / "export" / "export.json").write_text('{"old": true}')
-    task = load_task(str(searched_run.parent / "topics.csv"), DataConfig(**json.loads(
-        (run / "run.json").read_text())["commands"][-1]["configs"]["data"]))
+    task = RunDir(run).load_task()
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(module, "_quantize", disk_full)
+    monkeypatch.setattr(module, "quantize", disk_full)
     with pytest.raises(OSError, match="No space left"):
         export(run / "best_model", run / "export", task, ExportConfig(repeats=2, optimize=False),
                progress=lambda s: None)

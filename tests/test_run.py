@@ -16,12 +16,16 @@ def advised_as(monkeypatch, full_run):
     """Make the advisor return a real record (the full run's) with the decision given."""
     import advisor._advise
 
+    from core import AdviceRecord
+
     real = json.loads((full_run / "advice.json").read_text())
 
     def set_decision(decision: str):
-        def fake_advise(backbone, task, config, inputs=None, progress=True):
-            return {**real, "decision": decision, "reasons": [f"(test) the advice is {decision}"],
-                    "data_fingerprint": task.fingerprint}
+        def fake_advise(backbone, task, config, *, inputs=None, progress=True, run_dir=None):
+            record = AdviceRecord.from_json({**real, "decision": decision, "data_fingerprint": task.fingerprint,
+                                             "reasons": [f"(test) the advice is {decision}"]})
+            record.write(run_dir)
+            return record
 
         monkeypatch.setattr(advisor, "advise", fake_advise)
 

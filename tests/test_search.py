@@ -27,6 +27,13 @@ def cli(*args, timeout=600):
                           timeout=timeout, env=env, cwd=Path(__file__).parent.parent)
 
 
+def search_json(*args, **kwargs) -> dict:
+    """search(...)'s record as search.json holds it."""
+    from search import search
+
+    return search(*args, **kwargs).to_json()
+
+
 def trials_of(url: str, study: str = "search"):
     import optuna
 
@@ -38,7 +45,7 @@ def trials_of(url: str, study: str = "search"):
 
 def test_space_syntax_range_choice_fixed():
     assert parse_param("learning_rate", "1e-5:1e-3") == SearchSpace.build(
-        {"learning_rate": "1e-5:1e-3"}, num_layers=6, max_positions=512)["learning_rate"]
+        {"learning_rate": "1e-5:1e-3"}, num_blocks=6, max_positions=512)["learning_rate"]
     lr = parse_param("learning_rate", "1e-5:1e-3")
     assert (lr.low, lr.high, lr.log, lr.fixed) == (1e-5, 1e-3, True, None)
     k = parse_param("unfrozen_layers", "1:3")
@@ -62,15 +69,15 @@ def test_space_syntax_errors_name_the_value(name, text, match):
 
 
 def test_space_is_bounded_by_model_and_data():
-    space = SearchSpace.build({}, num_layers=6, max_positions=512, text_lengths=np.full(100, 40))
+    space = SearchSpace.build({}, num_blocks=6, max_positions=512, text_lengths=np.full(100, 40))
     assert space["unfrozen_layers"].values == tuple(range(7))
     assert space["max_length"].choices == (64,)  # 64 holds every 40-token text: longer would only cost
-    long = SearchSpace.build({}, num_layers=6, max_positions=200, text_lengths=np.full(100, 1000))
+    long = SearchSpace.build({}, num_blocks=6, max_positions=200, text_lengths=np.full(100, 1000))
     assert long["max_length"].choices == (64, 128)  # 256 is beyond the model
     with pytest.raises(InputError, match="unfrozen_layers=0:9.*6 blocks"):
-        SearchSpace.build({"unfrozen_layers": "0:9"}, num_layers=6, max_positions=512)
+        SearchSpace.build({"unfrozen_layers": "0:9"}, num_blocks=6, max_positions=512)
     with pytest.raises(InputError, match="max_length=1024.*8 to 512"):
-        SearchSpace.build({"max_length": "1024"}, num_layers=6, max_positions=512)
+        SearchSpace.build({"max_length": "1024"}, num_blocks=6, max_positions=512)
 
 
 def test_search_config_checks():
@@ -85,14 +92,13 @@ def test_search_config_checks():
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, minilm, topic_task):
     """A real 5-trial search of MiniLM on the topic task, then resumed to 7 trials."""
-    from search import search
 
     run = tmp_path_factory.mktemp("run")
     config = SearchConfig(trials=5, space=QUICK, pruner="none")
-    first = search(minilm, topic_task, run, config, progress=False, log=lambda s: None)
+    first = search_json(minilm, topic_task, run, config, progress=False, log=lambda s: None)
     before = {t["number"]: t["value"] for t in first["trials"]}
     lines = []
-    second = search(minilm, topic_task, run, SearchConfig(trials=7, space=QUICK, pruner="none"),
+    second = search_json(minilm, topic_task, run, SearchConfig(trials=7, space=QUICK, pruner="none"),
                     progress=False, log=lines.append)
     return run, first, second, before, lines
 
@@ -163,7 +169,6 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_pat
     import torch
 
     import core
-    from search import search
 
     real_train, calls = core.train, []
 
@@ -176,7 +181,7 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_pat
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(core, "train", flaky_train)
-    record = search(minilm, topic_task, tmp_path, SearchConfig(trials=4, space=QUICK, pruner="none"),
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=4, space=QUICK, pruner="none"),
                     progress=False, log=lambda s: None)
     states = [t["state"] for t in record["trials"]]
     assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]  # the study went on to its total
@@ -185,10 +190,9 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_pat
 
 
 def test_a_nan_loss_fails_the_trial_with_its_reason(tmp_path, minilm, topic_task):
-    from search import search
 
     space = {**QUICK, "unfrozen_layers": "1", "learning_rate": "1e30", "head_lr_multiplier": "1e6"}
-    record = search(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=space), progress=False,
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=space), progress=False,
                     log=lambda s: None)
     (trial,) = record["trials"]
     assert trial["state"] == "FAIL" and trial["fail_reason"].startswith("non-finite loss: the loss became")
@@ -196,36 +200,50 @@ def test_a_nan_loss_fails_the_trial_with_its_reason(tmp_path, minilm, topic_task
 
 
 def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
-    from search import search
 
     # A wide learning-rate range: some trials barely move from chance after an epoch.
     space = {**QUICK, "epochs": "3", "learning_rate": "1e-7:1e-3", "head_lr_multiplier": "1:100"}
-    pruned = search(minilm, topic_task, tmp_path / "median", SearchConfig(trials=8, space=space, pruner="median"),
+    pruned = search_json(minilm, topic_task, tmp_path / "median", SearchConfig(trials=8, space=space, pruner="median"),
                     progress=False, log=lambda s: None)
     assert pruned["n_trials"]["pruned"] >= 1
     for t in pruned["trials"]:
         epochs = len(t["intermediate"])
         assert epochs < 3 if t["state"] == "PRUNED" else epochs >= 1  # pruned trials stopped early
-    kept = search(minilm, topic_task, tmp_path / "none", SearchConfig(trials=4, space=space, pruner="none"),
+    kept = search_json(minilm, topic_task, tmp_path / "none", SearchConfig(trials=4, space=space, pruner="none"),
                   progress=False, log=lambda s: None)
     assert kept["n_trials"]["pruned"] == 0
 
 
-def test_advice_narrows_layers_and_seeds_the_first_trial(tmp_path, minilm, topic_task):
-    from core import RunDir
-    from search import search
+def write_advice(folder, task, decision, suggested=None):
+    from core import AdviceRecord
 
-    RunDir(tmp_path).write("advice.json", {"decision": "fine-tune", "reasons": ["x"],
-                                           "data_fingerprint": topic_task.fingerprint,
-                                           "expected": {"suggested_unfrozen_layers": [1, 3]}})
+    AdviceRecord(decision=decision, reasons=["x"], zero_shot={}, probe={}, shift={}, cost={}, advisor_seconds=1.0,
+                 expected={"suggested_unfrozen_layers": suggested} if suggested else {},
+                 data_fingerprint=task.fingerprint).write(folder)
+
+
+def test_advice_narrows_layers_and_seeds_the_first_trial(tmp_path, minilm, topic_task):
+    write_advice(tmp_path, topic_task, "fine-tune", [1, 3])
     lines = []
     space = {k: v for k, v in QUICK.items() if k != "unfrozen_layers"}
-    record = search(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space), progress=False,
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space), progress=False,
                     log=lines.append)
     assert record["space"]["unfrozen_layers"] == "1:3"
     first = record["trials"][0]["params"]
     assert first["unfrozen_layers"] == 2 and first["learning_rate"] == 5e-5 and first["batch_size"] == 16
     assert any("narrowed to 1..3" in line for line in lines)
+
+
+def test_a_head_only_advice_is_read_by_the_search_itself(tmp_path, minilm, topic_task):
+    """`search` after a head-only advice trains heads only, whoever calls it (run or the command)."""
+    write_advice(tmp_path, topic_task, "head-only", [1, 3])
+    space = {k: v for k, v in QUICK.items() if k != "unfrozen_layers"}
+    lines = []
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space), progress=False,
+                         log=lines.append)
+    assert record["space"]["unfrozen_layers"] == "0" and float(record["space"]["layer_lr_decay"]) == 1
+    assert all(t["params"]["unfrozen_layers"] == 0 for t in record["trials"])
+    assert any("head-only" in line for line in lines)
 
 
 # --------------------------------------------------------------------------- the command line

@@ -20,7 +20,7 @@ def losses(result):
 @pytest.mark.parametrize("family", list(TINY_CONFIGS))
 def test_cached_and_uncached_training_give_the_same_losses(tiny_model, topic_task, family):
     backbone = load_backbone(str(tiny_model(family)))
-    for k in range(backbone.num_layers):  # k = L needs no cache
+    for k in range(backbone.num_blocks):  # k = L needs no cache
         cached = train(backbone, topic_task, TrainConfig(unfrozen_layers=k, **FAST), progress=False)
         plain = train(backbone, topic_task, TrainConfig(unfrozen_layers=k, cache="off", **FAST), progress=False)
         inner_ok = backbone.arch.can_cache_inner(backbone.model)
@@ -160,7 +160,7 @@ def test_save_then_reload_with_plain_transformers(minilm, topic_task, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        mine = result.model.backbone(**batch).last_hidden_state
+        mine = result.model.encoder(**batch).last_hidden_state
         plain = reloaded(**batch).last_hidden_state
     torch.testing.assert_close(mine, plain)
     assert reloaded.config.id2label == dict(enumerate(topic_task.labels))
@@ -180,7 +180,7 @@ def test_layerwise_learning_rates(tiny_model, topic_task):
 
     backbone = load_backbone(str(tiny_model("bert")))
     model = Classifier(backbone, 3)
-    freeze_top_k(model.backbone, backbone.arch, 2)
+    freeze_top_k(model.encoder, backbone.arch, 2)
     config = TrainConfig(unfrozen_layers=2, learning_rate=1e-4, head_lr_multiplier=10, layer_lr_decay=0.5)
     lrs = sorted({round(g["lr"], 12) for g in _optimizer(model, config, 2).param_groups})
     assert lrs == [5e-5, 1e-4, 1e-3]

@@ -1,0 +1,84 @@
+"""The trained classifier in the form the exporter needs: one loading path for RUN/best_model
+(finetune-advisor's classifier) and for transformers *ForSequenceClassification folders, with
+logits from numpy inputs, so that export/ compares ONNX with PyTorch without touching torch."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._backbone import load_sequence_classifier, max_positions
+from ._errors import InputError
+from ._model import load_classifier
+from ._rundir import read_json
+
+
+class ExportSource:
+    """A trained classifier as the exporter needs it: `module` maps (input_ids, attention_mask[,
+    token_type_ids]), in that order (`input_names`), positionally, to logits; `inputs` and `logits`
+    run it on numpy arrays, as onnxruntime does."""
+
+    def __init__(self, module, tokenizer, labels: list[str], max_length: int, input_names: tuple, family: str,
+                 config=None):
+        self.module, self.tokenizer, self.labels = module, tokenizer, labels
+        self.max_length, self.input_names, self.family = max_length, input_names, family
+        self.config = config  # the transformers config, for the graph optimiser's head count
+
+    def inputs(self, texts, pairs=None, *, length: int | None = None) -> dict:
+        """numpy inputs for `texts`: padded to the longest row, or to exactly `length` tokens."""
+        enc = self.tokenizer(list(texts), list(pairs) if pairs else None, truncation=True,
+                             max_length=length or self.max_length,
+                             padding="max_length" if length else "longest", return_tensors="np")
+        return {k: enc[k].astype(np.int64) for k in self.input_names}
+
+    def logits(self, feeds: dict) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(*[torch.from_numpy(feeds[k]) for k in self.input_names]).float().numpy()
+
+
+def load_export_source(path: str | Path) -> ExportSource:
+    """A saved classifier: RUN/best_model (finetune-advisor) or a transformers
+    *ForSequenceClassification folder.
+
+    Raises:
+        InputError: the folder is missing or holds no classification model.
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise InputError(f"'{path}' holds no model (no config.json). Give RUN (with best_model/, made by "
+                         "finetune-advisor search) or a Hugging Face sequence-classification folder.")
+    if (path / "head.safetensors").is_file():
+        model = load_classifier(path, device="cpu")
+        model.encoder.config._attn_implementation = "sdpa"
+        names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in model.input_names else ())
+        return ExportSource(model, model.tokenizer, model.labels, model.max_length, names, model.arch.family,
+                            model.encoder.config)
+    config = read_json(path / "config.json")
+    heads = [a for a in config.get("architectures") or [] if a.endswith("ForSequenceClassification")]
+    if not heads:
+        raise InputError(f"'{path}' is not a classification model: it has no head.safetensors (finetune-advisor) "
+                         f"and its architectures ({', '.join(config.get('architectures') or ['none'])}) name no "
+                         "*ForSequenceClassification. Export a model trained by finetune-advisor search.")
+    model, tokenizer = load_sequence_classifier(path)
+
+    accepted = inspect.signature(model.forward).parameters
+    names = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in accepted)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    max_length = min(max_positions(model.config, tokenizer), 512)
+    return ExportSource(_Logits(model).eval(), tokenizer, labels, max_length, names, model.config.model_type,
+                        model.config)
+
+
+class _Logits(torch.nn.Module):
+    """A *ForSequenceClassification model with positional inputs and a tensor (not a dict) out."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, **extra).logits

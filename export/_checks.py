@@ -1,0 +1,113 @@
+"""Step 2 of the export: is the ONNX model the PyTorch model? Logits on the validation split and
+on odd shapes within atol, the same classes, no NaN, and a deploy tokenizer that gives the same
+ids. Each check returns its failures as sentences, so one error can list them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core import ExportSource
+
+from ._predictor import Predictor
+
+
+def token_lengths(source: ExportSource, split) -> np.ndarray:
+    enc = source.tokenizer(list(split.texts), list(split.pairs) if split.pairs else None, truncation=True,
+                           max_length=source.max_length)
+    return np.array([len(ids) for ids in enc["input_ids"]])
+
+
+def batches(source: ExportSource, split, batch_size: int = 32):
+    """(row indices, numpy inputs) over the split, in order."""
+    for s in range(0, len(split), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(split)))
+        pairs = [split.pairs[i] for i in idx] if split.pairs else None
+        yield idx, source.inputs([split.texts[i] for i in idx], pairs)
+
+
+def torch_logits_of(source: ExportSource, split) -> np.ndarray:
+    return np.concatenate([source.logits(feeds) for _, feeds in batches(source, split)])
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def parity(source: ExportSource, path: Path, split, torch_logits, atol: float, variant: dict) -> list[str]:
+    """Every failing parity check of `path` against torch, as one line each; fills max_abs_diff."""
+    session = ort_session(path)
+    onnx_logits = np.concatenate([session.run(None, feeds)[0] for _, feeds in batches(source, split)])
+    failures = non_finite(path.name, "the validation split", onnx_logits, torch_logits)
+    if failures:  # nothing else to learn from a model that gives NaN
+        variant["max_abs_diff"] = None
+        return failures
+    diff = max_diff(onnx_logits, torch_logits)
+    variant["max_abs_diff"] = diff
+    flipped = int((onnx_logits.argmax(1) != torch_logits.argmax(1)).sum())
+    if diff is not None and diff > atol:
+        failures.append(f"{path.name} on the validation split: max |logit difference| {diff:.2e} > atol {atol:.0e}")
+    if flipped and diff is not None:
+        failures.append(f"{path.name} on the validation split: {flipped} of {len(split)} predicted classes differ")
+    lengths = token_lengths(source, split)
+    shortest, longest = int(lengths.argmin()), int(lengths.argmax())
+    odd = {"batch 1, shortest text": [split.texts[shortest]],
+           f"batch 1, {source.max_length} tokens": [" ".join([split.texts[longest]] * 8)],
+           "batch 3, mixed lengths": [split.texts[shortest], split.texts[longest], split.texts[0][:40]]}
+    for name, texts in odd.items():
+        feeds = source.inputs(texts)
+        a, b = session.run(None, feeds)[0], source.logits(feeds)
+        d = max_diff(a, b)
+        if d is None:
+            failures += non_finite(path.name, name, a, b)
+            continue
+        variant["max_abs_diff"] = None if variant["max_abs_diff"] is None else max(variant["max_abs_diff"], d)
+        if d > atol or (a.argmax(1) != b.argmax(1)).any():
+            failures.append(f"{path.name}, {name}: max |logit difference| {d:.2e} (atol {atol:.0e})"
+                            + ("; the predicted class differs" if (a.argmax(1) != b.argmax(1)).any() else ""))
+    return failures
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float | None:
+    """max |a - b|, or None when either side holds NaN or inf (where `diff > atol` would be False)."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return None
+    return float(np.abs(a - b).max())
+
+
+def non_finite(file: str, where: str, onnx_logits: np.ndarray, torch_logits: np.ndarray) -> list[str]:
+    """A failure line for each side whose logits hold NaN or inf."""
+    failures = []
+    for side, logits in (("PyTorch", torch_logits), (file, onnx_logits)):
+        bad = int((~np.isfinite(logits)).any(axis=1).sum())
+        if bad:
+            failures.append(f"{side} gives NaN or infinite logits for {bad} of {len(logits)} inputs on {where}"
+                            + (": the model's weights are broken; train it again" if side == "PyTorch" else ""))
+    return failures
+
+
+def tokenizer_parity(source: ExportSource, folder: Path, split) -> list[str]:
+    """The deploy tokenizer (tokenizers + tokenizer.json) must give the training tokenizer's ids."""
+    from tokenizers import Tokenizer
+
+    if not (folder / "tokenizer.json").is_file():
+        return ["the tokenizer has no tokenizer.json (a slow tokenizer), so the deploy folder cannot tokenize"]
+    deploy = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    deploy.no_padding()
+    deploy.enable_truncation(source.max_length)
+    texts = list(split.texts)
+    pairs = list(split.pairs) if split.pairs else None
+    ours = [e.ids for e in deploy.encode_batch(list(zip(texts, pairs)) if pairs else texts)]
+    theirs = source.tokenizer(texts, pairs, truncation=True, max_length=source.max_length)["input_ids"]
+    bad = sum(a != list(b) for a, b in zip(ours, theirs))
+    return [f"tokenizer.json gives other token ids than the model's tokenizer for {bad} of {len(texts)} texts"] \
+        if bad else []
+
+
+def deploy_accuracy(folder: Path, file: str, split, gold) -> float:
+    """Validation accuracy through the deploy path (Predictor: tokenizers + onnxruntime)."""
+    p = Predictor(folder, file).logits(split.texts, split.pairs)
+    return float((p.argmax(1) == gold).mean())

@@ -1,0 +1,31 @@
+"""The flags that say how to read a dataset, shared by every command that takes data, and the
+DataConfig they make."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = False, required: bool = True,
+                       data_help: str = "CSV/TSV/JSONL/Parquet file, or demo:bbc-news") -> None:
+    """The flags that say how to read a dataset (shared by every command that takes data)."""
+    if positional:
+        parser.add_argument("data", metavar="D", help=data_help)
+    else:
+        parser.add_argument("--data", metavar="D", required=required, help=data_help)
+    g = parser.add_argument_group("data")
+    g.add_argument("--text-column", metavar="C", help="text column (default: text, sentence, content, review, …)")
+    g.add_argument("--text-pair-column", metavar="C", help="second text column, for sentence-pair tasks")
+    g.add_argument("--label-column", metavar="C", help="label column (default: label, labels, category, target, class, …)")
+    g.add_argument("--valid", metavar="FILE", help="validation file (default: split 10%% off, stratified)")
+    g.add_argument("--test", metavar="FILE", help="test file (default: split 10%% off unless --valid is given)")
+    g.add_argument("--max-rows", type=int, metavar="N", help="use a stratified sample of about N rows")
+    g.add_argument("--seed", type=int, default=0, help="seed of the split and sample (default: 0)")
+
+
+def data_config(args):
+    from core import DataConfig
+
+    return DataConfig(text_column=args.text_column, label_column=args.label_column,
+                      text_pair_column=args.text_pair_column, valid=args.valid, test=args.test,
+                      max_rows=args.max_rows, seed=args.seed)
