@@ -39,6 +39,8 @@ def register(sub) -> None:
     g.add_argument("--timeout", type=float, metavar="S", help="stop starting search trials after S seconds")
     g.add_argument("--max-length", type=int, help="fix the input length in tokens (default: advisor 128, "
                                                    "search bounded by the data)")
+    g.add_argument("--min-gain", type=float, default=0.01,
+                   help="accuracy gain that makes fine-tuning worth it (default 0.01)")
     g.add_argument("--force-search", action="store_true", help="search even when the advice is zero-shot or "
                                                                 "change-model")
     g = p.add_argument_group("where it runs")
@@ -75,7 +77,7 @@ def run(args) -> int:
     check_storage(storage_url(args.storage, run_dir.path))
     check_replaceable(run_dir.file(EXPORT_DIR), marker=EXPORT_FILE, flag="the deploy folder")
     aconfig = AdvisorConfig(max_length=args.max_length or AdvisorConfig.max_length, device=args.device,
-                            seed=args.seed, search_trials=trials)
+                            seed=args.seed, search_trials=trials, min_gain=args.min_gain)
     sconfig = SearchConfig(trials=trials, timeout=args.timeout, storage=args.storage, workers=args.workers,
                            device=args.device, seed=args.seed,
                            space={"max_length": str(args.max_length)} if args.max_length else {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import TINY_CONFIGS
+from helpers import TINY_CONFIGS
 from core import ARCHITECTURES, InputError, freeze_top_k, load_backbone
 
 
@@ -33,7 +33,7 @@ def test_embed_all_layers_ends_with_the_last_layer(minilm):
 
 def test_embedding_separates_topics(minilm):
     """Mean-pooled MiniLM features put same-topic sentences closer than different-topic ones."""
-    from conftest import TOPICS
+    from helpers import TOPICS
 
     texts = [s for sentences in TOPICS.values() for s in sentences]
     e = minilm.embed(texts, progress=False)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import topic_rows, write_csv
+from helpers import topic_rows, write_csv
 from pipeline import main
 
 

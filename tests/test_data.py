@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import topic_rows, write_csv
+from helpers import topic_rows, write_csv
 from core import DataConfig, InputError, load_task
 
 

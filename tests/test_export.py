@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core import InputError, RunDir
-from tests.conftest import run_cli, topic_rows, write_csv
+from helpers import run_cli, topic_rows, write_csv
 
 QUICK = ["--repeats", "3"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import topic_rows, write_csv
+from helpers import topic_rows, write_csv
 
 
 def snapshot(root: Path) -> dict:

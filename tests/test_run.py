@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import topic_rows, write_csv
+from helpers import topic_rows, write_csv
 
 
 @pytest.fixture

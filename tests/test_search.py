@@ -15,7 +15,7 @@ import pytest
 
 from core import InputError
 from search import SearchConfig, SearchSpace, parse_param
-from tests.conftest import topic_rows, write_csv
+from helpers import topic_rows, write_csv
 
 # Small, quick trials: one or two epochs, short inputs, the top two blocks at most.
 QUICK = {"epochs": "1:2", "max_length": "32", "unfrozen_layers": "0:2", "batch_size": "16"}
@@ -199,6 +199,7 @@ def test_a_nan_loss_fails_the_trial_with_its_reason(tmp_path, minilm, topic_task
     assert record["best"] is None and not (tmp_path / "best_model").exists()
 
 
+@pytest.mark.slow
 def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
 
     # A wide learning-rate range: some trials barely move from chance after an epoch.
@@ -275,6 +276,7 @@ def test_bad_search_input_exits_2_and_writes_nothing(tmp_path, topics_file, flag
     assert "Traceback" not in result.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path, topics_file):
     out = tmp_path / "run"
     result = cli("search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out),
@@ -287,6 +289,9 @@ def test_two_workers_share_one_sqlite_study(tmp_path, topics_file):
     assert "top" in result.stdout and (out / "best_model" / "trial.json").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("FINETUNE_ADVISOR_TEST_POSTGRES"),
                     reason="no PostgreSQL server: set FINETUNE_ADVISOR_TEST_POSTGRES=postgresql://… "
                            "(.ci/run starts one)")

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import TINY_CONFIGS
+from helpers import TINY_CONFIGS
 from core import FeatureCache, InputError, TrainConfig, TrainingError, load_backbone, load_classifier, train
 
 FAST = dict(epochs=2, batch_size=8, max_length=32)
