@@ -291,7 +291,6 @@ def test_two_workers_share_one_sqlite_study(tmp_path, topics_file):
 
 @pytest.mark.slow
 @pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("FINETUNE_ADVISOR_TEST_POSTGRES"),
                     reason="no PostgreSQL server: set FINETUNE_ADVISOR_TEST_POSTGRES=postgresql://… "
                            "(.ci/run starts one)")
