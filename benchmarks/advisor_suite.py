@@ -137,7 +137,8 @@ def main() -> None:
         for name, (path, dconfig) in build_tasks(Path(tmp)).items():
             task = load_task(path, dconfig)
             t0 = time.perf_counter()
-            advice = advise(backbone, task, AdvisorConfig(max_length=MAX_LENGTH, min_gain=MIN_GAIN), progress=False)
+            advice = advise(backbone, task, AdvisorConfig(max_length=MAX_LENGTH, min_gain=MIN_GAIN),
+                            progress=False).to_json()
             advisor_seconds = time.perf_counter() - t0
             measured = {}
             for k in (0, 1, 2, backbone.num_blocks):
@@ -146,7 +147,7 @@ def main() -> None:
                                      head_lr_multiplier=20 if k else 50)
                 result = train(backbone, task, config, progress=False)
                 measured[k] = {"accuracy": result.best_valid_accuracy, "seconds_per_epoch": result.epoch_seconds}
-            head = max(measured[0]["accuracy"], advice["probe"]["accuracy"])
+            head = measured[0]["accuracy"]  # a trained head, never the advisor's own probe
             fine_tune = max(measured[k]["accuracy"] for k in measured if k > 0)
             choice = measured_choice(advice["zero_shot"]["accuracy"], head, fine_tune, advice["chance_accuracy"])
             full_epoch = measured[backbone.num_blocks]["seconds_per_epoch"]

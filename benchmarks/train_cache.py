@@ -2,7 +2,8 @@
 
 demo:minilm on 600 training examples of demo:bbc-news (max length 128, 2 epochs): seconds per
 epoch (training + validation, cache building excluded and reported apart) for k = 0, 1, 2, 6
-unfrozen blocks, with and without the cache, and the validation accuracy of each. With k = 6 = L
+unfrozen blocks, with and without the cache, the ratio of whole runs with the cache's building
+included (what one trial gains when no earlier trial built it), and the validation accuracy. With k = 6 = L
 every block trains, so there is nothing to cache and both runs take the same path.
 
 Writes benchmarks/results/train_cache.json and prints a table.
@@ -53,8 +54,10 @@ def main() -> None:
                            "per_epoch": [h.seconds for h in result.history]}
             del result
         speedup = runs["off"]["seconds_per_epoch"] / runs["memory"]["seconds_per_epoch"]
+        # the whole run, building the cache included: what one training run (one trial) gains
+        with_build = runs["off"]["total_seconds"] / runs["memory"]["total_seconds"]
         rows.append({"unfrozen_layers": k, "cached": runs["memory"], "uncached": runs["off"],
-                     "speedup_per_epoch": speedup,
+                     "speedup_per_epoch": speedup, "speedup_with_cache_build": with_build,
                      "accuracy_difference": runs["memory"]["valid_accuracy"] - runs["off"]["valid_accuracy"]})
         print_row(rows[-1], flush=True)
 
@@ -72,11 +75,11 @@ def print_row(row: dict, flush: bool = False) -> None:
     if row["unfrozen_layers"] == 0 or not hasattr(print_row, "header"):
         print_row.header = True
         print(f"{'k':>2} {'cached s/epoch':>15} {'plain s/epoch':>14} {'speed-up':>9} {'cache build s':>14} "
-              f"{'acc cached':>11} {'acc plain':>10}")
+              f"{'with build':>11} {'acc cached':>11} {'acc plain':>10}")
     c, u = row["cached"], row["uncached"]
     print(f"{row['unfrozen_layers']:>2} {c['seconds_per_epoch']:>15.2f} {u['seconds_per_epoch']:>14.2f} "
-          f"{row['speedup_per_epoch']:>8.2f}x {c['cache_seconds']:>14.2f} {c['valid_accuracy']:>11.3f} "
-          f"{u['valid_accuracy']:>10.3f}", flush=flush)
+          f"{row['speedup_per_epoch']:>8.2f}x {c['cache_seconds']:>14.2f} {row['speedup_with_cache_build']:>10.2f}x "
+          f"{c['valid_accuracy']:>11.3f} {u['valid_accuracy']:>10.3f}", flush=flush)
 
 
 if __name__ == "__main__":
