@@ -25,20 +25,9 @@ def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tupl
         (validation accuracy, chosen C). C is searched over 10^-3..10^2 by stratified k-fold on
         the training rows (k = min(5, smallest class count), at least 2).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from core import fit_probe
 
-    folds = max(2, min(5, int(np.bincount(train_y).min())))
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    if np.bincount(train_y).min() >= 2:
-        search = GridSearchCV(pipe, {"logisticregression__C": np.logspace(-3, 2, 6)},
-                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1)
-        search.fit(train_x, train_y)
-        model, c = search.best_estimator_, float(search.best_params_["logisticregression__C"])
-    else:  # a class with one row: no cross-validation possible, use the default C
-        model, c = pipe.fit(train_x, train_y), 1.0
+    model, c = fit_probe(train_x, train_y, seed=seed)
     return float(model.score(valid_x, valid_y)), c
 
 

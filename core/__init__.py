@@ -13,6 +13,7 @@ from importlib import import_module
 from ._arch import ARCHITECTURES, ArchSpec, arch_for
 from ._data import DataConfig, Split, TaskData, load_task, stratified_indices
 from ._errors import InputError
+from ._head import fit_probe, fold_probe
 from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR,
                        EXPORT_FILE, FAIL_REASON, RUN_FILE, SEARCH_FILE, STUDY_FILE, AdviceRecord, ExportRecord,
                        SearchRecord, sqlite_url)
@@ -27,12 +28,12 @@ _LAZY = {
     "Classifier": "_model", "load_classifier": "_model",
     "ExportSource": "_export_source", "load_export_source": "_export_source",
     "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
-    "train": "_train",
+    "train": "_train", "set_head": "_train",
     "resolve_device": "_device", "release_memory": "_device", "set_threads": "_device", "gpu_count": "_device",
     "is_out_of_memory": "_device",
 }
 
-__all__ = ["AdviceRecord", "SearchRecord", "ExportRecord", "sqlite_url", "ADVICE_FILE", "BEST_MODEL_DIR",
+__all__ = ["fit_probe", "fold_probe", "AdviceRecord", "SearchRecord", "ExportRecord", "sqlite_url", "ADVICE_FILE", "BEST_MODEL_DIR",
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
            "stratified_indices", "InputError", "RunDir", "atomic_folder", "check_replaceable", "check_writable",

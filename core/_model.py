@@ -101,11 +101,15 @@ class Classifier(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = self.encoder.config
+        before = config.id2label, config.label2id  # the encoder may be a shared backbone's: restore after
         config.id2label = dict(enumerate(self.labels))
         config.label2id = {label: i for i, label in enumerate(self.labels)}
-        with quiet_transformers():
-            self.encoder.save_pretrained(path)
-            self.tokenizer.save_pretrained(path)
+        try:
+            with quiet_transformers():
+                self.encoder.save_pretrained(path)
+                self.tokenizer.save_pretrained(path)
+        finally:
+            config.id2label, config.label2id = before
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(path / HEAD_FILE))
         (path / LABELS_FILE).write_text(json.dumps(

@@ -239,7 +239,7 @@ def _build_model(backbone: Backbone, task, config: TrainConfig, head_init) -> Cl
     model = Classifier(backbone, task.num_labels, dropout=config.head_dropout, model=copy.deepcopy(backbone.model))
     model.labels, model.max_length = list(task.labels), min(config.max_length, backbone.max_positions)
     if head_init is not None:
-        _set_head(model.head, *head_init)
+        set_head(model.head, *head_init)
     return model
 
 
@@ -319,7 +319,8 @@ def _restore(model: Classifier, best_state) -> None:
     model.eval()
 
 
-def _set_head(head: torch.nn.Linear, weight, bias) -> None:
+def set_head(head: torch.nn.Linear, weight, bias) -> None:
+    """Copy (weight [num_labels, hidden], bias [num_labels]) into a linear head."""
     weight, bias = torch.as_tensor(np.asarray(weight, np.float32)), torch.as_tensor(np.asarray(bias, np.float32))
     if weight.shape != head.weight.shape or bias.shape != head.bias.shape:
         raise ValueError(f"head_init has shapes {tuple(weight.shape)} and {tuple(bias.shape)}; this head needs "

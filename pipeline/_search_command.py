@@ -51,6 +51,9 @@ def register(sub) -> None:
     g.add_argument("--space-file", metavar="FILE", help='JSON {"NAME": "VALUE", …} of overrides')
     g.add_argument("--pruner", choices=PRUNERS, default="hyperband", help="default: hyperband")
     g.add_argument("--no-advice", action="store_true", help="ignore RUN/advice.json")
+    g.add_argument("--head-search", action="store_true",
+                   help="when only a head trains (unfrozen_layers=0), search its hyperparameters with trials "
+                        "instead of fitting it once in closed form")
     g = p.add_argument_group("storage and workers")
     g.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///RUN/study.db)")
     g.add_argument("--study", default="search", help="study name in the storage (default: search)")
@@ -102,7 +105,7 @@ def run(args) -> int:
                           pruner=args.pruner, workers=args.workers, space=overrides, use_advice=not args.no_advice,
                           seed=args.seed, device=args.device, cache=args.cache, cache_gb=args.cache_gb,
                           cache_disk_gb=args.cache_disk_gb,
-                          heartbeat=args.heartbeat)
+                          heartbeat=args.heartbeat, head_search=args.head_search)
     for name, value in overrides.items():  # names, syntax and ranges checked before anything loads
         parse_param(name, value)
     RunDir(args.out).check()

@@ -33,6 +33,7 @@ CACHES = ("auto", "memory", "disk", "off")
 BEST_MODEL = BEST_MODEL_DIR
 INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C / SIGINT
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after an interrupt
+CLOSED_FORM = "closed-form logistic regression"  # the `method` of a head fitted without trials
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class SearchConfig:
         heartbeat: seconds between a running trial's heartbeats; a trial silent for 5 heartbeats
             is taken as killed and run again.
         patience: epochs without improvement before a trial stops early.
+        head_search: when unfrozen_layers is fixed at 0 (a head-only advice, or the user's
+            space), search the head's hyperparameters with trials; by default the head is
+            fitted once, in closed form (logistic regression on all frozen features, C by
+            cross-validation), which is what those trials approach.
     """
 
     trials: int = DEFAULT_TRIALS
@@ -79,6 +84,7 @@ class SearchConfig:
     cache_disk_gb: float = 10.0
     heartbeat: int = 30
     patience: int = 2
+    head_search: bool = False
 
     def __post_init__(self):
         InputError.check([
@@ -157,6 +163,14 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     if done:
         log(f"resuming study '{config.study}': {done} of {config.trials} trials already finished")
 
+    if space["unfrozen_layers"].fixed == 0 and not config.head_search:
+        if not any(t.user_attrs.get("method") == CLOSED_FORM for t in study.get_trials(deepcopy=False)
+                   if t.state.name == "COMPLETE"):
+            _closed_form_head(backbone, task, study, space, config, run_dir, log, progress)
+        record = search_record(study, space, config, url, run_dir, 0.0)
+        record.write(run_dir.path)
+        return record
+
     job = _Job(model_ref or backbone.source, data_ref or task.source, data_config, task.fingerprint, url,
                space.to_dict(), config, str(run_dir.path), device=config.device)
     t0 = time.perf_counter()
@@ -177,6 +191,45 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
     record.write(run_dir.path)
     return record
+
+
+def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchConfig, run_dir: RunDir, log,
+                      progress: bool) -> None:
+    """Head-only in closed form: the frozen model's pooled features of every training row, a
+    logistic-regression head with C by cross-validation (core.fit_probe) folded into the linear
+    head, RUN/best_model written from it, and one trial in the study with its validation accuracy.
+
+    The length is the space's (its choice nearest the default 128 tokens when several)."""
+    import numpy as np
+    import optuna
+
+    from core import Classifier, FeatureCache, TrainConfig, fit_probe, fold_probe, set_head
+
+    t0 = time.perf_counter()
+    length = _clip({}, space).get("max_length", space["max_length"].fixed)
+    log(f"head-only: fitting the head in closed form on the frozen features of {len(task.train)} training rows "
+        f"({length} tokens); --head-search searches its hyperparameters with trials instead")
+    cache = FeatureCache()
+    features = {s: cache.features(backbone, getattr(task, s), start=backbone.num_blocks, max_length=length,
+                                  progress=progress).numpy() for s in ("train", "valid")}
+    pipe, c = fit_probe(features["train"], task.train.labels, seed=config.seed)
+    weight, bias = fold_probe(pipe, task.num_labels)
+    accuracy = float(np.mean((features["valid"] @ weight.T + bias).argmax(1) == task.valid.labels))
+    searched = {p.name: p for p in space.params if p.fixed is None}
+    params = {"max_length": length} if "max_length" in searched else {}
+    distributions = {name: optuna.distributions.CategoricalDistribution(list(searched[name].choices))
+                     for name in params}
+    seconds = time.perf_counter() - t0
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions=distributions, value=accuracy,
+        user_attrs={"method": CLOSED_FORM, "C": c, "seconds": seconds, "worker": 0}))
+    number = max(t.number for t in study.get_trials(deepcopy=False))
+    model = Classifier(backbone, task.num_labels, dropout=0.0)
+    set_head(model.head, weight, bias)
+    model.labels, model.max_length = list(task.labels), min(length, backbone.max_positions)
+    keep_if_best(run_dir, config.study, number, accuracy,
+                 {**asdict(TrainConfig(unfrozen_layers=0, max_length=length)), "method": CLOSED_FORM, "C": c}, model)
+    log(f"head-only: validation accuracy {accuracy:.4f} (C = {c:g}) in {seconds:.0f} s")
 
 
 def model_identity(backbone) -> str:

@@ -424,11 +424,11 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
             pytest.fail("the search never reached a running second trial")
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "Run the same command again to resume" in err
+    assert "Traceback" not in err and "Run the same command again to resume" in out + err
     record = json_of(out / "search.json")
     interrupted = [t for t in record["trials"] if t.get("interrupted")]
     assert len(interrupted) == 1 and interrupted[0]["state"] == "FAIL"
@@ -442,3 +442,35 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
     assert len(retry) == 1 and retry[0]["state"] == "COMPLETE"
     assert {k: v for k, v in retry[0]["params"].items()} == interrupted[0]["params"]
     assert after["finished"] == 3
+
+
+def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic_task):
+    """unfrozen_layers fixed at 0: the head is the cross-validated probe on all frozen features,
+    best_model reproduces its accuracy, the study holds one trial, and a rerun does not refit."""
+    from core import FeatureCache, fit_probe, load_classifier
+
+    space = {"unfrozen_layers": "0", "max_length": "32"}
+    lines = []
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=5, space=space), progress=False,
+                         log=lines.append)
+    (trial,) = record["trials"]
+    assert trial["state"] == "COMPLETE" and record["best"]["number"] == trial["number"]
+    cache = FeatureCache()
+    x = {s: cache.features(minilm, getattr(topic_task, s), start=minilm.num_blocks, max_length=32,
+                           progress=False).numpy() for s in ("train", "valid")}
+    pipe, _ = fit_probe(x["train"], topic_task.train.labels)
+    assert trial["value"] == pytest.approx(pipe.score(x["valid"], topic_task.valid.labels))  # the probe, exactly
+    model = load_classifier(tmp_path / "best_model")
+    reloaded = (model.predict_proba(topic_task.valid.texts).argmax(1) == topic_task.valid.labels).mean()
+    assert reloaded == pytest.approx(trial["value"])
+    assert any("closed form" in line for line in lines)
+    again = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=5, space=space), progress=False,
+                        log=lambda s: None)
+    assert len(again["trials"]) == 1
+
+
+def test_head_search_runs_trials_when_asked(tmp_path, minilm, topic_task):
+    space = {"unfrozen_layers": "0", "max_length": "32", "epochs": "1", "batch_size": "16"}
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space, head_search=True,
+                                                                    pruner="none"), progress=False, log=lambda s: None)
+    assert len(record["trials"]) == 2 and all(t["params"]["unfrozen_layers"] == 0 for t in record["trials"])
