@@ -308,6 +308,23 @@ def test_two_workers_on_postgresql(tmp_path, topics_file):
     assert json_of(out / "search.json")["storage"].startswith("postgresql")
 
 
+def wait_for_a_running_second_trial(url: str, timeout: float = 300) -> None:
+    """Poll the study until a trial has completed and the next one is running."""
+    from optuna.trial import TrialState
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            states = [t.state for t in trials_of(url)]
+        except Exception:  # the study does not exist yet
+            continue
+        if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+            return
+    pytest.fail("the search never reached a running second trial")
+
+
+@pytest.mark.slow
 def test_a_search_killed_mid_trial_resumes_and_retries_it(tmp_path, topics_file):
     """kill -9 during a trial; the same command again keeps finished trials, retries the killed one
     with the same parameters, and reaches the total."""
@@ -320,19 +337,8 @@ def test_a_search_killed_mid_trial_resumes_and_retries_it(tmp_path, topics_file)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
     url = f"sqlite:///{out / 'study.db'}"
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline:
-            time.sleep(0.2)
-            try:
-                trials = trials_of(url)
-            except Exception:  # the study does not exist yet
-                continue
-            states = [t.state for t in trials]
-            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
-                break
-        else:
-            pytest.fail("the search never reached a running second trial")
+        wait_for_a_running_second_trial(url)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
@@ -410,18 +416,8 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
     url = f"sqlite:///{out / 'study.db'}"
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline:
-            time.sleep(0.2)
-            try:
-                states = [t.state for t in trials_of(url)]
-            except Exception:
-                continue
-            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
-                break
-        else:
-            pytest.fail("the search never reached a running second trial")
+        wait_for_a_running_second_trial(url)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
