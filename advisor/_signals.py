@@ -42,35 +42,17 @@ def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
 
 
 def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray, np.ndarray]:
-    """A linear head equal to a fitted probe, for a classifier's head to start from (LP-FT).
-
-    The probe is logistic regression on centred features under one global scale,
-    z = W (x - mu) / s + b with s = sqrt(mean_j var(x_j)), folded into one linear map on the raw
-    features: W' = W / s, b' = b - W' mu. One scale for every feature, not one per feature as
-    in `probe_accuracy`: dividing by a nearly constant feature's tiny std would give the head
-    huge weights that any change of that feature during fine-tuning (or head dropout) blows up.
-    A binary probe has one row w (log-odds of class 1); the softmax over [-w/2, +w/2] gives the
-    same probabilities. Classes absent from the training rows get a row of zeros and a bias of
-    -1e4 (never predicted). (Kumar et al., "Fine-Tuning can Distort Pretrained Features and
-    Underperform Out-of-Distribution", ICLR 2022: linear probing, then fine-tuning from that head.)
+    """A linear head equal to a probe fitted with C = `c`, for the pilot to start from (LP-FT:
+    Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
+    ICLR 2022: linear probing, then fine-tuning from that head). The fit and its folding into the
+    head are `core.fit_head`'s (one global feature scale, so the head stays well-conditioned).
 
     Returns:
         (weight [num_labels, hidden], bias [num_labels]).
     """
-    from sklearn.linear_model import LogisticRegression
+    from core import fit_head
 
-    mu = train_x.mean(0)
-    scale = float(np.sqrt(train_x.var(0).mean())) or 1.0
-    z = (train_x - mu) / scale
-    lr = LogisticRegression(C=c, max_iter=2000).fit(z, train_y)
-    coef, intercept = lr.coef_, lr.intercept_
-    if len(lr.classes_) == 2:
-        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]
-    weight = np.zeros((num_labels, train_x.shape[1]), np.float32)
-    bias = np.full(num_labels, -1e4, np.float32)
-    folded = coef / scale
-    weight[lr.classes_] = folded
-    bias[lr.classes_] = intercept - folded @ mu
+    weight, bias, _ = fit_head(train_x, train_y, num_labels, c=c)
     return weight, bias
 
 

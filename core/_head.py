@@ -1,9 +1,9 @@
-"""A linear head fitted in closed form on frozen features: the probe that head-only training is.
+"""Linear heads fitted in closed form on frozen features.
 
-Logistic regression on standardised features with C chosen by cross-validation (the advisor's
-probe), then folded into one linear map on the raw pooled features, so the head of a saved
-`Classifier` gives exactly the probe's predictions. No gradient steps, no epochs: seconds where
-a search over a head's learning rate spends minutes to reach the same place.
+`fit_probe` is the advisor's probe (logistic regression on standardised features, C by
+cross-validation). `fit_head` fits the same kind of model as a head a `Classifier` can carry:
+folded into one well-conditioned linear map on the raw pooled features. No gradient steps, no
+epochs: one fit where a search over a head's learning rate spends minutes to get to the same place.
 """
 
 from __future__ import annotations
@@ -38,23 +38,42 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, *, seed: int = 0):
     return pipe.fit(train_x, train_y), 1.0
 
 
-def fold_probe(pipe, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fitted probe as one linear map on raw features: W' = W / sigma, b' = b - W' mu.
+def fit_head(train_x: np.ndarray, train_y: np.ndarray, num_labels: int, *, c: float | None = None,
+             seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """A linear head on raw pooled features: logistic regression on centred features under one
+    global scale, folded into one linear map.
 
-    A binary probe has one row w (log-odds of class 1): [-w/2, +w/2] gives the same softmax.
-    Classes absent from the training rows get zeros and a bias of -1e4 (never predicted).
+    z = (x - mu) / s with s = sqrt(mean_j var(x_j)); p(y | x) = softmax(W z + b); folded:
+    W' = W / s, b' = b - W' mu. One scale for every feature, not one per feature as in
+    `fit_probe`: a feature that is nearly constant would be divided by a tiny deviation, and the
+    head would carry weights of 1e30 that any change of that feature, int8 rounding or further
+    training blows up. C is `c`, or chosen by stratified k-fold over C_GRID as in `fit_probe`.
+    A binary model has one row w (log-odds of class 1): [-w/2, +w/2] gives the same softmax.
+    Classes absent from the training rows get a row of zeros and a bias of -1e4 (never predicted).
 
     Returns:
-        (weight [num_labels, hidden], bias [num_labels]) as float32.
+        (weight [num_labels, hidden], bias [num_labels]) as float32, and C.
     """
-    scaler, lr = pipe[0], pipe[-1]
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    mu = train_x.mean(0)
+    scale = float(np.sqrt(train_x.var(0).mean())) or 1.0
+    z = (train_x - mu) / scale
+    smallest = int(np.bincount(train_y).min())
+    if c is None and smallest >= 2:
+        search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": C_GRID}, n_jobs=1,
+                              cv=StratifiedKFold(max(2, min(5, smallest)), shuffle=True, random_state=seed))
+        lr, c = search.fit(z, train_y).best_estimator_, float(search.best_params_["C"])
+    else:
+        c = 1.0 if c is None else c
+        lr = LogisticRegression(C=c, max_iter=2000).fit(z, train_y)
     coef, intercept = lr.coef_, lr.intercept_
     if len(lr.classes_) == 2:
         coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]
-    sigma = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    folded = coef / sigma
-    weight = np.zeros((num_labels, coef.shape[1]), np.float32)
+    weight = np.zeros((num_labels, train_x.shape[1]), np.float32)
     bias = np.full(num_labels, -1e4, np.float32)
+    folded = coef / scale
     weight[lr.classes_] = folded
-    bias[lr.classes_] = intercept - folded @ scaler.mean_
-    return weight, bias
+    bias[lr.classes_] = intercept - folded @ mu
+    return weight, bias, c

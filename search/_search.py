@@ -196,14 +196,14 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
 def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchConfig, run_dir: RunDir, log,
                       progress: bool) -> None:
     """Head-only in closed form: the frozen model's pooled features of every training row, a
-    logistic-regression head with C by cross-validation (core.fit_probe) folded into the linear
+    logistic-regression head with C by cross-validation (core.fit_head) folded into the linear
     head, RUN/best_model written from it, and one trial in the study with its validation accuracy.
 
     The length is the space's (its choice nearest the default 128 tokens when several)."""
     import numpy as np
     import optuna
 
-    from core import Classifier, FeatureCache, TrainConfig, fit_probe, fold_probe, set_head
+    from core import Classifier, FeatureCache, TrainConfig, fit_head, set_head
 
     t0 = time.perf_counter()
     length = _clip({}, space).get("max_length", space["max_length"].fixed)
@@ -212,8 +212,7 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
     cache = FeatureCache()
     features = {s: cache.features(backbone, getattr(task, s), start=backbone.num_blocks, max_length=length,
                                   progress=progress).numpy() for s in ("train", "valid")}
-    pipe, c = fit_probe(features["train"], task.train.labels, seed=config.seed)
-    weight, bias = fold_probe(pipe, task.num_labels)
+    weight, bias, c = fit_head(features["train"], task.train.labels, task.num_labels, seed=config.seed)
     accuracy = float(np.mean((features["valid"] @ weight.T + bias).argmax(1) == task.valid.labels))
     searched = {p.name: p for p in space.params if p.fixed is None}
     params = {"max_length": length} if "max_length" in searched else {}

@@ -89,3 +89,17 @@ def test_probe_head_gives_the_probe_s_probabilities_on_raw_features(blobs, class
     assert probe.score(z, y) > 0.95
     # one scale for all features: the head's weights stay in proportion to the features' scales
     assert np.abs(weight).max() < 1.0
+
+
+def test_a_closed_form_head_separates_and_stays_well_conditioned():
+    """Two Gaussian blobs (known answer: separable) plus a feature constant up to 1e-12 noise: the
+    folded head classifies every row and carries no huge weight for the near-constant feature."""
+    from core import fit_head
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    x = rng.normal(size=(120, 8)) + 6 * np.eye(8)[y]
+    x[:, 7] = 3.0 + 1e-12 * rng.normal(size=120)
+    weight, bias, c = fit_head(x, y, 3)
+    assert np.mean((x @ weight.T + bias).argmax(1) == y) == 1.0
+    assert np.abs(weight).max() < 100 and c in np.logspace(-3, 2, 6)

@@ -441,8 +441,8 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
 
 
 def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic_task):
-    """unfrozen_layers fixed at 0: the head is the cross-validated probe on all frozen features,
-    best_model reproduces its accuracy, the study holds one trial, and a rerun does not refit."""
+    """unfrozen_layers fixed at 0: the head is a cross-validated logistic regression on all frozen
+    features, best_model reproduces its accuracy, the study holds one trial, a rerun does not refit."""
     from core import FeatureCache, fit_probe, load_classifier
 
     space = {"unfrozen_layers": "0", "max_length": "32"}
@@ -455,8 +455,9 @@ def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic
     x = {s: cache.features(minilm, getattr(topic_task, s), start=minilm.num_blocks, max_length=32,
                            progress=False).numpy() for s in ("train", "valid")}
     pipe, _ = fit_probe(x["train"], topic_task.train.labels)
-    assert trial["value"] == pytest.approx(pipe.score(x["valid"], topic_task.valid.labels))  # the probe, exactly
+    assert trial["value"] >= pipe.score(x["valid"], topic_task.valid.labels) - 0.05  # as good as the probe
     model = load_classifier(tmp_path / "best_model")
+    assert model.head.weight.abs().max() < 100  # well-conditioned: int8 rounding cannot blow it up
     reloaded = (model.predict_proba(topic_task.valid.texts).argmax(1) == topic_task.valid.labels).mean()
     assert reloaded == pytest.approx(trial["value"])
     assert any("closed form" in line for line in lines)
