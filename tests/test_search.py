@@ -420,11 +420,11 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
         wait_for_a_running_second_trial(url)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        stdout, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "Run the same command again to resume" in out + err
+    assert "Traceback" not in err and "Run the same command again to resume" in stdout + err
     record = json_of(out / "search.json")
     interrupted = [t for t in record["trials"] if t.get("interrupted")]
     assert len(interrupted) == 1 and interrupted[0]["state"] == "FAIL"

@@ -1,0 +1,80 @@
+"""Benchmark: a head-only search, in closed form against trials, side by side in one run.
+
+The same search on the same data, space and model: demo:minilm on demo:bbc-news (the default
+split), unfrozen_layers fixed at 0, max length 128. One side fits the head once in closed form
+(the default: logistic regression on all frozen features, C by cross-validation); the other
+runs `--head-search` trials over the head's hyperparameters (learning rate, head multiplier,
+batch size, epochs, weight decay, warm-up; Hyperband pruning), `--trials` of them. Both sides
+start from an empty feature cache, so both pay the one forward pass over the data. Reported:
+seconds, best validation accuracy, and the advisor's probe accuracy on the same data as the
+reference (issue target: closed form >= probe - 0.005 and <= 30 s).
+
+Writes benchmarks/results/head_only.json and prints the comparison.
+
+    python benchmarks/head_only.py [--trials 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "head_only.json"
+
+
+def main() -> None:
+    from advisor._signals import probe_accuracy
+    from search import SearchConfig, search
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--max-length", type=int, default=128)
+    args = parser.parse_args()
+
+    task = load_task("demo:bbc-news")
+    backbone = load_backbone("demo:minilm")
+    space = {"unfrozen_layers": "0", "max_length": str(args.max_length)}
+    sides = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, head_search in (("closed_form", False), ("trials", True)):
+            config = SearchConfig(trials=args.trials, space=space, head_search=head_search, use_advice=False)
+            t0 = time.perf_counter()
+            record = search(backbone, task, Path(tmp) / name, config, progress=False, log=lambda s: None)
+            sides[name] = {"seconds": time.perf_counter() - t0, "best_accuracy": record.best["value"],
+                           "trials": len(record.trials)}
+            print(f"{name:<12} {sides[name]['seconds']:7.1f} s  best accuracy {record.best['value']:.4f}  "
+                  f"({len(record.trials)} trial(s))", flush=True)
+        # the advisor's probe (per-feature standardisation, C by CV) on the same pooled features
+        from core import FeatureCache
+
+        cache = FeatureCache()
+        x = {s: cache.features(backbone, getattr(task, s), start=backbone.num_blocks, max_length=args.max_length,
+                               progress=False).numpy() for s in ("train", "valid")}
+        probe, _ = probe_accuracy(x["train"], task.train.labels, x["valid"], task.valid.labels)
+    summary = {"speedup": sides["trials"]["seconds"] / sides["closed_form"]["seconds"],
+               "accuracy_closed_form_minus_trials": sides["closed_form"]["best_accuracy"]
+               - sides["trials"]["best_accuracy"],
+               "accuracy_closed_form_minus_probe": sides["closed_form"]["best_accuracy"] - probe}
+    print(f"closed form: {summary['speedup']:.1f}x sooner than {args.trials} trials, accuracy "
+          f"{summary['accuracy_closed_form_minus_trials']:+.4f} against them, {summary['accuracy_closed_form_minus_probe']:+.4f} "
+          f"against the probe ({probe:.4f})")
+    write_json_atomic(RESULTS, {
+        "benchmark": "head_only", "model": "demo:minilm", "data": "demo:bbc-news", "train_rows": len(task.train),
+        "valid_rows": len(task.valid), "max_length": args.max_length, "trials": args.trials, "sides": sides,
+        "probe_accuracy": probe, "summary": summary,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "versions": library_versions(),
+        "target": "closed form: search stage <= 30 s, accuracy >= probe - 0.005"})
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
