@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ._arch import ArchSpec, arch_for
-from ._errors import InputError
+from ._errors import InputError, first_line
 
 DEMO_MODELS = ("demo:minilm",)
 POOLINGS = ("mean", "cls", "max")
@@ -253,14 +253,15 @@ def max_positions(config, tokenizer) -> int:
     return int(min(limit, getattr(tokenizer, "model_max_length", limit) or limit))
 
 
-def _load_error(label: str, error: Exception) -> InputError:
-    """The InputError for a model that failed to load; says so plainly when it needs its own code."""
+def _load_error(label: str, error: Exception, hint: str = "") -> InputError:
+    """The InputError for a model that failed to load; says so plainly when it needs its own code,
+    else gives the reason and `hint`."""
     text = str(error)
     if "trust_remote_code" in text or "custom code" in text:
         return InputError(f"{label} ships its own Python code, which finetune-advisor does not run (transformers' "
                           "trust_remote_code is off). Pick a model whose architecture transformers implements, or, "
                           "if you have read that code and trust it, load it in Python with trust_remote_code=True.")
-    return InputError(f"{label} could not be loaded: {_first_line(error)}.")
+    return InputError(f"{label} could not be loaded: {first_line(error)}.{hint}")
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False, label: str | None = None):
@@ -351,10 +352,7 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as e:
-        error = _load_error(label, e)
-        if "trust_remote_code" not in str(e) and "custom code" not in str(e):
-            error = InputError(f"{error} Give a local model folder, or check the model id and your network.")
-        raise error from None
+        raise _load_error(label, e, " Give a local model folder, or check the model id and your network.") from None
     arch = arch_for(config.model_type)
     if pooling is not None and pooling not in POOLINGS:
         raise InputError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
@@ -429,7 +427,3 @@ def _saved_pooling(source: str) -> str | None:
             return name
     return None
 
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0].rstrip(".")

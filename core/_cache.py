@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ._backbone import Backbone, Encoded, pool
+from ._errors import first_line
 
 DISK_GB = 10.0  # default bound of the disk cache, in GiB
 
@@ -102,7 +103,7 @@ class FeatureCache:
             problem = _shape_problem(value, encoded.lengths, backbone.hidden_size,
                                      pooled=start == backbone.num_blocks)
         except Exception as e:
-            problem = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            problem = f"{type(e).__name__}: {first_line(e)}"
         if problem:
             self.log(f"warning: cached features '{file}' cannot be used ({problem[:200]}); "
                      "removed, computing them again")

@@ -224,10 +224,9 @@ def _read_rows(source, config, problems, role="data"):
     for column in dict.fromkeys(c for c in (text_col, pair_col, label_col) if c):
         nested = [i + 1 for i, v in enumerate(frame[column]) if isinstance(v, (list, dict, tuple))]
         if nested:
-            shown = ", ".join(map(str, nested[:_SHOW_ROWS])) + (", …" if len(nested) > _SHOW_ROWS else "")
             kind = type(frame[column].iloc[nested[0] - 1]).__name__
             problems.append(f"{source}: '{column}' holds a {kind}, not a single value, in {len(nested)} row(s) "
-                            f"(data rows {shown}). Give one string (or number, for labels) per cell.")
+                            f"(data rows {_rows(nested)}). Give one string (or number, for labels) per cell.")
     if problems:
         return None
     texts = [_cell(v) for v in frame[text_col]]
@@ -235,21 +234,24 @@ def _read_rows(source, config, problems, role="data"):
     labels = [_cell(v) for v in frame[label_col]]
     missing = [i + 1 for i, v in enumerate(labels) if v.strip().lower() in MISSING_LABELS]
     if missing:
-        shown = ", ".join(map(str, missing[:_SHOW_ROWS])) + (", …" if len(missing) > _SHOW_ROWS else "")
         problems.append(f"{source}: {len(missing)} row(s) have the label '{labels[missing[0] - 1]}', which reads as a "
-                        f"missing value, not a class (data rows {shown}). Fill them in or drop those rows.")
+                        f"missing value, not a class (data rows {_rows(missing)}). Fill them in or drop those rows.")
     problems += _same_number_labels(source, labels)
     for column, values in ((text_col, texts), (pair_col, pairs), (label_col, labels)):
         if values is None:
             continue
         empty = [i + 1 for i, v in enumerate(values) if not v.strip()]
         if empty:
-            shown = ", ".join(map(str, empty[:_SHOW_ROWS])) + (", …" if len(empty) > _SHOW_ROWS else "")
             problems.append(f"{source}: {len(empty)} row(s) have an empty or missing '{column}' "
-                            f"(data rows {shown}; row 1 is the first row after the header). "
+                            f"(data rows {_rows(empty)}; row 1 is the first row after the header). "
                             "Fill them in or drop those rows.")
     rows = [(t, pairs[i] if pairs else None, labels[i]) for i, t in enumerate(texts)]
     return rows, text_col, label_col, pair_col
+
+
+def _rows(numbers: list[int]) -> str:
+    """Row numbers for a message: the first few, then an ellipsis."""
+    return ", ".join(map(str, numbers[:_SHOW_ROWS])) + (", …" if len(numbers) > _SHOW_ROWS else "")
 
 
 def _read_table(source, role, problems):

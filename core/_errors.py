@@ -30,6 +30,12 @@ class InputError(ValueError):
             raise cls(problems)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), without a final period."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0].rstrip(".")
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     lowered = {c.lower(): c for c in choices}

@@ -24,18 +24,26 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, *, seed: int = 0):
         (fitted sklearn pipeline StandardScaler -> LogisticRegression, chosen C).
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    smallest = int(np.bincount(train_y).min()) if len(train_y) else 0
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    if smallest >= 2:
-        search = GridSearchCV(pipe, {"logisticregression__C": C_GRID},
-                              cv=StratifiedKFold(max(2, min(5, smallest)), shuffle=True, random_state=seed), n_jobs=1)
-        search.fit(train_x, train_y)
-        return search.best_estimator_, float(search.best_params_["logisticregression__C"])
-    return pipe.fit(train_x, train_y), 1.0
+    return _fit_with_c(pipe, "logisticregression__C", train_x, train_y, None, seed)
+
+
+def _fit_with_c(estimator, param: str, x, y, c: float | None, seed: int):
+    """(`estimator` fitted with C = `c`, or with the C of C_GRID that stratified k-fold prefers,
+    k = min(5, smallest class count); C = 1 when a class has a single row; the C used)."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    smallest = int(np.bincount(y).min()) if len(y) else 0
+    if c is None and smallest >= 2:
+        search = GridSearchCV(estimator, {param: C_GRID}, n_jobs=1,
+                              cv=StratifiedKFold(max(2, min(5, smallest)), shuffle=True, random_state=seed))
+        search.fit(x, y)
+        return search.best_estimator_, float(search.best_params_[param])
+    c = 1.0 if c is None else c
+    return estimator.set_params(**{param: c}).fit(x, y), c
 
 
 def fit_head(train_x: np.ndarray, train_y: np.ndarray, num_labels: int, *, c: float | None = None,
@@ -55,19 +63,10 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, num_labels: int, *, c: fl
         (weight [num_labels, hidden], bias [num_labels]) as float32, and C.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     mu = train_x.mean(0)
     scale = float(np.sqrt(train_x.var(0).mean())) or 1.0
-    z = (train_x - mu) / scale
-    smallest = int(np.bincount(train_y).min())
-    if c is None and smallest >= 2:
-        search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": C_GRID}, n_jobs=1,
-                              cv=StratifiedKFold(max(2, min(5, smallest)), shuffle=True, random_state=seed))
-        lr, c = search.fit(z, train_y).best_estimator_, float(search.best_params_["C"])
-    else:
-        c = 1.0 if c is None else c
-        lr = LogisticRegression(C=c, max_iter=2000).fit(z, train_y)
+    lr, c = _fit_with_c(LogisticRegression(max_iter=2000), "C", (train_x - mu) / scale, train_y, c, seed)
     coef, intercept = lr.coef_, lr.intercept_
     if len(lr.classes_) == 2:
         coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ._backbone import POOLINGS, Backbone, pool, quiet_transformers, tokenize
-from ._errors import InputError
+from ._errors import InputError, first_line
 from ._rundir import read_json
 
 LABELS_FILE = "labels.json"
@@ -144,7 +144,7 @@ def load_classifier(path: str | Path, *, device=None) -> Classifier:
     try:
         head = load_file(str(path / HEAD_FILE))
     except Exception as e:
-        raise InputError(f"'{path / HEAD_FILE}' cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+        raise InputError(f"'{path / HEAD_FILE}' cannot be read ({first_line(e)}): "
                          "it is truncated or not a safetensors file. Run the search again.") from None
     weight = head.get("weight")
     if weight is None or weight.ndim != 2 or weight.shape[0] != len(labels):

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError
+from ._errors import InputError, first_line
 
 # Libraries whose versions go into run.json, read from package metadata (no import needed).
 _VERSIONED = ("finetune-advisor", "torch", "transformers", "tokenizers", "scikit-learn", "numpy",
@@ -162,17 +162,12 @@ def read_json(path: str | Path, *, expect: type | None = dict) -> Any:
     except FileNotFoundError:
         raise InputError(f"'{path}' does not exist.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"'{path}' is not a readable JSON record ({_first_line(e)}). "
+        raise InputError(f"'{path}' is not a readable JSON record ({first_line(e)}). "
                          "Remove it and run the command that writes it again.") from None
     if expect is not None and not isinstance(value, expect):
         raise InputError(f"'{path}' holds a JSON {type(value).__name__}, not the {expect.__name__} this "
                          "tool writes. Remove it and run the command that writes it again.")
     return value
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 # Query parameters of a database URL that carry a secret.
@@ -182,12 +177,9 @@ _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"]+)")
 
 def mask_url(url: str) -> str:
     """`url` with its password hidden, in the user part and in query parameters (`?password=`)."""
-    def hide_query(match):
-        return f"{match.group(1)}=***"
-
     masked = re.sub(r"(?<=://)([^/@\s:]*):([^/@\s]*)@", lambda m: f"{m.group(1)}:***@", url)
     keys = "|".join(_SECRET_KEYS)
-    return re.sub(rf"(?i)(?<=[?&;])({keys})=[^&;\s]*", hide_query, masked)
+    return re.sub(rf"(?i)(?<=[?&;])({keys})=[^&;\s]*", lambda m: f"{m.group(1)}=***", masked)
 
 
 def mask_secrets(value: Any) -> Any:

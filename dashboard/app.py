@@ -18,6 +18,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run dashboard/app.py` from a checkout
 
+from core import first_line  # noqa: E402
 from dashboard._runs import RunView, compare_rows, load_run, run_paths, trial_rows  # noqa: E402
 
 REFRESH_SECONDS = 5
@@ -75,8 +76,7 @@ def describe(error: Exception) -> str:
     """What is wrong, in words: a missing key is named as such."""
     if isinstance(error, KeyError):
         return f"it lacks the entry {error.args[0]!r}"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}"[:300]
+    return f"{type(error).__name__}: {first_line(error)}"[:300]
 
 
 # --------------------------------------------------------------------------- advice

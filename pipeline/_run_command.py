@@ -17,6 +17,8 @@ DEMO_MODEL, DEMO_DATA = "demo:minilm", "demo:bbc-news"
 
 
 def register(sub) -> None:
+    from core import DEFAULT_TRIALS
+
     p = sub.add_parser(
         "run", help="advise, search if advised, export: from data to a deployable model in one command",
         description="Run the whole chain in one run directory: advise; search when the advice is fine-tune (or "
@@ -34,8 +36,9 @@ def register(sub) -> None:
     add_data_arguments(p, required=False, data_help=f"data (default {DEMO_DATA})")
     p.add_argument("--out", metavar="RUN", required=True, help="run directory (created if missing)")
     g = p.add_argument_group("budget")
-    g.add_argument("--trials", type=int, help="search trials in total (default 20; the advisor's cost estimate "
-                                               "assumes the same number)")
+    g.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"search trials in total (default {DEFAULT_TRIALS}; the advisor's cost estimate assumes the "
+                        "same number)")
     g.add_argument("--timeout", type=float, metavar="S", help="stop starting search trials after S seconds")
     g.add_argument("--max-length", type=int, help="fix the input length in tokens (default: advisor 128, "
                                                    "search bounded by the data)")
@@ -55,7 +58,7 @@ def run(args) -> int:
     """Load the data and the model once, then advise, search (when advised) and export, each
     stage called as a function and writing its own record into the run directory."""
     from advisor import AdvisorConfig, advise, read_inputs
-    from core import (BEST_MODEL_DIR, DEFAULT_TRIALS, EXPORT_DIR, EXPORT_FILE, InputError, RunDir, check_replaceable,
+    from core import (BEST_MODEL_DIR, EXPORT_DIR, EXPORT_FILE, InputError, RunDir, check_replaceable,
                       load_backbone, load_task)
     from export import ExportConfig, ExportError, export
     from search import SearchConfig, check_storage, search, storage_url
@@ -65,7 +68,7 @@ def run(args) -> int:
     from ._export_command import format_export
     from ._search_command import format_trials
 
-    trials = DEFAULT_TRIALS if args.trials is None else args.trials
+    trials = args.trials
     InputError.check([(trials >= 1, f"--trials {trials} must be >= 1."),
                       (args.max_length is None or args.max_length >= 8,
                        f"--max-length {args.max_length} must be >= 8 tokens.")])

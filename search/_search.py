@@ -21,16 +21,15 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from core import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DEFAULT_TRIALS, AdviceRecord, InputError, RunDir,
-                  SearchRecord, atomic_folder, clean_stale_temp, read_json, write_json_atomic)
+from core import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DEFAULT_TRIALS, SEARCH_FILE, AdviceRecord, InputError,
+                  RunDir, SearchRecord, atomic_folder, clean_stale_temp, mask_url, read_json, write_json_atomic)
 
 from ._space import SearchSpace
-from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study, safe_url,
+from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study,
                      storage_url)
 
 PRUNERS = ("hyperband", "median", "none")
 CACHES = ("auto", "memory", "disk", "off")
-BEST_MODEL = BEST_MODEL_DIR
 INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C / SIGINT
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after an interrupt
 CLOSED_FORM = "closed-form logistic regression"  # the `method` of a head fitted without trials
@@ -144,7 +143,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     run_dir = RunDir(run_dir)
     if config.workers > 1 and (model_ref is None or data_ref is None):
         raise InputError("workers > 1 needs model_ref and data_ref, so each worker process can load them.")
-    clean_stale_temp(run_dir.file(BEST_MODEL))  # left by a process killed while saving
+    clean_stale_temp(run_dir.file(BEST_MODEL_DIR))  # left by a process killed while saving
     overrides, first_params, notes = _advice(run_dir, task, backbone, config)
     for note in notes:
         log(note)
@@ -163,17 +162,18 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     if done:
         log(f"resuming study '{config.study}': {done} of {config.trials} trials already finished")
 
+    t0 = time.perf_counter()
     if space["unfrozen_layers"].fixed == 0 and not config.head_search:
         if not any(t.user_attrs.get("method") == CLOSED_FORM for t in study.get_trials(deepcopy=False)
                    if t.state.name == "COMPLETE"):
             _closed_form_head(backbone, task, study, space, config, run_dir, log, progress)
-        record = search_record(study, space, config, url, run_dir, 0.0)
+        record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
         record.write(run_dir.path)
         return record
 
     job = _Job(model_ref or backbone.source, data_ref or task.source, data_config, task.fingerprint, url,
                space.to_dict(), config, str(run_dir.path), device=config.device)
-    t0 = time.perf_counter()
+    interrupted = False
     try:
         if done < config.trials:
             with _progress_bar(study, config, done, progress) as bar:
@@ -181,15 +181,15 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
                     _work(job, backbone, task, on_trial=bar.update_from)
                 else:
                     _run_workers(job, bar)
-    except KeyboardInterrupt:
-        record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
-        record.write(run_dir.path)
-        log(f"interrupted: {record.finished} of {config.trials} trials finished, written to "
-            f"{run_dir.file('search.json')}. Run the same command again to resume (an interrupted trial "
-            "runs again first).")
-        raise
+    except KeyboardInterrupt:  # what finished is recorded all the same, then the interrupt goes on
+        interrupted = True
     record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
     record.write(run_dir.path)
+    if interrupted:
+        log(f"interrupted: {record.finished} of {config.trials} trials finished, written to "
+            f"{run_dir.file(SEARCH_FILE)}. Run the same command again to resume (an interrupted trial "
+            "runs again first).")
+        raise KeyboardInterrupt
     return record
 
 
@@ -437,7 +437,7 @@ def keep_if_best(run_dir: RunDir, study: str, number: int, value: float, params:
         current = _best_saved(run_dir, study)
         if current is not None and value <= current["value"]:
             return False
-        with atomic_folder(run_dir.file(BEST_MODEL), marker=BEST_TRIAL_FILE, flag="best model") as folder:
+        with atomic_folder(run_dir.file(BEST_MODEL_DIR), marker=BEST_TRIAL_FILE, flag="best model") as folder:
             model.save(folder)
             write_json_atomic(folder / BEST_TRIAL_FILE, {"study": study, "number": number, "value": value,
                                                          "params": params})
@@ -445,7 +445,7 @@ def keep_if_best(run_dir: RunDir, study: str, number: int, value: float, params:
 
 
 def _best_saved(run_dir: RunDir, study: str) -> dict | None:
-    file = run_dir.file(BEST_MODEL) / BEST_TRIAL_FILE
+    file = run_dir.file(BEST_MODEL_DIR) / BEST_TRIAL_FILE
     if not file.exists():
         return None
     try:
@@ -538,7 +538,7 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
     fixed = {p.name: p.fixed for p in space.params if p.fixed is not None}
     return SearchRecord(
-        study_name=config.study, storage=safe_url(url), direction=DIRECTION, metric=METRIC,
+        study_name=config.study, storage=mask_url(url), direction=DIRECTION, metric=METRIC,
         n_trials={"complete": counts["complete"], "pruned": counts["pruned"], "fail": counts["fail"],
                   "running": counts["running"], "waiting": counts["waiting"]},
         best=None if best is None else {"number": best.number, "value": best.value,

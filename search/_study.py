@@ -14,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from core import FAIL_REASON, InputError, sqlite_url
+from core import FAIL_REASON, InputError, mask_url, sqlite_url
 
 METRIC = "accuracy"
 DIRECTION = "maximize"
@@ -34,11 +34,43 @@ def storage_url(storage: str | None, run_dir: Path) -> str:
     return storage if storage else sqlite_url(run_dir)
 
 
-def safe_url(url: str) -> str:
-    """The URL with its password hidden (user part and `?password=`), for messages and records."""
-    from core import mask_url
+_EXAMPLE = "sqlite:///path/study.db or postgresql://user@host:5432/dbname"
 
-    return mask_url(url)
+
+def _parse(url: str):
+    """The SQLAlchemy URL, or InputError for something that is not one."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise InputError(f"--storage '{mask_url(url)}' is not a database URL. Use {_EXAMPLE}.") from None
+
+
+def _sqlite_file(parsed, url: str) -> Path | None:
+    """The SQLite database file of `parsed` after checking its folder can hold it (nothing is
+    created); None for another database or an in-memory one."""
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    from core import check_writable
+
+    db = Path(parsed.database)
+    if db.is_dir():
+        raise InputError(f"--storage '{mask_url(url)}': '{db}' is a folder; name a database file, e.g. {db / 'study.db'}.")
+    check_writable(db.parent, flag=f"--storage '{mask_url(url)}': the folder")
+    return db
+
+
+def check_storage(url: str, *, heartbeat: int = 30) -> None:
+    """Fail early (InputError) on a storage the search could not use: a malformed URL, a folder
+    that cannot hold the SQLite file (checked without creating it), a database server that cannot
+    be reached or has no driver."""
+    parsed = _parse(url)
+    if not parsed.drivername.startswith("sqlite"):
+        open_storage(url, heartbeat=heartbeat)
+    else:
+        _sqlite_file(parsed, url)
 
 
 def open_storage(url: str, *, heartbeat: int = 30):
@@ -50,16 +82,11 @@ def open_storage(url: str, *, heartbeat: int = 30):
     """
     import optuna
     import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
 
-    example = "sqlite:///path/study.db or postgresql://user:password@host:5432/dbname"
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise InputError(f"--storage '{safe_url(url)}' is not a database URL. Use {example}.") from None
-    if parsed.drivername.startswith("sqlite") and parsed.database and parsed.database != ":memory:":
-        check_storage(url)
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    parsed = _parse(url)
+    db = _sqlite_file(parsed, url)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": 60}} if parsed.drivername.startswith("sqlite") else {
         "pool_pre_ping": True}
     try:
@@ -71,36 +98,12 @@ def open_storage(url: str, *, heartbeat: int = 30):
     except (sqlalchemy.exc.NoSuchModuleError, ImportError):
         hint = " Install the PostgreSQL driver: pip install 'finetune-advisor[postgres]'." \
             if parsed.drivername.startswith("postgres") else ""
-        raise InputError(f"--storage '{safe_url(url)}': no database driver for '{parsed.drivername}' is "
-                         f"installed.{hint} Use {example}.") from None
+        raise InputError(f"--storage '{mask_url(url)}': no database driver for '{parsed.drivername}' is "
+                         f"installed.{hint} Use {_EXAMPLE}.") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as e:
         reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
-        raise InputError(f"--storage '{safe_url(url)}' cannot be reached: {reason}. "
+        raise InputError(f"--storage '{mask_url(url)}' cannot be reached: {reason}. "
                          "Check host, port, database name and password, and that the server is running.") from None
-
-
-def check_storage(url: str, *, heartbeat: int = 30) -> None:
-    """Fail early (InputError) on a storage the search could not use: a malformed URL, a folder
-    that cannot hold the SQLite file (checked without creating it), a database server that cannot
-    be reached or has no driver."""
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise InputError(f"--storage '{safe_url(url)}' is not a database URL. Use sqlite:///path/study.db or "
-                         "postgresql://user@host:5432/dbname.") from None
-    if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
-            from core import check_writable
-
-            db = Path(parsed.database)
-            if db.is_dir():
-                raise InputError(f"--storage '{url}': '{db}' is a folder; name a database file, e.g. {db / 'study.db'}.")
-            check_writable(db.parent, flag=f"--storage '{url}': the folder")
-        return
-    open_storage(url, heartbeat=heartbeat)
 
 
 def open_study(storage, name: str, *, identity: dict, sampler=None, pruner=None):
