@@ -31,10 +31,15 @@ def torch_logits_of(source: ExportSource, split) -> np.ndarray:
     return np.concatenate([source.logits(feeds) for _, feeds in batches(source, split)])
 
 
-def ort_session(path: Path):
+def ort_session(path: Path, *, spinning: bool = True):
+    """A CPU session; spinning=False makes its threads sleep right after each run (for timing it
+    beside other contenders, whose threads its spinning would slow)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def parity(source: ExportSource, path: Path, split, torch_logits, atol: float, variant: dict) -> list[str]:

@@ -8,12 +8,15 @@ check passed (a failed export leaves the old folder, or none, and no partial one
    batch 1 at the maximum length, a mixed batch): max |logit difference| <= atol and the same
    predicted class everywhere; the deploy tokenizer (tokenizers' tokenizer.json) must give the
    same ids as the training tokenizer. One error lists every failing check.
-3. Dynamic int8 quantisation (onnxruntime.quantization), kept only when its validation accuracy is
-   within `max_accuracy_drop` of the torch model's.
-4. onnxruntime's transformer graph optimiser, kept only when it is measurably faster (>= 5% at
-   batch 32) and passes the same parity checks; export.json records what it did either way.
-5. Latency at batch 1 and 32 at the data's typical length: torch eager and each variant, median
-   of repeats. The recommended variant is the fastest that passed its checks.
+3. Fusion for onnxruntime (onnxscript's rewriter: Attention, SkipLayerNormalization, BiasGelu)
+   with the weights folded to constants, kept when it passes the same parity checks.
+4. Dynamic int8 quantisation of the fused graph (QAttention and int8 MatMuls; of the plain graph
+   when fusion was refused), kept only when its validation accuracy is within
+   `max_accuracy_drop` of the torch model's. export.json records the fusions and quantised nodes.
+5. Latency at batch 1 and 32 at the data's typical length: torch eager and every kept variant
+   timed in turn within each round, medians with quartiles. The recommended variant is the
+   fastest, but a lossy int8 file only when it is clearly (beyond the quartiles) faster than the
+   best fp32 file; otherwise export.json and the output say the two are within noise.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ import numpy as np
 
 from core import ExportRecord, ExportSource, InputError, atomic_folder, load_export_source, write_json_atomic
 
-from ._checks import deploy_accuracy, token_lengths, parity, tokenizer_parity, torch_logits_of
+from ._checks import deploy_accuracy, ort_session, parity, token_lengths, tokenizer_parity, torch_logits_of
 from ._onnx import to_onnx
 from ._predictor import EXPORT_RECORD, LABELS
-from ._variants import Timer, optimize, quantize
+from ._variants import FUSED, Timer, fuse, quantize, recommend
 
 DEFAULT_OPSET = 18
 
@@ -44,7 +47,7 @@ class ExportConfig:
         atol: largest |logit difference| allowed between ONNX fp32 and torch.
         quantize: try dynamic int8 quantisation.
         max_accuracy_drop: int8 is kept only if its validation accuracy is at most this much lower.
-        optimize: try onnxruntime's transformer graph optimiser.
+        optimize: try fusing the graph for onnxruntime (attention, layer norms, activations).
         repeats: timed runs per latency figure (batch 32 uses a third as many, at least 3).
     """
 
@@ -110,46 +113,53 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     _record = _RecordWriter(folder, source_path, config, torch_acc)
     variants[0].update(accuracy=deploy_accuracy(folder, "model.onnx", valid, gold), passed=True, why="")
 
-    length = int(min(source.max_length, max(8, np.median(token_lengths(source, valid)))))
-    timer = Timer(source, valid, length, config.repeats)
-    torch_latency = timer.torch()
-    variants[0]["latency_ms"] = timer.onnx(folder / "model.onnx")
     base = "model.onnx"
-
-    optimization = {"tried": False}
+    fusion = {"tried": False}
     if config.optimize:
-        progress("trying onnxruntime's transformer graph optimiser")
-        optimization = optimize(source, folder, valid, gold, torch_logits, config, timer, variants)
-        if optimization.get("kept"):
-            base = "model.opt.onnx"
+        progress("fusing attention, layer norms and activations for onnxruntime")
+        fusion = fuse(source, folder, valid, gold, torch_logits, config.atol, variants)
+        if fusion.get("kept"):
+            base = FUSED
 
     quantization = {"tried": False}
     if config.quantize:
-        progress("quantising to int8 and measuring its accuracy")
-        quantization = quantize(folder, base, valid, gold, torch_logits, torch_acc, config, timer, variants)
+        progress(f"quantising {base} to int8 and measuring its accuracy")
+        quantization = quantize(folder, base, valid, gold, torch_logits, torch_acc, config, source, variants)
 
-    passed = [v for v in variants if v["passed"]]
-    recommended = min(passed, key=lambda v: v["latency_ms"]["batch_32"])["file"]
     for v in variants:  # refused variants are recorded, not shipped
         if not v["passed"]:
             (folder / v["file"]).unlink(missing_ok=True)
-    return _record.write(variants=variants, torch_latency=torch_latency, recommended=recommended,
-                         length=length, optimization=optimization, quantization=quantization)
+    length = int(min(source.max_length, max(8, np.median(token_lengths(source, valid)))))
+    passed = [v for v in variants if v["passed"]]
+    progress(f"timing torch and {len(passed)} ONNX variant(s) in turn at {length} tokens")
+    sessions = {v["file"]: ort_session(folder / v["file"], spinning=False) for v in passed}
+    runners = {"torch": source.logits} | {f: (lambda feeds, s=s: s.run(None, feeds)) for f, s in sessions.items()}
+    timings = Timer(source, valid, length, config.repeats).measure(runners)
+    for v in passed:
+        v.update(timings[v["file"]])
+    recommended, note = recommend(variants)
+    if note:
+        progress(note)
+    return _record.write(variants=variants, torch=timings["torch"], recommended=recommended, note=note,
+                         length=length, fusion=fusion, quantization=quantization)
 
 
 class _RecordWriter:
     def __init__(self, folder, source_path, config, torch_acc):
         self.folder, self.source_path, self.config, self.torch_acc = folder, source_path, config, torch_acc
 
-    def write(self, *, variants, torch_latency, recommended, length, optimization, quantization) -> ExportRecord:
+    def write(self, *, variants, torch, recommended, note, length, fusion, quantization) -> ExportRecord:
         from core import library_versions
+
+        torch_latency = torch["latency_ms"]
 
         record = ExportRecord(
             source=str(self.source_path), opset=self.config.opset, variants=variants, torch_latency_ms=torch_latency,
             recommended=recommended, torch_accuracy=self.torch_acc, sequence_length=length,
             speedup_over_torch={v["file"]: torch_latency["batch_32"] / v["latency_ms"]["batch_32"]
                                 for v in variants if v["passed"]},
-            extra={"atol": self.config.atol, "optimization": optimization, "quantization": quantization,
+            extra={"atol": self.config.atol, "torch_latency_spread_ms": torch["latency_spread_ms"],
+                   "recommendation_note": note, "fusion": fusion, "quantization": quantization,
                    "versions": library_versions()})
         record.write(self.folder / EXPORT_RECORD)
         return record

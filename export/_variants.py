@@ -1,10 +1,17 @@
-"""Steps 3-5 of the export: the graph optimiser and int8 quantisation, each kept only when it
-passes its gate, and the latencies that rank the variants."""
+"""Steps 3-5 of the export: fused and int8 variants, each kept only when it passes its gate, then
+latencies timed side by side that rank them.
+
+Fusion is onnxscript's onnxruntime rewriter (`optimize_for_ort`: Attention, SkipLayerNormalization,
+BiasGelu, ...) followed by constant folding large enough to fold the packed QKV weight: only a
+fused Attention node with constant weights lets onnxruntime's quantiser emit QAttention, which is
+where int8 pays most on a transformer.
+"""
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,87 +21,143 @@ from core import ExportSource
 from ._checks import deploy_accuracy, batches, max_diff, parity, ort_session
 from ._onnx import _quiet_logs
 
-FASTER_BY = 0.05  # the graph optimiser's variant is kept when it is at least this much faster
+FUSED = "model.opt.onnx"
+INT8 = "model.int8.onnx"
+FOLD_LIMIT = 1 << 22  # elements: folds the packed QKV weights (3 x hidden x hidden) of base-sized models
+QUANTIZED_OPS = ("QAttention", "DynamicQuantizeMatMul", "MatMulInteger", "QGemm", "QLinearMatMul", "ConvInteger")
 
 
-class Timer:
-    """Median latency in ms at batch 1 and 32, sequence length `length`, for torch and ONNX files."""
+def fuse(source: ExportSource, folder: Path, split, gold, torch_logits, atol: float, variants: list) -> dict:
+    """model.onnx -> model.opt.onnx with onnxruntime's fused operators; kept when it passes parity.
 
-    def __init__(self, source: ExportSource, split, length: int, repeats: int):
-        texts = [split.texts[i % len(split)] for i in range(32)]
-        self.source, self.repeats = source, repeats
-        self.feeds = {1: source.inputs(texts[:1], length=length), 32: source.inputs(texts, length=length)}
-
-    def _median(self, run, batch: int) -> float:
-        n = self.repeats if batch == 1 else max(3, self.repeats // 3)
-        run(self.feeds[batch])  # warm-up
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            run(self.feeds[batch])
-            times.append((time.perf_counter() - t0) * 1000)
-        return float(np.median(times))
-
-    def torch(self) -> dict:
-        return {f"batch_{b}": self._median(self.source.logits, b) for b in (1, 32)}
-
-    def onnx(self, path: Path) -> dict:
-        session = ort_session(path)
-        return {f"batch_{b}": self._median(lambda f: session.run(None, f), b) for b in (1, 32)}
-
-
-def optimize(source, folder, split, gold, torch_logits, config, timer, variants) -> dict:
-    """onnxruntime.transformers' optimiser (attention/LayerNorm/GELU fusion); kept when faster."""
+    Returns the record of the step: the count of each fusion applied, kept or why not.
+    """
     try:
-        from onnxruntime.transformers.optimizer import optimize_model
+        from onnxscript import ir, optimizer
+        from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_logs("onnxscript"):
             warnings.simplefilter("ignore")
-            optimized = optimize_model(str(folder / "model.onnx"), model_type="bert",
-                                       num_heads=int(getattr(source.config, "num_attention_heads", 0) or 0),
-                                       hidden_size=int(getattr(source.config, "hidden_size", 0) or 0))
-        fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-        optimized.save_model_to_file(str(folder / "model.opt.onnx"))
+            model, counts = optimize_for_ort(ir.load(folder / "model.onnx"))
+            model = optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+            for node in model.graph:  # the quantiser's QAttention does not take equal qkv_hidden_sizes
+                sizes = node.attributes.get("qkv_hidden_sizes") if node.op_type == "Attention" else None
+                if sizes is not None and len(set(sizes.value)) == 1:
+                    del node.attributes["qkv_hidden_sizes"]
+            ir.save(model, folder / FUSED)
     except Exception as e:
-        return {"tried": True, "kept": False, "why": f"the optimiser failed: {type(e).__name__}: {e}"[:300]}
-    variant = {"file": "model.opt.onnx", "precision": "fp32-optimized"}
-    failures = parity(source, folder / "model.opt.onnx", split, torch_logits, config.atol, variant)
-    variant["latency_ms"] = timer.onnx(folder / "model.opt.onnx")
-    base = variants[0]["latency_ms"]["batch_32"]
-    gain = 1 - variant["latency_ms"]["batch_32"] / base
-    if failures:
-        why = "it failed parity: " + "; ".join(failures)
-    elif gain < FASTER_BY:
-        why = f"not measurably faster: {gain:+.1%} at batch 32 (needs {FASTER_BY:.0%})"
-    else:
-        why = ""
-    variant.update(accuracy=deploy_accuracy(folder, variant["file"], split, gold), passed=not why, why=why)
+        return {"tried": True, "kept": False, "why": f"the fusion failed: {type(e).__name__}: {e}"[:300]}
+    fused = {k: int(v) for k, v in counts.items() if v}
+    if not fused:
+        (folder / FUSED).unlink()
+        return {"tried": True, "kept": False, "fused_operators": {}, "why": "no fusion pattern matched this graph"}
+    variant = {"file": FUSED, "precision": "fp32-fused", "fused_operators": fused}
+    failures = parity(source, folder / FUSED, split, torch_logits, atol, variant)
+    why = "it failed parity: " + "; ".join(failures) if failures else ""
+    if not why:
+        variant["accuracy"] = deploy_accuracy(folder, FUSED, split, gold)
+    variant.update(passed=not why, why=why)
     variants.append(variant)
-    return {"tried": True, "kept": not why, "fused_operators": fused, "gain_at_batch_32": gain, "why": why}
+    return {"tried": True, "kept": not why, "fused_operators": fused, "why": why}
 
 
-def quantize(folder, base, split, gold, torch_logits, torch_acc, config, timer, variants) -> dict:
-    """Dynamic int8 weights (onnxruntime.quantization); kept when the accuracy drop is small enough."""
+def quantize(folder: Path, base: str, split, gold, torch_logits, torch_acc, config, source, variants) -> dict:
+    """Dynamic int8 weights (onnxruntime.quantization) of `base`; kept when the accuracy drop is
+    within the gate. Static (calibrated QDQ) int8 was measured slower on CPU for transformers
+    (benchmarks/export_latency.py), so it is not tried here."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target = folder / "model.int8.onnx"
+    target = folder / INT8
     try:
         with _quiet_logs(""):  # the quantiser advises pre-processing on the root logger
             quantize_dynamic(str(folder / base), str(target), weight_type=QuantType.QInt8)
     except Exception as e:
-        variants.append({"file": target.name, "precision": "int8", "passed": False,
+        variants.append({"file": INT8, "precision": "int8", "passed": False,
                          "why": f"quantisation failed: {type(e).__name__}: {e}"[:300]})
         return {"tried": True, "kept": False, "why": variants[-1]["why"]}
+    ops = Counter(n.op_type for n in onnx.load(str(target), load_external_data=False).graph.node)
+    quantized = {op: ops[op] for op in QUANTIZED_OPS if ops[op]}
     session = ort_session(target)
-    logits = np.concatenate([session.run(None, feeds)[0] for _, feeds in batches(timer.source, split)])
-    accuracy = deploy_accuracy(folder, target.name, split, gold)
+    logits = np.concatenate([session.run(None, feeds)[0] for _, feeds in batches(source, split)])
+    accuracy = deploy_accuracy(folder, INT8, split, gold)
     drop = torch_acc - accuracy
     why = "" if drop <= config.max_accuracy_drop else (
         f"accuracy {accuracy:.4f} is {drop:.4f} below torch's {torch_acc:.4f} (gate {config.max_accuracy_drop})")
     if not np.isfinite(logits).all():
         why = "it gives NaN or infinite logits"
-    variant = {"file": target.name, "precision": "int8", "from": base,
-               "max_abs_diff": max_diff(logits, torch_logits), "accuracy": accuracy,
-               "accuracy_drop": drop, "latency_ms": timer.onnx(target), "passed": not why, "why": why}
-    variants.append(variant)
-    return {"tried": True, "kept": not why, "accuracy_drop": drop, "why": why}
+    variants.append({"file": INT8, "precision": "int8", "from": base, "quantized_nodes": quantized,
+                     "max_abs_diff": max_diff(logits, torch_logits), "accuracy": accuracy,
+                     "accuracy_drop": drop, "passed": not why, "why": why})
+    return {"tried": True, "kept": not why, "from": base, "quantized_nodes": quantized, "accuracy_drop": drop,
+            "why": why}
+
+
+class Timer:
+    """Latency at batch 1 and 32 at sequence length `length`, the contenders timed in turn within
+    each round (torch, fp32, int8, torch, ...), so a load that comes and goes hits them alike.
+
+    In a round each contender runs once untimed (its threads take the cores back from the one
+    before), then `block` timed runs: 5 at batch 1, 1 at batch 32. Figures are medians over the
+    rounds' runs, with quartiles as the spread. ONNX sessions timed here must not spin their
+    threads after a run (`ort_session(..., spinning=False)`): spinning threads would slow the
+    contender after them, 2-3x at batch 1 on 2 cores.
+    """
+
+    def __init__(self, source: ExportSource, split, length: int, repeats: int):
+        texts = [split.texts[i % len(split)] for i in range(32)]
+        self.repeats = repeats
+        self.feeds = {1: source.inputs(texts[:1], length=length), 32: source.inputs(texts, length=length)}
+
+    def measure(self, runners: dict) -> dict:
+        """{name: {"latency_ms": {batch_b: median}, "latency_spread_ms": {batch_b: [q1, q3]}}}"""
+        out = {name: {"latency_ms": {}, "latency_spread_ms": {}} for name in runners}
+        for batch, block in ((1, 5), (32, 1)):
+            rounds = max(3, -(-self.repeats // block) if batch == 1 else self.repeats // 5)
+            for name, (q1, median, q3) in time_in_turn(runners, [self.feeds[batch]], rounds, block).items():
+                out[name]["latency_ms"][f"batch_{batch}"] = median
+                out[name]["latency_spread_ms"][f"batch_{batch}"] = [q1, q3]
+        return out
+
+
+def time_in_turn(runners: dict, feeds: list, rounds: int, block: int = 1) -> dict:
+    """{name: (q1, median, q3) ms} of one pass of each runner over `feeds`, runners in turn per round."""
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            run(feeds[0])  # untimed: this runner's threads take the cores back
+            for _ in range(block):
+                t0 = time.perf_counter()
+                for f in feeds:
+                    run(f)
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: tuple(float(x) for x in np.percentile(t, [25, 50, 75])) for name, t in times.items()}
+
+
+def recommend(variants: list[dict]) -> tuple[str, str]:
+    """The variant to deploy and, when the timings cannot rank them, a sentence saying so.
+
+    The fastest passed variant at batch 32, except that a lossy (int8) variant must be clearly
+    faster than the best exact (fp32) one: its upper quartile below their lower quartile. When it
+    is not, the exact variant is recommended and the note says the two are within noise. So the
+    recommendation is never a variant measured slower than fp32 ONNX.
+    """
+    passed = [v for v in variants if v["passed"] and "latency_ms" in v]
+    exact = [v for v in passed if v["precision"].startswith("fp32")]
+    speed = lambda v: v["latency_ms"]["batch_32"]  # noqa: E731
+    best_exact, fastest = min(exact, key=speed), min(passed, key=speed)
+    if fastest is best_exact:
+        return best_exact["file"], ""
+    lossy_q3 = fastest["latency_spread_ms"]["batch_32"][1]
+    exact_q1 = best_exact["latency_spread_ms"]["batch_32"][0]
+    if lossy_q3 < exact_q1:
+        return fastest["file"], ""
+    return best_exact["file"], (
+        f"{fastest['file']} ({speed(fastest):.0f} ms, quartiles {_quartiles(fastest)}) and {best_exact['file']} "
+        f"({speed(best_exact):.0f} ms, {_quartiles(best_exact)}) are within noise at batch 32 on this machine, "
+        f"so the exact {best_exact['file']} is recommended; time them on the deploy machine to choose")
+
+
+def _quartiles(v: dict) -> str:
+    q1, q3 = v["latency_spread_ms"]["batch_32"]
+    return f"{q1:.0f}-{q3:.0f}"

@@ -32,9 +32,11 @@ def register(sub) -> None:
     g.add_argument("--max-accuracy-drop", type=float, default=0.01,
                    help="int8 is kept only if its accuracy is at most this much lower (default 0.01)")
     g.add_argument("--no-quantize", action="store_true", help="skip int8 quantisation")
-    g.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's transformer graph optimiser")
+    g.add_argument("--no-optimize", action="store_true", help="skip fusing the graph for onnxruntime (attention, layer norms, "
+                   "activations); int8 then quantises the plain graph")
     g.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    g.add_argument("--repeats", type=int, default=30, help="timed runs per latency figure (default 30)")
+    g.add_argument("--repeats", type=int, default=30, help="timing rounds at batch 1, a third as many at batch 32 (default 30); "
+                   "each round runs torch and every variant in turn")
     p.set_defaults(run=run_export)
 
     q = sub.add_parser(
@@ -104,6 +106,9 @@ def format_export(record) -> str:
     best = record["recommended"]
     lines.append(f"recommended: {best} ({record['speedup_over_torch'][best]:.2f}x torch at batch 32, "
                  f"{record['sequence_length']} tokens)")
+    note = record.get("recommendation_note")
+    if note:
+        lines.append(f"note: {note}")
     return "\n".join(lines)
 
 

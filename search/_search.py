@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from core import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DEFAULT_TRIALS, SEARCH_FILE, AdviceRecord, InputError,
@@ -65,6 +65,9 @@ class SearchConfig:
             space), search the head's hyperparameters with trials; by default the head is
             fitted once, in closed form (logistic regression on all frozen features, C by
             cross-validation), which is what those trials approach.
+        start_with: configurations tried first, in order, before TPE's own (each a {parameter:
+            value} dict, e.g. a known-good baseline); missing parameters take TrainConfig's
+            defaults and values are moved inside the space. Queued only into a new study.
     """
 
     trials: int = DEFAULT_TRIALS
@@ -84,6 +87,7 @@ class SearchConfig:
     heartbeat: int = 30
     patience: int = 2
     head_search: bool = False
+    start_with: tuple = ()
 
     def __post_init__(self):
         InputError.check([
@@ -97,6 +101,13 @@ class SearchConfig:
             (self.cache_disk_gb > 0, f"--cache-disk-gb {self.cache_disk_gb} must be > 0."),
             (bool(self.study.strip()), "--study must not be empty."),
         ])
+        if self.start_with:
+            from core import TrainConfig  # torch: only when there is something to check
+
+            known = {f.name for f in fields(TrainConfig)}
+            unknown = sorted({k for params in self.start_with for k in params} - known)
+            InputError.check([(not unknown, f"start_with names unknown parameters: {', '.join(unknown)} "
+                                            f"(known: {', '.join(sorted(known))}).")])
 
 
 @dataclass(frozen=True)
@@ -156,8 +167,9 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     identity = {"metric": METRIC, "space": space.to_dict(), "model": model_identity(backbone),
                 "data_fingerprint": task.fingerprint}
     study = open_study(storage, config.study, identity=identity)
-    if first_params and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(_clip(first_params, space), skip_if_exists=True)
+    if not study.get_trials(deepcopy=False):
+        for params in ([first_params] if first_params else []) + list(config.start_with):
+            study.enqueue_trial(_clip(params, space), skip_if_exists=True)
     done = len(finished(study.get_trials(deepcopy=False)))
     if done:
         log(f"resuming study '{config.study}': {done} of {config.trials} trials already finished")

@@ -50,12 +50,27 @@ def test_export_json_follows_the_contract(exported):
             assert set(v["latency_ms"]) == {"batch_1", "batch_32"} and 0 <= v["accuracy"] <= 1
     int8 = next(v for v in record["variants"] if v["precision"] == "int8")
     assert int8["passed"] == (int8["accuracy_drop"] <= 0.01)
-    passed = [v for v in record["variants"] if v["passed"]]
-    assert record["recommended"] == min(passed, key=lambda v: v["latency_ms"]["batch_32"])["file"]
+    passed = {v["file"]: v for v in record["variants"] if v["passed"]}
+    b32 = {f: v["latency_ms"]["batch_32"] for f, v in passed.items()}
+    exact = [f for f, v in passed.items() if v["precision"].startswith("fp32")]
+    assert record["recommended"] in passed and b32[record["recommended"]] <= min(b32[f] for f in exact)
+    for v in passed.values():
+        q1, q3 = v["latency_spread_ms"]["batch_32"]
+        assert q1 <= v["latency_ms"]["batch_32"] <= q3
     assert "recommended:" in result.stdout
     for name in ("tokenizer.json", "labels.json"):
         assert (run / "export" / name).exists()
     assert not [p for p in run.iterdir() if p.name.startswith(".export.")]
+
+
+def test_attention_is_fused_and_quantised_as_qattention(exported):
+    run, _ = exported
+    record = json.loads((run / "export" / "export.json").read_text())
+    assert record["fusion"]["kept"] and record["fusion"]["fused_operators"]["attention"] == 6  # MiniLM's 6 layers
+    fused = next(v for v in record["variants"] if v["file"] == "model.opt.onnx")
+    assert fused["max_abs_diff"] <= 1e-4
+    int8 = next(v for v in record["variants"] if v["precision"] == "int8")
+    assert int8["from"] == "model.opt.onnx" and int8["quantized_nodes"]["QAttention"] == 6
 
 
 def test_the_deploy_folder_runs_anywhere_and_agrees_with_pytorch(exported, topic_valid, tmp_path):
@@ -130,9 +145,10 @@ def test_a_transformers_sequence_classification_folder_exports(tiny_model, tmp_p
         source, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)})
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
-    record = export(folder, tmp_path / "out", topic_task, ExportConfig(repeats=2, quantize=False, optimize=False),
-                    progress=lambda s: None)
+    record = export(folder, tmp_path / "out", topic_task, ExportConfig(repeats=2), progress=lambda s: None)
     assert record.variants[0]["passed"] and record.variants[0]["max_abs_diff"] <= 1e-4
+    fused = [v for v in record.variants if v["file"] == "model.opt.onnx"]  # another family's graph, fused or not
+    assert all(v["max_abs_diff"] <= 1e-4 for v in fused if v["passed"]) and record.extra["fusion"]["tried"]
     assert Predictor(tmp_path / "out").labels == labels
 
 
@@ -187,3 +203,39 @@ def test_a_write_failing_half_way_leaves_the_old_export_untouched(searched_run, 
                progress=lambda s: None)
     assert json.loads((run / "export" / "export.json").read_text()) == {"old": True}
     assert not [p for p in run.iterdir() if p.name.startswith(".export.")]
+
+
+def _timed(file, precision, median, q1, q3):
+    return {"file": file, "precision": precision, "passed": True, "why": "",
+            "latency_ms": {"batch_1": 1.0, "batch_32": median}, "latency_spread_ms": {"batch_32": [q1, q3]}}
+
+
+@pytest.mark.parametrize("int8, expected, noisy", [
+    ((400, 380, 420), "model.int8.onnx", False),  # clearly faster: its upper quartile below fp32's lower
+    ((600, 560, 640), "model.opt.onnx", True),   # faster by median, but within the fp32 file's spread
+    ((900, 880, 920), "model.opt.onnx", False),  # slower than fp32 ONNX: never recommended
+])
+def test_int8_is_recommended_only_when_clearly_faster_than_fp32(int8, expected, noisy):
+    from export._variants import recommend
+
+    variants = [_timed("model.onnx", "fp32", 800, 780, 830), _timed("model.opt.onnx", "fp32-fused", 650, 620, 690),
+                _timed("model.int8.onnx", "int8", *int8), {"file": "x.onnx", "precision": "int8", "passed": False}]
+    file, note = recommend(variants)
+    assert file == expected and bool(note) == noisy
+    if noisy:
+        assert "within noise" in note and "model.int8.onnx" in note
+
+
+def test_timings_interleave_the_contenders():
+    from export._variants import Timer
+
+    calls = []
+    timer = Timer.__new__(Timer)
+    timer.repeats, timer.feeds = 10, {1: "one", 32: "thirty-two"}
+    out = timer.measure({"a": lambda f: calls.append(("a", f)), "b": lambda f: calls.append(("b", f))})
+    at_1 = [c for c in calls if c[1] == "one"]
+    assert at_1 == ([("a", "one")] * 6 + [("b", "one")] * 6) * 3  # in turn: 1 untimed + 5 timed; 3 rounds at least
+    assert [c[0] for c in calls if c[1] == "thirty-two"] == ["a", "a", "b", "b"] * 3  # 1 untimed + 1 timed
+    assert set(out["a"]["latency_ms"]) == {"batch_1", "batch_32"}
+    q1, q3 = out["b"]["latency_spread_ms"]["batch_32"]
+    assert q1 <= out["b"]["latency_ms"]["batch_32"] <= q3

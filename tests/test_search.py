@@ -235,6 +235,21 @@ def test_advice_narrows_layers_and_seeds_the_first_trial(tmp_path, minilm, topic
     assert any("narrowed to 1..3" in line for line in lines)
 
 
+def test_start_with_configurations_are_tried_first_in_order(tmp_path, minilm, topic_task):
+    space = {k: v for k, v in QUICK.items() if k not in ("unfrozen_layers", "learning_rate")}
+    space |= {"unfrozen_layers": "0:2", "learning_rate": "1e-5:1e-3"}
+    start = ({"unfrozen_layers": 2, "learning_rate": 3e-4}, {"unfrozen_layers": 0, "learning_rate": 5.0})
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=3, space=space, start_with=start),
+                         progress=False, log=lambda s: None)
+    tried = [(t["params"]["unfrozen_layers"], t["params"]["learning_rate"]) for t in record["trials"][:2]]
+    assert tried == [(2, 3e-4), (0, 1e-3)]  # in order; 5.0 moved inside the space
+
+
+def test_start_with_an_unknown_parameter_is_refused():
+    with pytest.raises(InputError, match="unknown parameters: learning_rat"):
+        SearchConfig(start_with=({"learning_rat": 1e-4},))
+
+
 def test_a_head_only_advice_is_read_by_the_search_itself(tmp_path, minilm, topic_task):
     """`search` after a head-only advice trains heads only, whoever calls it (run or the command)."""
     write_advice(tmp_path, topic_task, "head-only", [1, 3])
