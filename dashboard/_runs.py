@@ -113,17 +113,114 @@ def run_paths(argv: list[str]) -> list[Path]:
     return [Path(p) for p in given]
 
 
+def fixed_params(study) -> dict:
+    """The parameters the study's space fixes to one value (not in any trial's params), e.g.
+    unfrozen_layers=0 for a head-only search; from the space stored with the study."""
+    from search import parse_param
+
+    fixed = {}
+    for name, text in (study.user_attrs.get("space") or {}).items():
+        try:
+            param = parse_param(name, str(text))
+        except (InputError, ValueError):
+            continue
+        if param.fixed is not None:
+            fixed[name] = param.fixed
+    return fixed
+
+
 def trial_rows(study) -> list[dict]:
-    """One row per trial for the table: number, state, accuracy, seconds, parameters, fail reason."""
+    """One row per trial for the table: number, state, accuracy, seconds, parameters (fixed ones
+    included), how the head was fitted, fail reason."""
+    fixed = fixed_params(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"trial": t.number, "state": t.state.name, "accuracy": t.value,
                "epochs run": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds")}
-        row.update(t.params)
+        row.update({**fixed, **t.params})
+        if "method" in t.user_attrs:
+            row["method"] = t.user_attrs["method"]
         if FAIL_REASON in t.user_attrs:
             row["fail reason"] = t.user_attrs[FAIL_REASON]
         rows.append(row)
     return rows
+
+
+def layer_points(trials, fixed_k=None) -> dict[str, list[tuple]]:
+    """{state: [(k, accuracy, trial number)]} for complete and pruned trials (a pruned one at its
+    last epoch). A search whose space fixes k (head-only: 0) has no k in its trials' params:
+    `fixed_k` places them."""
+    points = {}
+    for t in trials:
+        k = t.params.get("unfrozen_layers", fixed_k)
+        if t.state.name not in ("COMPLETE", "PRUNED") or k is None:
+            continue
+        value = t.value if t.value is not None else (
+            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+        points.setdefault(t.state.name, []).append((k, value, t.number))
+    return points
+
+
+def table(rows: list[dict]):
+    """Rows as a pandas table whose empty cells read "–", not "None"."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    return frame.astype(object).where(frame.notna(), "–")
+
+
+@dataclass
+class Errors:
+    """Where the exported model is wrong on the run's validation split."""
+
+    labels: list[str]
+    per_class: list[dict]  # label, precision, recall, f1, support
+    confusion: list[list[int]]  # rows: true label, columns: predicted label (labels' order)
+    mistakes: list[dict]  # the most confident wrong predictions first
+    accuracy: float
+    variant: str
+
+
+def validation_errors(view: RunView, worst: int = 20) -> Errors:
+    """Per-class precision and recall, the confusion matrix and the most confident mistakes of the
+    recommended exported model on the validation split of the data the run used (RUN/run.json).
+    Runs on onnxruntime (export.Predictor), so the dashboard stays free of torch.
+
+    Raises:
+        InputError: no export yet, or the run's data cannot be read again (the message says why).
+    """
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from core import RunDir
+    from export import Predictor, PredictorError
+
+    folder = view.path / EXPORT_DIR
+    if view.export is None:
+        raise InputError(f"the mistakes are those of the exported model, and {view.path} has none yet. "
+                         f"Make it with: finetune-advisor export {view.path}")
+    task = RunDir(view.path).load_task()
+    try:
+        predictor = Predictor(folder)
+    except PredictorError as e:
+        raise InputError(str(e)) from None
+    valid = task.valid
+    probs = predictor.predict_proba(valid.texts, valid.pairs)
+    labels = list(predictor.labels)
+    gold = np.array([labels.index(task.labels[i]) for i in valid.labels])
+    pred = probs.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(gold, pred, labels=range(len(labels)),
+                                                                     zero_division=0)
+    per_class = [{"label": lab, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+                 for lab, p, r, f, n in zip(labels, precision, recall, f1, support)]
+    wrong = np.flatnonzero(pred != gold)
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:worst]
+    mistakes = [{"text": valid.texts[i][:400] + ("…" if len(valid.texts[i]) > 400 else ""),
+                 "true": labels[gold[i]], "predicted": labels[pred[i]],
+                 "p(predicted)": float(probs[i, pred[i]]), "p(true)": float(probs[i, gold[i]])} for i in wrong]
+    return Errors(labels=labels, per_class=per_class,
+                  confusion=confusion_matrix(gold, pred, labels=range(len(labels))).tolist(),
+                  mistakes=mistakes, accuracy=float((pred == gold).mean()), variant=predictor.variant)
 
 
 def compare_rows(runs: list[RunView]) -> list[dict]:

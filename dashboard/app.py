@@ -18,8 +18,9 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run dashboard/app.py` from a checkout
 
-from core import first_line  # noqa: E402
-from dashboard._runs import RunView, compare_rows, load_run, run_paths, trial_rows  # noqa: E402
+from core import InputError, first_line  # noqa: E402
+from dashboard._runs import (RunView, compare_rows, fixed_params, layer_points, load_run, run_paths,  # noqa: E402
+                             table, trial_rows, validation_errors)
 
 REFRESH_SECONDS = 5
 
@@ -45,13 +46,19 @@ def main() -> None:
     st.title(f"finetune-advisor · {run.name}")
     for problem in run.problems:
         st.warning(problem)
-    advice_tab, search_tab, export_tab, compare_tab = st.tabs(["Advice", "Search", "Export", "Compare runs"])
+    advice_tab, search_tab, export_tab, mistakes_tab, compare_tab = st.tabs(
+        ["Advice", "Search", "Export", "Mistakes", "Compare runs"])
     with advice_tab:
         guarded(run, "advice", show_advice)
     with search_tab:
         guarded(run, "search", show_search)
     with export_tab:
         guarded(run, "export", show_export)
+    with mistakes_tab:
+        try:
+            show_mistakes(run)
+        except Exception as e:
+            st.error(f"The mistakes cannot be shown: {describe(e)}.")
     with compare_tab:
         try:
             show_compare([load_run(p) for p in paths])
@@ -198,7 +205,7 @@ def search_section(run: RunView) -> None:
         key = str(run.path)
         left, right = st.columns(2)
         left.plotly_chart(vis.plot_optimization_history(study), key=f"history-{key}")
-        right.plotly_chart(layers_chart(trials), key=f"layers-{key}")
+        right.plotly_chart(layers_chart(trials, fixed_params(study).get("unfrozen_layers")), key=f"layers-{key}")
         left.plotly_chart(vis.plot_intermediate_values(study), key=f"intermediate-{key}")
         if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 2:
             try:
@@ -210,20 +217,17 @@ def search_section(run: RunView) -> None:
                 right.caption(f"parameter importances: not computable yet ({e})")
             st.plotly_chart(vis.plot_parallel_coordinate(study), key=f"parallel-{key}")
     st.subheader("Trials")
-    st.dataframe(pd.DataFrame(trial_rows(study)), hide_index=True)
+    st.dataframe(table(trial_rows(study)), hide_index=True)
 
 
-def layers_chart(trials) -> go.Figure:
+def layers_chart(trials, fixed_k=None) -> go.Figure:
     """Accuracy against the number of blocks unfrozen: complete trials, pruned ones apart."""
     fig = go.Figure()
     for state, symbol in (("COMPLETE", "circle"), ("PRUNED", "x")):
-        chosen = [t for t in trials if t.state.name == state and "unfrozen_layers" in t.params]
-        values = [t.value if t.value is not None else
-                  (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
-                  for t in chosen]
-        fig.add_trace(go.Scatter(x=[t.params["unfrozen_layers"] for t in chosen], y=values, mode="markers",
+        points = layer_points(trials, fixed_k).get(state, [])
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers",
                                  name=state.lower(), marker={"symbol": symbol, "size": 10},
-                                 text=[f"trial {t.number}" for t in chosen]))
+                                 text=[f"trial {p[2]}" for p in points]))
     fig.update_layout(title="Accuracy against layers unfrozen", xaxis={"title": "blocks trained (k)", "dtick": 1},
                       yaxis={"title": "validation accuracy"})
     return fig
@@ -271,6 +275,45 @@ def show_export(run: RunView) -> None:
         best = int(probs.argmax())
         st.success(f"{labels[best]} ({probs[best]:.3f})")
         st.bar_chart(pd.DataFrame({"probability": probs}, index=labels))
+
+
+# --------------------------------------------------------------------------- mistakes
+
+
+@st.cache_data(show_spinner="classifying the validation split with the exported model")
+def _errors(path: str, stamp: float):  # stamp: export.json's mtime, so a new export is read again
+    return validation_errors(load_run(path))
+
+
+def show_mistakes(run: RunView) -> None:
+    if "export" in run.broken:
+        st.info("The mistakes are read through the export, whose record is broken: see the Export tab.")
+        return
+    if run.export is None:
+        st.info(f"The mistakes are those of the exported model, and {run.path} has none yet. "
+                f"Make it with: finetune-advisor export {run.path}")
+        return
+    try:
+        errors = _errors(str(run.path), run.file("export").stat().st_mtime)
+    except InputError as e:
+        st.error(f"The validation split cannot be classified again: {e}")
+        return
+    st.header(f"Validation accuracy {errors.accuracy:.4f} ({errors.variant})")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Per class")
+        st.dataframe(pd.DataFrame(errors.per_class).round(4), hide_index=True)
+    with right:
+        fig = go.Figure(go.Heatmap(z=errors.confusion, x=errors.labels, y=errors.labels, colorscale="Blues",
+                                   text=errors.confusion, texttemplate="%{text}"))
+        fig.update_layout(title="Confusion matrix", xaxis={"title": "predicted"},
+                          yaxis={"title": "true", "autorange": "reversed"}, height=360, margin={"t": 40})
+        st.plotly_chart(fig, key=f"confusion-{run.path}")
+    st.subheader("The most confident mistakes")
+    if errors.mistakes:
+        st.dataframe(pd.DataFrame(errors.mistakes).round(4), hide_index=True)
+    else:
+        st.success("No validation example is misclassified.")
 
 
 # --------------------------------------------------------------------------- compare

@@ -199,3 +199,54 @@ def test_the_real_dashboard_in_a_headless_browser(full_run, tmp_path):
             driver.quit()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_mistakes_tab_shows_per_class_scores_confusion_and_the_worst_errors(full_run, monkeypatch):
+    import numpy as np
+
+    from core import RunDir
+    from dashboard._runs import load_run, validation_errors
+    from export import Predictor
+
+    errors = validation_errors(load_run(full_run))
+    task = RunDir(full_run).load_task()
+    probs = Predictor(full_run / "export").predict_proba(task.valid.texts)
+    gold = np.array([errors.labels.index(task.labels[i]) for i in task.valid.labels])
+    confusion = np.array(errors.confusion)
+    assert confusion.sum() == len(task.valid)
+    assert (confusion.sum(1) == np.bincount(gold, minlength=len(errors.labels))).all()
+    assert errors.accuracy == float((probs.argmax(1) == gold).mean()) == np.trace(confusion) / confusion.sum()
+    for row, label in zip(errors.per_class, errors.labels):
+        i = errors.labels.index(label)
+        predicted = confusion[:, i].sum()
+        assert row["recall"] == confusion[i, i] / confusion[i].sum()
+        assert row["precision"] == (confusion[i, i] / predicted if predicted else 0)
+    assert len(errors.mistakes) == min(20, int((probs.argmax(1) != gold).sum()))
+    confidence = [m["p(predicted)"] for m in errors.mistakes]
+    assert confidence == sorted(confidence, reverse=True) and all(m["true"] != m["predicted"] for m in errors.mistakes)
+
+    at = app_for(full_run, monkeypatch=monkeypatch)
+    assert not at.exception
+    assert f"Validation accuracy {errors.accuracy:.4f}" in texts(at.header)
+    per_class = next(df.value for df in at.dataframe if "recall" in df.value.columns)
+    assert list(per_class["label"]) == errors.labels
+
+
+def test_a_head_only_search_is_drawn_at_k_0_and_empty_cells_read_as_a_dash(tmp_path):
+    import optuna
+
+    from dashboard._runs import fixed_params, layer_points, table, trial_rows
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("space", {"unfrozen_layers": "0", "learning_rate": "1e-5:3e-4", "max_length": "64,128"})
+    study.add_trial(optuna.trial.create_trial(
+        params={"max_length": 128}, distributions={"max_length": optuna.distributions.CategoricalDistribution([64, 128])},
+        value=0.97, user_attrs={"method": "closed-form logistic regression"}))
+    assert fixed_params(study) == {"unfrozen_layers": 0}
+    (row,) = trial_rows(study)
+    assert row["unfrozen_layers"] == 0 and row["method"] == "closed-form logistic regression"
+
+    assert layer_points(study.get_trials(), fixed_params(study)["unfrozen_layers"]) == {"COMPLETE": [(0, 0.97, 0)]}
+    assert layer_points(study.get_trials()) == {}  # without the space's fixed k: nothing to place
+    shown = table([{"trial": 0, "seconds": None}, {"trial": 1, "seconds": 2.5}])
+    assert list(shown["seconds"]) == ["–", 2.5]
