@@ -313,7 +313,7 @@ def show_mistakes(run: RunView) -> None:
     if errors.mistakes:
         st.dataframe(pd.DataFrame(errors.mistakes).round(4), hide_index=True)
     else:
-        st.success("No validation example is misclassified.")
+        st.info("No validation example is misclassified.")
 
 
 # --------------------------------------------------------------------------- compare
