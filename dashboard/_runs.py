@@ -115,18 +115,24 @@ def run_paths(argv: list[str]) -> list[Path]:
 
 def fixed_params(study) -> dict:
     """The parameters the study's space fixes to one value (not in any trial's params), e.g.
-    unfrozen_layers=0 for a head-only search; from the space stored with the study."""
-    from search import parse_param
-
+    unfrozen_layers=0 for a head-only search; from the space stored with the study ("V", where a
+    range is "LO:HI" and a choice "A,B"). Read here, not by search.parse_param, whose value
+    checks load torch."""
     fixed = {}
     for name, text in (study.user_attrs.get("space") or {}).items():
-        try:
-            param = parse_param(name, str(text))
-        except (InputError, ValueError):
-            continue
-        if param.fixed is not None:
-            fixed[name] = param.fixed
+        text = str(text).strip()
+        if text and ":" not in text and "," not in text:
+            fixed[name] = _number(text)
     return fixed
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 def trial_rows(study) -> list[dict]:

@@ -35,9 +35,12 @@ def search_json(*args, **kwargs) -> dict:
 
 
 def trials_of(url: str, study: str = "search"):
+    """The study's trials, read without creating tables (a poller must not race the search that
+    creates them)."""
     import optuna
 
-    return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+    storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
 # --------------------------------------------------------------------------- space
@@ -330,6 +333,8 @@ def wait_for_a_running_second_trial(url: str, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.2)
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            continue
         try:
             states = [t.state for t in trials_of(url)]
         except Exception:  # the study does not exist yet
