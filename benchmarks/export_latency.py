@@ -75,13 +75,6 @@ def dynamic_int8(folder: Path, base: str) -> Path:
     return folder / "model.int8.onnx"
 
 
-def text_batches(predictor, texts) -> list[dict]:
-    """The Predictor's own batches of the texts (sorted by length, 32 a batch, padded to the longest)."""
-    encoded = predictor.encode(texts)
-    order = np.argsort([-len(e["input_ids"]) for e in encoded], kind="stable")
-    return [predictor.batch([encoded[i] for i in order[s:s + 32]]) for s in range(0, len(order), 32)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="a run directory with best_model, timed on its own data "
@@ -122,7 +115,7 @@ def main() -> None:
         texts = [task.valid.texts[i % len(task.valid)] for i in range(32)]
         fixed = {1: time_in_turn(runners, [source.inputs(texts[:1], length=length)], args.repeats, block=5),
                  32: time_in_turn(runners, [source.inputs(texts, length=length)], args.repeats)}
-        valid = time_in_turn(runners, text_batches(predictors["model.onnx"], list(task.valid.texts)),
+        valid = time_in_turn(runners, [feeds for _, feeds in predictors["model.onnx"].batches(list(task.valid.texts))],
                              max(3, args.repeats // 2))
 
     def speedup(table, name):

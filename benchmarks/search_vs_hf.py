@@ -28,6 +28,7 @@ Writes benchmarks/results/search_vs_hf.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -208,6 +209,10 @@ def run_hf(task, trials: int, folder: Path, sampler: RssSampler) -> dict:
             "best_value": best.objective, "best_params": best.hyperparameters}
 
 
+def _seconds(x: float | None) -> str:
+    return "never" if x is None else f"{x:.0f} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=800)
@@ -256,14 +261,13 @@ def main() -> None:
               "valid_rows": len(task.valid), "trials": args.trials, "space": SPACE, "start_with": START,
               "tolerance": TOLERANCE, "summary": summary, "comparisons": comparisons, "runs": results,
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": __import__("os").cpu_count()},
+                          "cpus": os.cpu_count()},
               "versions": library_versions()}
     write_json_atomic(args.out, record)
     for name, c in comparisons.items():
         t = c["time_to_target_s"]
-        fmt = lambda x: "never" if x is None else f"{x:.0f} s"  # noqa: E731
         ratio = "n/a" if c["speedup_to_target"] is None else f"{c['speedup_to_target']:.2f}x"
-        print(f"{name:>14} vs Trainer: to {c['target']:.4f}: ours {fmt(t['ours'])}, Trainer {fmt(t['hf'])} "
+        print(f"{name:>14} vs Trainer: to {c['target']:.4f}: ours {_seconds(t['ours'])}, Trainer {_seconds(t['hf'])} "
               f"({ratio}); totals {c['total_s']['ours']:.0f} s vs {c['total_s']['hf']:.0f} s")
     for name, r in results.items():
         print(f"{name}: " + ", ".join(f"#{t['number']} k={t['params'].get('unfrozen_layers', '-')} "

@@ -193,7 +193,7 @@ def validation_errors(view: RunView, worst: int = 20) -> Errors:
     Runs on onnxruntime (export.Predictor), so the dashboard stays free of torch.
 
     Raises:
-        InputError: no export yet, or the run's data cannot be read again (the message says why).
+        InputError: no usable export, or the run's data cannot be read again (the message says why).
     """
     import numpy as np
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -201,13 +201,9 @@ def validation_errors(view: RunView, worst: int = 20) -> Errors:
     from core import RunDir
     from export import Predictor, PredictorError
 
-    folder = view.path / EXPORT_DIR
-    if view.export is None:
-        raise InputError(f"the mistakes are those of the exported model, and {view.path} has none yet. "
-                         f"Make it with: finetune-advisor export {view.path}")
     task = RunDir(view.path).load_task()
     try:
-        predictor = Predictor(folder)
+        predictor = Predictor(view.path / EXPORT_DIR)  # a missing export is said by the Predictor
     except PredictorError as e:
         raise InputError(str(e)) from None
     valid = task.valid

@@ -223,8 +223,9 @@ def search_section(run: RunView) -> None:
 def layers_chart(trials, fixed_k=None) -> go.Figure:
     """Accuracy against the number of blocks unfrozen: complete trials, pruned ones apart."""
     fig = go.Figure()
+    by_state = layer_points(trials, fixed_k)
     for state, symbol in (("COMPLETE", "circle"), ("PRUNED", "x")):
-        points = layer_points(trials, fixed_k).get(state, [])
+        points = by_state.get(state, [])
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers",
                                  name=state.lower(), marker={"symbol": symbol, "size": 10},
                                  text=[f"trial {p[2]}" for p in points]))

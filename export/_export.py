@@ -48,7 +48,8 @@ class ExportConfig:
         quantize: try dynamic int8 quantisation.
         max_accuracy_drop: int8 is kept only if its validation accuracy is at most this much lower.
         optimize: try fusing the graph for onnxruntime (attention, layer norms, activations).
-        repeats: timed runs per latency figure (batch 32 uses a third as many, at least 3).
+        repeats: timed runs per contender at batch 1, in rounds of 5 (at least 3 rounds); batch 32
+            gets as many rounds of one run.
     """
 
     opset: int = DEFAULT_OPSET
@@ -140,7 +141,7 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     recommended, note = recommend(variants)
     if note:
         progress(note)
-    return _record.write(variants=variants, torch=timings["torch"], recommended=recommended, note=note,
+    return _record.write(variants=variants, torch_timing=timings["torch"], recommended=recommended, note=note,
                          length=length, fusion=fusion, quantization=quantization)
 
 
@@ -148,17 +149,16 @@ class _RecordWriter:
     def __init__(self, folder, source_path, config, torch_acc):
         self.folder, self.source_path, self.config, self.torch_acc = folder, source_path, config, torch_acc
 
-    def write(self, *, variants, torch, recommended, note, length, fusion, quantization) -> ExportRecord:
+    def write(self, *, variants, torch_timing, recommended, note, length, fusion, quantization) -> ExportRecord:
         from core import library_versions
 
-        torch_latency = torch["latency_ms"]
-
+        torch_latency = torch_timing["latency_ms"]
         record = ExportRecord(
             source=str(self.source_path), opset=self.config.opset, variants=variants, torch_latency_ms=torch_latency,
             recommended=recommended, torch_accuracy=self.torch_acc, sequence_length=length,
             speedup_over_torch={v["file"]: torch_latency["batch_32"] / v["latency_ms"]["batch_32"]
                                 for v in variants if v["passed"]},
-            extra={"atol": self.config.atol, "torch_latency_spread_ms": torch["latency_spread_ms"],
+            extra={"atol": self.config.atol, "torch_latency_spread_ms": torch_timing["latency_spread_ms"],
                    "recommendation_note": note, "fusion": fusion, "quantization": quantization,
                    "versions": library_versions()})
         record.write(self.folder / EXPORT_RECORD)

@@ -93,13 +93,19 @@ class Predictor:
             shown = ", ".join(str(i + 1) for i in bad[:10]) + (", …" if len(bad) > 10 else "")
             raise PredictorError(f"empty text: {len(bad)} of {len(texts)} inputs are empty or only whitespace "
                                  f"(number {shown}). Give each text some words.")
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        for idx, feeds in self.batches(texts, pairs, batch_size=batch_size):
+            out[idx] = self.session.run(None, feeds)[0]
+        return out
+
+    def batches(self, texts, pairs=None, *, batch_size: int = 32):
+        """(row indices, padded inputs) for the texts, longest first, `batch_size` rows a batch, each
+        batch padded to its longest row: similar lengths share a batch, so little is padding."""
         encoded = self.encode(texts, pairs)
         order = np.argsort([-len(e["input_ids"]) for e in encoded], kind="stable")
-        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            out[idx] = self.session.run(None, self.batch([encoded[i] for i in idx]))[0]
-        return out
+            yield idx, self.batch([encoded[i] for i in idx])
 
     def batch(self, rows: list[dict]) -> dict[str, np.ndarray]:
         """Pad rows to a batch of the model's inputs."""

@@ -112,8 +112,8 @@ class Timer:
     def measure(self, runners: dict) -> dict:
         """{name: {"latency_ms": {batch_b: median}, "latency_spread_ms": {batch_b: [q1, q3]}}}"""
         out = {name: {"latency_ms": {}, "latency_spread_ms": {}} for name in runners}
+        rounds = max(3, -(-self.repeats // 5))
         for batch, block in ((1, 5), (32, 1)):
-            rounds = max(3, -(-self.repeats // block) if batch == 1 else self.repeats // 5)
             for name, (q1, median, q3) in time_in_turn(runners, [self.feeds[batch]], rounds, block).items():
                 out[name]["latency_ms"][f"batch_{batch}"] = median
                 out[name]["latency_spread_ms"][f"batch_{batch}"] = [q1, q3]

@@ -35,8 +35,8 @@ def register(sub) -> None:
     g.add_argument("--no-optimize", action="store_true", help="skip fusing the graph for onnxruntime (attention, layer norms, "
                    "activations); int8 then quantises the plain graph")
     g.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    g.add_argument("--repeats", type=int, default=30, help="timing rounds at batch 1, a third as many at batch 32 (default 30); "
-                   "each round runs torch and every variant in turn")
+    g.add_argument("--repeats", type=int, default=30, help="timed runs per contender at batch 1, in rounds of 5; batch 32 gets as many "
+                   "rounds of one run (default 30); each round runs torch and every variant in turn")
     p.set_defaults(run=run_export)
 
     q = sub.add_parser(
