@@ -17,14 +17,14 @@ from ._head import fit_head, fit_probe
 from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR,
                        EXPORT_FILE, FAIL_REASON, RUN_FILE, SEARCH_FILE, STUDY_FILE, AdviceRecord, ExportRecord,
                        SearchRecord, sqlite_url)
-from ._rundir import (RunDir, atomic_folder, check_replaceable, check_writable, clean_stale_temp, library_versions,
+from ._rundir import (RunDir, atomic_folder, default_cache_dir, check_replaceable, check_writable, clean_stale_temp, library_versions,
                       mask_secrets, mask_url, read_json, write_json_atomic)
 
 _LAZY = {
     "Backbone": "_backbone", "Encoded": "_backbone", "load_backbone": "_backbone", "pool": "_backbone",
     "freeze_top_k": "_backbone", "resolve_model_source": "_backbone", "load_tokenizer": "_backbone",
     "load_sequence_classifier": "_backbone", "sequence_classifier_logits": "_backbone",
-    "FeatureCache": "_cache", "default_cache_dir": "_cache",
+    "FeatureCache": "_cache",
     "Classifier": "_model", "load_classifier": "_model",
     "ExportSource": "_export_source", "load_export_source": "_export_source",
     "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
@@ -37,7 +37,7 @@ __all__ = ["fit_head", "fit_probe", "AdviceRecord", "SearchRecord", "ExportRecor
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
            "stratified_indices", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
-           "clean_stale_temp", "library_versions", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
+           "clean_stale_temp", "default_cache_dir", "library_versions", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
 
 
 def __getattr__(name):

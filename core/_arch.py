@@ -1,5 +1,6 @@
-"""Per-architecture facts, in one table: where the transformer blocks live, the default pooling,
-and whether the model can be run from a cached middle layer.
+"""Per-architecture facts, in one table: where the blocks live (transformer layers, or the stages
+of a CNN), the default pooling, text or image, and whether the model can be run from a cached
+middle layer.
 
 Running from a middle layer (the cached-frozen-layers trick of the training loop) works by
 truncating the block list to its top k and feeding the cached hidden states into the first kept
@@ -24,9 +25,11 @@ class ArchSpec:
         family: display name.
         model_types: the `config.model_type` values it covers.
         blocks: dotted attribute path, from the base model, to the nn.ModuleList of blocks.
-        pooling: default pooling of its classification head: "cls" (first token) or "mean".
+        pooling: default pooling of its classification head: "cls" (first token), "mean", or
+            "pooler" (the base model's own pooled output: global average pooling of a CNN).
         cache_inner: whether the model can be run from a cached hidden state entering block i,
             0 < i < number of blocks (see the module docstring); a callable takes the model.
+        modality: "text" (a tokenizer) or "image" (an image processor, `pixel_values`).
     """
 
     family: str
@@ -34,6 +37,7 @@ class ArchSpec:
     blocks: str
     pooling: str = "cls"
     cache_inner: bool | Callable = True
+    modality: str = "text"
 
     def block_list(self, model):
         """The nn.ModuleList of transformer blocks of `model` (a base model from AutoModel)."""
@@ -63,6 +67,10 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              cache_inner=lambda model: getattr(model.encoder, "conv", None) is None),
     ArchSpec("MPNet", ("mpnet",), "encoder.layer"),
     ArchSpec("ALBERT", ("albert",), "encoder.albert_layer_groups", cache_inner=False),
+    # image models: a ResNet or ConvNeXt block is a stage (a group of residual blocks at one resolution)
+    ArchSpec("ResNet", ("resnet",), "encoder.stages", pooling="pooler", modality="image"),
+    ArchSpec("ConvNeXt", ("convnext",), "encoder.stages", pooling="pooler", modality="image"),
+    ArchSpec("ViT", ("vit",), "layers", pooling="cls", modality="image"),
 )
 
 _BY_TYPE = {t: spec for spec in ARCHITECTURES for t in spec.model_types}

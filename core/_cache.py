@@ -20,15 +20,11 @@ from pathlib import Path
 
 import torch
 
-from ._backbone import Backbone, Encoded, pool
+from ._backbone import Backbone, Encoded, pool_output
 from ._errors import first_line
+from ._rundir import default_cache_dir  # noqa: F401  (re-exported)
 
 DISK_GB = 10.0  # default bound of the disk cache, in GiB
-
-
-def default_cache_dir() -> Path:
-    """$FINETUNE_ADVISOR_CACHE, else ~/.cache/finetune-advisor."""
-    return Path(os.environ.get("FINETUNE_ADVISOR_CACHE", "~/.cache/finetune-advisor")).expanduser()
 
 
 class FeatureCache:
@@ -66,15 +62,16 @@ class FeatureCache:
         self._sizes.clear()
 
     def encoded(self, backbone: Backbone, split, max_length: int) -> Encoded:
-        """The split tokenized for this backbone (kept, since every run needs it)."""
+        """The split tokenized (or its images resized) for this backbone (kept, since every run needs it)."""
         key = f"enc-{backbone.fingerprint}-{split.fingerprint}-{max_length}"
         if key not in self._memory:
             self._memory[key] = backbone.tokenize(split.texts, split.pairs, max_length=max_length)
         return self._memory[key]
 
     def features(self, backbone: Backbone, split, *, start: int, max_length: int, progress: bool = True):
-        """What enters block `start`: a list of [tokens, hidden] float32 tensors, one per example;
-        for start = number of blocks, the pooled output as one [n, hidden] tensor."""
+        """What enters block `start`: a list of [tokens, hidden] (or, in a CNN, [channels, h, w])
+        float32 tensors, one per example; for start = number of blocks, the pooled output as one
+        [n, hidden] tensor."""
         key = f"{backbone.fingerprint}-{split.fingerprint}-s{start}-t{max_length}-{backbone.pooling}"
         if key in self._memory:
             self.hits += 1
@@ -100,8 +97,8 @@ class FeatureCache:
         or does not hold what this key needs. Never raises: a bad file costs a recomputation."""
         try:
             value = torch.load(file, weights_only=True)
-            problem = _shape_problem(value, encoded.lengths, backbone.hidden_size,
-                                     pooled=start == backbone.num_blocks)
+            problem = _shape_problem(value, encoded.lengths if backbone.modality == "text" else None,
+                                     backbone.hidden_size, pooled=start == backbone.num_blocks, rows=len(encoded))
         except Exception as e:
             problem = f"{type(e).__name__}: {first_line(e)}"
         if problem:
@@ -143,14 +140,19 @@ class FeatureCache:
             del self._sizes[oldest], self._memory[oldest]
 
 
-def _shape_problem(value, lengths, hidden: int, *, pooled: bool) -> str:
-    """'' when `value` is what compute_features makes for rows of these token lengths, else why not."""
+def _shape_problem(value, lengths, hidden: int, *, pooled: bool, rows: int) -> str:
+    """'' when `value` is what compute_features makes for `rows` rows of these token lengths (None:
+    images, whose rows all have one shape), else why not."""
     if pooled:
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (len(lengths), hidden):
-            return f"expected a [{len(lengths)}, {hidden}] tensor"
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (rows, hidden):
+            return f"expected a [{rows}, {hidden}] tensor"
         return "" if value.dtype == torch.float32 else f"dtype {value.dtype}, expected float32"
-    if not isinstance(value, list) or len(value) != len(lengths):
-        return f"expected a list of {len(lengths)} tensors"
+    if not isinstance(value, list) or len(value) != rows:
+        return f"expected a list of {rows} tensors"
+    if lengths is None:
+        shapes = {tuple(r.shape) if isinstance(r, torch.Tensor) else None for r in value}
+        ok = len(shapes) == 1 and None not in shapes and all(r.dtype == torch.float32 for r in value)
+        return "" if ok else "the rows are not float32 tensors of one shape"
     for row, n in zip(value, lengths):
         if not isinstance(row, torch.Tensor) or tuple(row.shape) != (int(n), hidden) or row.dtype != torch.float32:
             return f"a row is not a float32 [{int(n)}, {hidden}] tensor"
@@ -186,14 +188,16 @@ def compute_features(backbone: Backbone, encoded: Encoded, start: int, *, progre
             for idx in tqdm(encoded.sorted_batches(batch_size), desc=f"caching inputs of block {start}",
                             unit="batch", disable=not progress, leave=False):
                 batch = encoded.batch(idx, backbone.device)
+                mask = batch.get("attention_mask")
                 try:
                     out = backbone.model(**batch)
-                    h = pool(out.last_hidden_state, batch["attention_mask"], backbone.pooling)
+                    h = pool_output(out, mask, backbone.pooling)
                 except _Stop:
                     h = captured.pop("h")
-                lengths = batch["attention_mask"].sum(1).tolist()
+                lengths = mask.sum(1).tolist() if mask is not None else None
                 for row, i in enumerate(idx):
-                    rows[i] = (h[row] if pooled else h[row, :lengths[row]]).float().cpu().clone()
+                    kept = h[row] if pooled or lengths is None else h[row, :lengths[row]]
+                    rows[i] = kept.float().cpu().clone()
     finally:
         if handle is not None:
             handle.remove()

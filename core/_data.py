@@ -1,9 +1,14 @@
-"""Labelled text-classification data: read, validate (every problem at once), split, fingerprint.
+"""Labelled classification data, text or images: read, validate (every problem at once), split,
+fingerprint.
 
-A dataset is a CSV, TSV, JSONL or Parquet file with a text column (optionally a second text
-column for sentence pairs) and a label column, or `demo:bbc-news`. Without `--valid`, the rows
-are split into train / validation / test, stratified and seeded. Labels are kept as strings and
-numbered in sorted order (numerically when every label is an integer).
+A text dataset is a CSV, TSV, JSONL or Parquet file with a text column (optionally a second text
+column for sentence pairs) and a label column, or `demo:bbc-news`. An image dataset is a folder
+`DIR/<label>/<image>`, a table whose `--image-column` holds image paths (relative ones resolved
+against the table's folder), or `demo:fashion-mnist`; every image is decoded once here, so a
+missing, truncated or non-image file is reported before any model work. For image tasks a split's
+`texts` are the images' absolute paths. Without `--valid`, the rows are split into train /
+validation / test, stratified and seeded. Labels are kept as strings and numbered in sorted order
+(numerically when every label is an integer).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import InputError, did_you_mean
+from ._images import IMAGE_SUFFIXES
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "body")
 LABEL_COLUMNS = ("label", "labels", "category", "target", "class", "topic")
@@ -26,7 +33,8 @@ PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("questio
                 ("text_a", "text_b"))
 FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSON", ".parquet": "Parquet"}
 MISSING_LABELS = ("nan", "null", "none", "na", "n/a")  # label cells that read as "no value"
-DEMOS = ("demo:bbc-news",)
+DEMOS = ("demo:bbc-news", "demo:fashion-mnist")
+IMAGE_DEMOS = ("demo:fashion-mnist",)
 IMBALANCE_WARN_RATIO = 10.0
 _SHOW_ROWS = 5
 
@@ -46,6 +54,9 @@ class DataConfig:
         test_fraction: share of each class that goes to test when splitting, in [0, 0.5].
         max_rows: keep a stratified sample of about this many rows before splitting (None = all).
         seed: seed of the split and of the sample.
+        image_column: column of a table that holds image paths (an image task); None = a text task,
+            unless the data is an image folder or image demo.
+        skip_bad_images: drop images that cannot be read (and say how many) instead of refusing the data.
     """
 
     text_column: str | None = None
@@ -57,6 +68,8 @@ class DataConfig:
     test_fraction: float = 0.1
     max_rows: int | None = None
     seed: int = 0
+    image_column: str | None = None
+    skip_bad_images: bool = False
 
     def __post_init__(self):
         InputError.check([
@@ -69,29 +82,35 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class Split:
-    """One split: texts, optional paired texts, and label ids (indices into TaskData.labels)."""
+    """One split: texts (or, for an image task, image paths), optional paired texts, and label ids
+    (indices into TaskData.labels)."""
 
     name: str
     texts: list[str]
     labels: np.ndarray
     pairs: list[str] | None = None
+    modality: str = "text"
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the inputs (not the labels): the key of cached features for this split."""
+        """sha256 of the inputs (not the labels): the key of cached features for this split. For
+        images: each path with its file's size and modification time (a replaced file changes it)."""
         h = hashlib.sha256()
         for i, text in enumerate(self.texts):
             h.update(text.encode())
+            if self.modality == "image":
+                st = Path(text).stat()
+                h.update(f"\x1f{st.st_size}\x1f{st.st_mtime_ns}".encode())
             h.update(b"\x1f" + (self.pairs[i].encode() if self.pairs else b"") + b"\x1e")
         return h.hexdigest()[:16]
 
     def subset(self, indices) -> Split:
         idx = [int(i) for i in indices]
         return Split(self.name, [self.texts[i] for i in idx], self.labels[idx],
-                     [self.pairs[i] for i in idx] if self.pairs else None)
+                     [self.pairs[i] for i in idx] if self.pairs else None, self.modality)
 
 
 @dataclass
@@ -111,6 +130,11 @@ class TaskData:
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def modality(self) -> str:
+        """"text" or "image"."""
+        return self.train.modality
 
     @property
     def fingerprint(self) -> str:
@@ -146,6 +170,16 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
     if problems or main is None:
         raise InputError(problems)
     rows, text_col, label_col, pair_col = main
+    modality = "image" if _is_image_data(data, config) else "text"
+    notes = []
+    if modality == "image":
+        rows = _check_images(rows, data, config, problems, notes)
+        if valid is not None:
+            valid = (_check_images(valid[0], config.valid, config, problems, notes), *valid[1:])
+        if test is not None:
+            test = (_check_images(test[0], config.test, config, problems, notes), *test[1:])
+    if problems:
+        raise InputError(problems)
 
     labels = _label_order([r[2] for r in rows])
     label2id = {label: i for i, label in enumerate(labels)}
@@ -170,7 +204,6 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
 
     rng = np.random.default_rng(config.seed)
     y = np.array([label2id[r[2]] for r in rows])
-    notes = []
     if config.max_rows is not None and config.max_rows < len(rows):
         # at least 3 rows a class, so that each still reaches train, validation and test
         keep = stratified_indices(y, config.max_rows / len(rows), rng, min_per_class=3)
@@ -182,7 +215,7 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
 
     def make(name, part_rows, ids):
         return Split(name, [r[0] for r in part_rows], np.asarray(ids, dtype=np.int64),
-                     [r[1] for r in part_rows] if pair_col else None)
+                     [r[1] for r in part_rows] if pair_col else None, modality)
 
     if valid is None:
         test_fraction = 0.0 if test is not None else config.test_fraction
@@ -213,12 +246,22 @@ def _read_rows(source, config, problems, role="data"):
         if source not in DEMOS:
             problems.append(f"{role} '{source}' is not a bundled demo. Demos: {', '.join(DEMOS)}.")
             return None
+        if source in IMAGE_DEMOS:
+            from ._demo_images import fashion_mnist_folder
+
+            return _read_image_folder(fashion_mnist_folder(), role, problems)
         return _read_bbc_news(), "text", "label", None
+    if Path(source).is_dir():
+        return _read_image_folder(source, role, problems)
     frame = _read_table(source, role, problems)
     if frame is None:
         return None
     columns = [str(c) for c in frame.columns]
-    text_col, label_col, pair_col = _choose_columns(source, columns, config, problems)
+    if config.image_column is not None:
+        image_config = DataConfig(**{**config.__dict__, "text_column": config.image_column})
+        text_col, label_col, pair_col = _choose_columns(source, columns, image_config, problems)
+    else:
+        text_col, label_col, pair_col = _choose_columns(source, columns, config, problems)
     if text_col is None or label_col is None or (config.text_pair_column and pair_col is None):
         return None
     for column in dict.fromkeys(c for c in (text_col, pair_col, label_col) if c):
@@ -245,8 +288,75 @@ def _read_rows(source, config, problems, role="data"):
             problems.append(f"{source}: {len(empty)} row(s) have an empty or missing '{column}' "
                             f"(data rows {_rows(empty)}; row 1 is the first row after the header). "
                             "Fill them in or drop those rows.")
+    if config.image_column is not None:  # paths, relative to the table's folder
+        base = Path(source).resolve().parent
+        texts = [str(base / Path(t).expanduser()) if t.strip() else t for t in texts]
     rows = [(t, pairs[i] if pairs else None, labels[i]) for i, t in enumerate(texts)]
     return rows, text_col, label_col, pair_col
+
+
+def _is_image_data(source: str, config: DataConfig) -> bool:
+    return source in IMAGE_DEMOS or config.image_column is not None or \
+        (not source.startswith("demo:") and Path(source).is_dir())
+
+
+def _read_image_folder(source, role, problems):
+    """[(image path, None, label)] of a folder DIR/<label>/<file> (files may sit deeper inside a
+    label's folder). Files of any other type are kept so that `_check_images` names them."""
+    root = Path(source)
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        problems.append(f"{role} folder '{source}' has no class folders: lay it out as {source}/<label>/<image> "
+                        f"(one folder per class; {', '.join(IMAGE_SUFFIXES)}).")
+        return None
+    rows, empty = [], []
+    for folder in classes:
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and not any(
+            part.startswith(".") for part in f.relative_to(folder).parts))
+        if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+            empty.append(folder.name)
+        rows += [(str(f.resolve()), None, folder.name) for f in files]
+    if empty:
+        problems.append(f"{role} folder '{source}': class folder(s) {', '.join(map(repr, empty))} hold no images "
+                        f"({', '.join(IMAGE_SUFFIXES)}). Add images or remove the folder(s).")
+        return None
+    return rows, "image", "folder", None
+
+
+def _check_images(rows, source, config: DataConfig, problems, notes):
+    """The rows whose image decodes. A file that is missing, not an image, truncated or of another
+    type is a problem (the first 10 named, and a count), or, with `skip_bad_images`, dropped with a
+    note. Decoding runs on a few threads (Pillow releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from ._images import ImageError, open_image
+
+    def problem(path):
+        if Path(path).suffix.lower() not in IMAGE_SUFFIXES and Path(path).is_file():
+            return f"{path}: not an image file ({Path(path).suffix or 'no extension'}; images are " \
+                   f"{', '.join(IMAGE_SUFFIXES)})"
+        try:
+            open_image(path)
+        except ImageError as e:
+            return str(e)
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        found = list(tqdm(pool.map(problem, [r[0] for r in rows]), total=len(rows), desc="checking images",
+                          unit="image", leave=False, disable=len(rows) < 500))
+    bad = [why for why in found if why]
+    if not bad:
+        return rows
+    if config.skip_bad_images:
+        notes.append(f"--skip-bad-images: dropped {len(bad)} of {len(rows)} image(s) in {source} that cannot be "
+                     f"read (e.g. {bad[0]}).")
+        return [r for r, why in zip(rows, found) if not why]
+    shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+    problems.append(f"{source}: {len(bad)} of {len(rows)} image(s) cannot be read: {shown}. Fix or remove them, "
+                    "or pass --skip-bad-images to drop them.")
+    return rows
 
 
 def _rows(numbers: list[int]) -> str:
@@ -403,6 +513,8 @@ def _same_number_labels(source, labels: list[str]) -> list[str]:
 
 
 def _choose_columns(source, columns, config, problems):
+    text_flag, text_what = ("--image-column", "image path") if config.image_column is not None else ("--text-column", "text")
+
     def pick(flag, given, usual, what):
         if given is not None:
             if given in columns:
@@ -416,7 +528,7 @@ def _choose_columns(source, columns, config, problems):
                 return lowered[name]
         return None
 
-    text = pick("--text-column", config.text_column, TEXT_COLUMNS, "text")
+    text = pick(text_flag, config.text_column, TEXT_COLUMNS, text_what)
     pair = pick("--text-pair-column", config.text_pair_column, (), "pair") if config.text_pair_column else None
     if text is None and config.text_column is None:
         known = next(((a, b) for a, b in PAIR_COLUMNS if a in columns and b in columns), None)

@@ -1,9 +1,10 @@
 """The classifier: the pretrained encoder (`Classifier.encoder`, an nn.Module taken from a
 `Backbone`), its pooling and a linear head; saving and reloading it.
 
-Saved form (e.g. RUN/best_model/): `save_pretrained` of the backbone and tokenizer, so plain
-transformers reloads the encoder with `AutoModel.from_pretrained`, plus `head.safetensors` (the
-linear head) and `labels.json` (labels in id order, pooling, max length). The head sits on the
+Saved form (e.g. RUN/best_model/): `save_pretrained` of the backbone and tokenizer (an image
+model: its preprocessor_config.json), so plain transformers reloads the encoder with
+`AutoModel.from_pretrained`, plus `head.safetensors` (the linear head) and `labels.json` (labels
+in id order, pooling, max length, modality). The head sits on the
 family's pooling (mean for sentence-transformers models), which transformers' own
 `*ForSequenceClassification` classes cannot express; `load_classifier` rebuilds the whole.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._backbone import POOLINGS, Backbone, pool, quiet_transformers, tokenize
+from ._backbone import POOLINGS, Backbone, Pixels, pool_output, quiet_transformers, tokenize
 from ._errors import InputError, first_line
 from ._rundir import read_json
 
@@ -43,18 +44,26 @@ class Classifier(nn.Module):
         self.pooling = backbone.pooling
         self.input_names = backbone.input_names
         self.tokenizer = backbone.tokenizer
+        self.image_spec = backbone.image_spec
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.hidden_size, num_labels)
         self.labels: list[str] = []
         self.max_length = 128
         self.injected = None
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state
-        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
+    @property
+    def modality(self) -> str:
+        return self.arch.modality
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None):
+        if pixel_values is not None:
+            inputs = {"pixel_values": pixel_values}
+        else:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids
+        output = self.encoder(**inputs)
+        return self.head(self.dropout(pool_output(output, attention_mask, self.pooling)))
 
     def from_pooled(self, pooled):
         """Logits from already pooled features (the head-only path)."""
@@ -81,10 +90,18 @@ class Classifier(nn.Module):
             self.arch.set_block_list(self.encoder, blocks)
             self.injected = None
 
+    def encode(self, texts, pairs=None):
+        """The model's inputs for raw texts (or image paths), as `Backbone.tokenize` makes them."""
+        if self.modality == "image":
+            from ._images import load_pixels
+
+            return Pixels(load_pixels(texts, self.image_spec), self.image_spec)
+        return tokenize(self.tokenizer, self.input_names, texts, pairs, max_length=self.max_length)
+
     def predict_proba(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities [n, num_labels] for raw texts."""
+        """Class probabilities [n, num_labels] for raw texts (or image paths)."""
         device = next(self.parameters()).device
-        encoded = tokenize(self.tokenizer, self.input_names, texts, pairs, max_length=self.max_length)
+        encoded = self.encode(texts, pairs)
         out = np.empty((len(texts), self.head.out_features), dtype=np.float32)
         was_training = self.training
         self.eval()
@@ -95,7 +112,8 @@ class Classifier(nn.Module):
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write the encoder and tokenizer (save_pretrained), head.safetensors and labels.json."""
+        """Write the encoder and tokenizer or image processor (save_pretrained), head.safetensors and
+        labels.json."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -107,13 +125,19 @@ class Classifier(nn.Module):
         try:
             with quiet_transformers():
                 self.encoder.save_pretrained(path)
-                self.tokenizer.save_pretrained(path)
+                if self.image_spec is not None:
+                    from ._images import PREPROCESSOR_FILE
+
+                    (path / PREPROCESSOR_FILE).write_text(json.dumps(self.image_spec.to_config(), indent=2) + "\n")
+                else:
+                    self.tokenizer.save_pretrained(path)
         finally:
             config.id2label, config.label2id = before
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(path / HEAD_FILE))
         (path / LABELS_FILE).write_text(json.dumps(
-            {"labels": self.labels, "pooling": self.pooling, "max_length": self.max_length}, indent=2) + "\n")
+            {"labels": self.labels, "pooling": self.pooling, "max_length": self.max_length,
+             "modality": self.modality}, indent=2) + "\n")
         return path
 
 

@@ -318,3 +318,8 @@ class RunDir:
                 or not isinstance(data.get("config"), dict):
             return None
         return data["source"], data["config"], data.get("fingerprint")
+
+
+def default_cache_dir() -> Path:
+    """$FINETUNE_ADVISOR_CACHE, else ~/.cache/finetune-advisor."""
+    return Path(os.environ.get("FINETUNE_ADVISOR_CACHE", "~/.cache/finetune-advisor")).expanduser()
