@@ -94,6 +94,8 @@ def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
     Raises:
         InputError: a missing or empty file, bad JSON, or label descriptions that miss labels.
     """
+    if task.modality == "image":
+        return _read_image_inputs(config)
     problems, out = [], {"descriptions": None, "unlabeled": None}
 
     def lines(flag, path):
@@ -130,6 +132,47 @@ def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
     return out
 
 
+def _read_image_inputs(config: AdvisorConfig) -> dict:
+    """--reference and --unlabeled for an image task: a folder of images (searched recursively) or a
+    file listing image paths, one a line (relative to the file's folder); the first
+    `_SHIFT_ROWS` are used and must decode."""
+    from core._images import IMAGE_SUFFIXES, ImageError, open_image
+
+    problems, out = [], {"descriptions": None, "reference": None, "unlabeled": None}
+    if config.label_descriptions:
+        problems.append("--label-descriptions applies to text models; an image model's zero-shot reads its own "
+                        "head's labels. Leave it out.")
+    for key, flag in (("reference", "--reference"), ("unlabeled", "--unlabeled")):
+        given = getattr(config, key)
+        if not given:
+            continue
+        path = Path(given)
+        if path.is_dir():
+            paths = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            paths = [str((path.parent / line.strip()).resolve()) for line in
+                     path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        else:
+            problems.append(f"{flag} '{given}' does not exist: give a folder of images or a file of image paths.")
+            continue
+        paths = paths[:_SHIFT_ROWS]
+        if not paths:
+            problems.append(f"{flag} '{given}' holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+            continue
+        bad = []
+        for p in paths:
+            try:
+                open_image(p)
+            except ImageError as e:
+                bad.append(str(e))
+        if bad:
+            problems.append(f"{flag} '{given}': {len(bad)} image(s) cannot be read: {'; '.join(bad[:10])}.")
+        out[key] = paths
+    if problems:
+        raise InputError(problems)
+    return out
+
+
 def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *, inputs: dict | None = None,
            progress: bool = True, run_dir=None) -> AdviceRecord:
     """Measure, estimate and decide; returns the advice record (and writes RUN/advice.json).
@@ -159,12 +202,21 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     valid_s = _sample(task.valid, config.valid_rows, rng)
     say(f"embedding {len(train_s)} training and {len(valid_s)} validation rows")
     backbone.model.to(device)
-    layers = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, all_layers=True,
-                                   pooling="mean", progress=progress) for name, s in (("train", train_s), ("valid", valid_s))}
-    feats = {"last": {k: v[:, -1] for k, v in layers.items()}, "average": {k: v.mean(1) for k, v in layers.items()}}
-    if backbone.pooling != "mean":  # the head reads the backbone's own pooling
-        feats["last"] = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, progress=False)
-                         for name, s in (("train", train_s), ("valid", valid_s))}
+    samples = (("train", train_s), ("valid", valid_s))
+    if backbone.uniform_layers:
+        layers = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, all_layers=True,
+                                       pooling="mean", progress=progress) for name, s in samples}
+        feats = {"last": {k: v[:, -1] for k, v in layers.items()}, "average": {k: v.mean(1) for k, v in layers.items()}}
+        mean_last = {k: v[:, -1] for k, v in layers.items()}  # mean pooling: zero-shot and shift read it
+        if backbone.pooling != "mean":  # the head reads the backbone's own pooling
+            feats["last"] = {name: backbone.embed(s.texts, s.pairs, max_length=config.max_length, progress=False)
+                             for name, s in samples}
+    else:  # a CNN's stages differ in width: no layer average
+        feats = {"last": {name: backbone.embed(s.texts, max_length=config.max_length, progress=progress)
+                          for name, s in samples}}
+        mean_last = feats["last"]
+        skipped.append("layer-average probe: this model's blocks differ in width (a CNN's stages), so their "
+                       "features cannot be averaged.")
     ty, vy = train_s.labels, valid_s.labels
 
     # 3) probes and transferability; the decision reads the probe on what a head-only model sees
@@ -173,6 +225,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         skipped.append("probe: a class has fewer than 2 training rows, so C could not be cross-validated; "
                        "the probe used C = 1.")
     probes = {name: _signals.probe_accuracy(f["train"], ty, f["valid"], vy, seed=config.seed) for name, f in feats.items()}
+    probes.setdefault("average", (None, None))
     bx = feats["last"]
     probe_acc, c = probes["last"]
     probe = {"accuracy": probe_acc, "features": f"last layer, {backbone.pooling} pooling", "C": c,
@@ -183,12 +236,15 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
              "train_rows": len(train_s), "valid_rows": len(valid_s)}
 
     # 4) zero-shot
-    zero_shot = _zero_shot(backbone, task, valid_s, layers["valid"][:, -1], inputs["descriptions"], config,
+    zero_shot = _zero_shot(backbone, task, valid_s, mean_last["valid"], inputs["descriptions"], config,
                            device, skipped, say)
 
     # 5) domain shift
     say("measuring domain shift")
-    shift = _shift(backbone, train_s, layers["train"][:, -1], inputs, config, rng)
+    if task.modality == "image":
+        shift = _image_shift(backbone, train_s, mean_last["train"], inputs, config, rng, skipped)
+    else:
+        shift = _shift(backbone, train_s, mean_last["train"], inputs, config, rng)
 
     # 6) pilot fine-tuning, 7) cost
     expected, timings = _pilot(backbone, task, train_s, valid_s, feats["last"], c, probe_acc, config, skipped, say)
@@ -197,7 +253,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
 
     # 8) decision
     chance = float(np.bincount(vy).max() / len(vy))
-    signals = Signals(chance, zero_shot["accuracy"], probe_acc, expected.get("fine_tune_accuracy"), shift["unk_rate"],
+    signals = Signals(chance, zero_shot["accuracy"], probe_acc, expected.get("fine_tune_accuracy"), shift["unk_rate"] or 0.0,
                       cost["search_seconds"], tuple(expected["suggested_unfrozen_layers"])
                       if expected.get("suggested_unfrozen_layers") else None, probes["average"][0],
                       expected.get("uncertainty"))
@@ -228,6 +284,16 @@ def _sample_indices(split: Split, n: int, rng) -> np.ndarray:
 
 
 def _zero_shot(backbone, task, valid_s, valid_x, descriptions, config, device, skipped, say) -> dict:
+    if task.modality == "image":
+        method = _signals.zero_shot_method(backbone.model.config, task.labels, modality="image")
+        if method is None:
+            skipped.append("zero-shot: the model has no image-classification head whose labels name the task's "
+                           f"({', '.join(task.labels[:5])}{', …' if len(task.labels) > 5 else ''}).")
+            return {"method": None, "accuracy": None, "descriptions": None}
+        say("zero-shot (the model's own head)")
+        accuracy = _signals.image_head_zero_shot(backbone.source, backbone.image_spec, valid_s.texts, valid_s.labels,
+                                                 task.labels, device=device)
+        return {"method": method, "accuracy": accuracy, "descriptions": None}
     method = _signals.zero_shot_method(backbone.model.config, task.labels)
     say(f"zero-shot ({method})")
     if method == "label-embedding":
@@ -263,6 +329,37 @@ def _shift(backbone, train_s, train_x, inputs, config, rng) -> dict:
         shift["unlabeled"] = {"rows": len(un_x), "mmd2": un_mmd, "mmd_p_value": un_p,
                               "pad": _scores.proxy_a_distance(side, un_x, seed=config.seed),
                               "unk_rate": un_unk, "fertility": un_fert}
+    return shift
+
+
+def _image_shift(backbone, train_s, train_x, inputs, config, rng, skipped) -> dict:
+    """What decides transfer for images: the data's image size against the model's input, colour
+    against grayscale, pixel statistics against the model's normalisation (`_scores.image_input_shift`),
+    the features' effective rank, and MMD / proxy A-distance against --reference or --unlabeled
+    images when given."""
+    from core._images import image_stats
+
+    n = min(_SHIFT_ROWS, len(train_s))
+    side = train_x[rng.choice(len(train_x), n, replace=False)]
+    stats = image_stats(train_s.texts, limit=_SHIFT_ROWS)
+    shift = {"unk_rate": None, "fertility": None, "mmd2": None, "mmd_p_value": None, "pad": None,
+             "effective_rank": _scores.effective_rank(train_x), "hidden_size": backbone.hidden_size,
+             "images": stats, **_scores.image_input_shift(stats, backbone.image_spec)}
+    for key, paths in (("reference", inputs.get("reference")), ("unlabeled", inputs.get("unlabeled"))):
+        if not paths:
+            continue
+        other = backbone.embed(paths[:_SHIFT_ROWS], progress=False)
+        mmd, p_value = _scores.mmd2(side, other, seed=config.seed)
+        measured = {"rows": len(other), "mmd2": mmd, "mmd_p_value": p_value,
+                    "pad": _scores.proxy_a_distance(side, other, seed=config.seed)}
+        if key == "reference":
+            shift.update(mmd2=mmd, mmd_p_value=p_value, pad=measured["pad"], reference=str(config.reference),
+                         reference_rows=len(other))
+        else:
+            shift["unlabeled"] = measured
+    if not inputs.get("reference"):
+        skipped.append("shift: no reference images (--reference DIR) of the model's world, so no MMD or proxy "
+                       "A-distance against it; the input statistics stand in.")
     return shift
 
 

@@ -173,3 +173,32 @@ def tokenizer_coverage(tokenizer, texts: list[str]) -> tuple[float, float]:
     unk = tokenizer.unk_token_id
     unknown = sum(sum(1 for i in ids if i == unk) for ids in enc) if unk is not None else 0
     return (unknown / tokens if tokens else 0.0), (tokens / words if words else 0.0)
+
+
+def image_input_shift(stats: dict, spec) -> dict:
+    """How far the images are from what the model was trained to read, from `core._images.image_stats`
+    and the model's preprocessing `spec`:
+
+        size_ratio = median(min(width, height)) / min(model input height, width)
+            (< 1: the images are upsampled, e.g. 28-pixel images into a 224-pixel model: 0.125);
+        grayscale_share = share of images stored with one channel (copied to R, G and B);
+        normalisation_gap = max_c |mean_c - m_c| / s_c, with mean_c the data's mean pixel value of
+            channel c in [0, 1] and (m_c, s_c) the model's normalisation mean and std: the
+            standardised mean difference (Cohen's d, with the pretraining data's std as the scale)
+            of the inputs the model sees, 0 when the data's colour balance is the pretraining data's;
+        contrast_ratio = mean_c std_c / s_c (< 1: flatter images than the pretraining data).
+
+    These are descriptive statistics, not a test; the decision reads the probes, and these explain
+    them (Kornblith, Shlens, Le, "Do Better ImageNet Models Transfer Better?", CVPR 2019, find
+    transfer weakest on small, low-resolution and grayscale-like data sets).
+    """
+    h, w = spec.output_size
+    out = {"model_input": [int(h), int(w)],
+           "size_ratio": float(min(stats["width"][1], stats["height"][1]) / min(h, w)),
+           "grayscale_share": float(stats["grayscale_share"])}
+    if spec.mean is not None and spec.std is not None:
+        mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+        m, s = np.asarray(spec.mean), np.asarray(spec.std)
+        out["normalisation_gap"] = float(np.max(np.abs(mean - m) / s))
+        out["contrast_ratio"] = float(np.mean(std / s))
+    return out

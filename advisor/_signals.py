@@ -97,9 +97,14 @@ def label_embedding_zero_shot(backbone, valid_x, valid_y, labels, descriptions=N
     return float(np.mean((a @ b.T).argmax(1) == valid_y))
 
 
-def zero_shot_method(config, labels) -> str:
+def zero_shot_method(config, labels, *, modality: str = "text") -> str | None:
     """Which zero-shot method fits the model: "head" when its own head's labels cover the task's,
-    "nli" when its head has an entailment label, else "label-embedding"."""
+    "nli" when its head has an entailment label, else "label-embedding". An image model: "head"
+    when its image-classification head names every label (any of an ImageNet class's
+    comma-separated names counts), else None."""
+    if modality == "image":
+        has_head = any(a.endswith("ForImageClassification") for a in (config.architectures or []))
+        return "head" if has_head and set(map(str.lower, labels)) <= set(_image_label_index(config.id2label)) else None
     own = {str(v).lower() for v in (getattr(config, "id2label", None) or {}).values()}
     has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
     if has_head and {label.lower() for label in labels} <= own:
@@ -142,3 +147,36 @@ def head_or_nli_zero_shot(source, method, texts, valid_y, labels, *, device, max
                                             truncation="only_first")
         scores = result.logits[:, _entailment_id(result)].reshape(len(texts), len(labels))
     return float(np.mean(scores.argmax(1) == valid_y))
+
+
+def _image_label_index(id2label) -> dict[str, int]:
+    """{name: class id} over every comma-separated name of each class ("tabby, tabby cat")."""
+    index = {}
+    for i, names in (id2label or {}).items():
+        for name in str(names).split(","):
+            index.setdefault(name.strip().lower(), int(i))
+    return index
+
+
+def image_head_zero_shot(source, spec, paths, valid_y, labels, *, device, batch_size=32) -> float:
+    """Zero-shot with an image model's own classification head (e.g. ImageNet's 1,000 classes):
+    its logits restricted to the classes that name the task's labels, argmax; accuracy =
+    mean[prediction = y]. The model is loaded as AutoModelForImageClassification from `source`
+    and fed the same preprocessing as training (`spec`, the backbone's core._images.ImageSpec)."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from core._backbone import Pixels, quiet_transformers
+    from core._images import load_pixels
+
+    with quiet_transformers():
+        model = AutoModelForImageClassification.from_pretrained(source, dtype=torch.float32).eval().to(device)
+    index = _image_label_index(model.config.id2label)
+    columns = [index[label.lower()] for label in labels]
+    pixels = Pixels(load_pixels(paths, spec), spec)
+    predictions = []
+    with torch.inference_mode():
+        for idx in pixels.sorted_batches(batch_size):
+            logits = model(**pixels.batch(idx, device)).logits.float().cpu().numpy()
+            predictions.append(logits[:, columns].argmax(1))
+    return float(np.mean(np.concatenate(predictions) == np.asarray(valid_y)))
