@@ -18,17 +18,27 @@ from ._rundir import read_json
 
 class ExportSource:
     """A trained classifier as the exporter needs it: `module` maps (input_ids, attention_mask[,
-    token_type_ids]), in that order (`input_names`), positionally, to logits; `inputs` and `logits`
-    run it on numpy arrays, as onnxruntime does."""
+    token_type_ids]) or (pixel_values,), in that order (`input_names`), positionally, to logits;
+    `inputs` and `logits` run it on numpy arrays, as onnxruntime does."""
 
     def __init__(self, module, tokenizer, labels: list[str], max_length: int, input_names: tuple, family: str,
-                 config=None):
+                 config=None, image_spec=None):
         self.module, self.tokenizer, self.labels = module, tokenizer, labels
         self.max_length, self.input_names, self.family = max_length, input_names, family
         self.config = config  # the transformers config, for the graph optimiser's head count
+        self.image_spec = image_spec  # core._images.ImageSpec of an image model, else None
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.image_spec is not None else "text"
 
     def inputs(self, texts, pairs=None, *, length: int | None = None) -> dict:
-        """numpy inputs for `texts`: padded to the longest row, or to exactly `length` tokens."""
+        """numpy inputs for `texts`: padded to the longest row, or to exactly `length` tokens; for
+        an image model, `texts` are image paths and the inputs their normalised pixels."""
+        if self.image_spec is not None:
+            from ._images import load_pixels
+
+            return {"pixel_values": self.image_spec.normalize(load_pixels(texts, self.image_spec))}
         enc = self.tokenizer(list(texts), list(pairs) if pairs else None, truncation=True,
                              max_length=length or self.max_length,
                              padding="max_length" if length else "longest", return_tensors="np")
@@ -52,6 +62,9 @@ def load_export_source(path: str | Path) -> ExportSource:
                          "finetune-advisor search) or a Hugging Face sequence-classification folder.")
     if (path / "head.safetensors").is_file():
         model = load_classifier(path, device="cpu")
+        if model.modality == "image":
+            return ExportSource(_PixelLogits(model).eval(), None, model.labels, model.max_length, ("pixel_values",),
+                                model.arch.family, model.encoder.config, model.image_spec)
         model.encoder.config._attn_implementation = "sdpa"
         names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in model.input_names else ())
         return ExportSource(model, model.tokenizer, model.labels, model.max_length, names, model.arch.family,
@@ -70,6 +83,17 @@ def load_export_source(path: str | Path) -> ExportSource:
     max_length = min(max_positions(model.config, tokenizer), 512)
     return ExportSource(_Logits(model).eval(), tokenizer, labels, max_length, names, model.config.model_type,
                         model.config)
+
+
+class _PixelLogits(torch.nn.Module):
+    """An image classifier with its one input, pixel_values, positional."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, pixel_values):
+        return self.inner(pixel_values=pixel_values)
 
 
 class _Logits(torch.nn.Module):

@@ -1,6 +1,7 @@
 """Step 2 of the export: is the ONNX model the PyTorch model? Logits on the validation split and
 on odd shapes within atol, the same classes, no NaN, and a deploy tokenizer that gives the same
-ids. Each check returns its failures as sentences, so one error can list them all."""
+ids (images: a deploy folder whose preprocessing gives the same pixels). Each check returns its
+failures as sentences, so one error can list them all."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from core import ExportSource
 
-from ._predictor import Predictor
+from ._predictor import Predictor, image_inputs
 
 
 def token_lengths(source: ExportSource, split) -> np.ndarray:
@@ -56,12 +57,7 @@ def parity(source: ExportSource, path: Path, split, torch_logits, atol: float, v
         failures.append(f"{path.name} on the validation split: max |logit difference| {diff:.2e} > atol {atol:.0e}")
     if flipped:
         failures.append(f"{path.name} on the validation split: {flipped} of {len(split)} predicted classes differ")
-    lengths = token_lengths(source, split)
-    shortest, longest = int(lengths.argmin()), int(lengths.argmax())
-    odd = {"batch 1, shortest text": [split.texts[shortest]],
-           f"batch 1, {source.max_length} tokens": [" ".join([split.texts[longest]] * 8)],
-           "batch 3, mixed lengths": [split.texts[shortest], split.texts[longest], split.texts[0][:40]]}
-    for name, texts in odd.items():
+    for name, texts in odd_batches(source, split).items():
         feeds = source.inputs(texts)
         a, b = session.run(None, feeds)[0], source.logits(feeds)
         d = max_diff(a, b)
@@ -73,6 +69,18 @@ def parity(source: ExportSource, path: Path, split, torch_logits, atol: float, v
             failures.append(f"{path.name}, {name}: max |logit difference| {d:.2e} (atol {atol:.0e})"
                             + ("; the predicted class differs" if (a.argmax(1) != b.argmax(1)).any() else ""))
     return failures
+
+
+def odd_batches(source: ExportSource, split) -> dict[str, list[str]]:
+    """Inputs of shapes the validation batches may not have: batch 1, the longest and shortest
+    texts, mixed lengths in one batch (images: batch 1 and batch 3; their size is fixed)."""
+    if source.modality == "image":
+        return {"batch 1": split.texts[:1], "batch 3": [split.texts[i % len(split)] for i in range(3)]}
+    lengths = token_lengths(source, split)
+    shortest, longest = int(lengths.argmin()), int(lengths.argmax())
+    return {"batch 1, shortest text": [split.texts[shortest]],
+            f"batch 1, {source.max_length} tokens": [" ".join([split.texts[longest]] * 8)],
+            "batch 3, mixed lengths": [split.texts[shortest], split.texts[longest], split.texts[0][:40]]}
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -94,7 +102,15 @@ def non_finite(file: str, where: str, onnx_logits: np.ndarray, torch_logits: np.
 
 
 def tokenizer_parity(source: ExportSource, folder: Path, split) -> list[str]:
-    """The deploy tokenizer (tokenizers + tokenizer.json) must give the training tokenizer's ids."""
+    """The deploy tokenizer (tokenizers + tokenizer.json) must give the training tokenizer's ids;
+    for images, the deploy folder's preprocessing (its preprocessor_config.json, read by the
+    Predictor) must give the training pixels exactly."""
+    if source.modality == "image":
+        paths = split.texts[:64]
+        ours = image_inputs(folder, paths)
+        theirs = source.inputs(paths)["pixel_values"]
+        return [] if ours.shape == theirs.shape and np.array_equal(ours, theirs) else [
+            "the deploy folder's preprocessing gives other pixels than training's on the validation images"]
     from tokenizers import Tokenizer
 
     if not (folder / "tokenizer.json").is_file():

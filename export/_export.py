@@ -30,7 +30,7 @@ from core import ExportRecord, ExportSource, InputError, atomic_folder, load_exp
 
 from ._checks import deploy_accuracy, ort_session, parity, token_lengths, tokenizer_parity, torch_logits_of
 from ._onnx import to_onnx
-from ._predictor import EXPORT_RECORD, LABELS
+from ._predictor import EXPORT_RECORD, LABELS, PREPROCESSOR
 from ._variants import FUSED, Timer, fuse, quantize, recommend
 
 DEFAULT_OPSET = 18
@@ -97,12 +97,18 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     valid = task.valid
     progress(f"exporting {source.family} to ONNX (opset {config.opset})")
     to_onnx(source, folder / "model.onnx", config.opset)
-    source.tokenizer.save_pretrained(folder)
-    meta = {"labels": source.labels, "max_length": source.max_length,
-            "pad_token_id": int(source.tokenizer.pad_token_id or 0), "input_names": list(source.input_names)}
+    if source.modality == "image":
+        write_json_atomic(folder / PREPROCESSOR, source.image_spec.to_config())
+        pad = 0
+    else:
+        source.tokenizer.save_pretrained(folder)
+        pad = int(source.tokenizer.pad_token_id or 0)
+    meta = {"labels": source.labels, "max_length": source.max_length, "pad_token_id": pad,
+            "input_names": list(source.input_names), "modality": source.modality}
     write_json_atomic(folder / LABELS, meta)
 
-    progress(f"checking parity on {len(valid)} validation texts and odd shapes")
+    progress(f"checking parity on {len(valid)} validation {'images' if source.modality == 'image' else 'texts'} "
+             "and odd shapes")
     torch_logits = torch_logits_of(source, valid)
     torch_acc = float((torch_logits.argmax(1) == gold).mean())
     variants = [{"file": "model.onnx", "precision": "fp32"}]
@@ -130,9 +136,14 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     for v in variants:  # refused variants are recorded, not shipped
         if not v["passed"]:
             (folder / v["file"]).unlink(missing_ok=True)
-    length = int(min(source.max_length, max(8, np.median(token_lengths(source, valid)))))
     passed = [v for v in variants if v["passed"]]
-    progress(f"timing torch and {len(passed)} ONNX variant(s) in turn at {length} tokens")
+    if source.modality == "image":
+        length = None
+        progress(f"timing torch and {len(passed)} ONNX variant(s) in turn at "
+                 f"{'x'.join(map(str, source.image_spec.output_size))} pixels")
+    else:
+        length = int(min(source.max_length, max(8, np.median(token_lengths(source, valid)))))
+        progress(f"timing torch and {len(passed)} ONNX variant(s) in turn at {length} tokens")
     sessions = {v["file"]: ort_session(folder / v["file"], spinning=False) for v in passed}
     runners = {"torch": source.logits} | {f: (lambda feeds, s=s: s.run(None, feeds)) for f, s in sessions.items()}
     timings = Timer(source, valid, length, config.repeats).measure(runners)

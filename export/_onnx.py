@@ -1,5 +1,5 @@
 """Step 1 of the export: the torch model to an ONNX file with dynamic batch and sequence axes
-(torch.export-based exporter)."""
+(images: a dynamic batch of fixed-size images) (torch.export-based exporter)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ from core import ExportSource, InputError
 def to_onnx(source: ExportSource, path: Path, opset: int) -> None:
     import torch
 
-    example = source.inputs(["an example text to trace", "short"])
-    args = tuple(torch.from_numpy(example[k]) for k in source.input_names)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=source.max_length)
-    shapes = tuple({0: batch, 1: seq} for _ in source.input_names)
+    batch = torch.export.Dim("batch")
+    if source.modality == "image":  # two blank images of the model's input size; only the batch varies
+        h, w = source.image_spec.output_size
+        args = (torch.zeros(2, 3, h, w),)
+        shapes = ({0: batch},)
+    else:
+        example = source.inputs(["an example text to trace", "short"])
+        args = tuple(torch.from_numpy(example[k]) for k in source.input_names)
+        seq = torch.export.Dim("sequence", max=source.max_length)
+        shapes = tuple({0: batch, 1: seq} for _ in source.input_names)
     try:
         with warnings.catch_warnings(), _quiet_logs("torch.onnx", "torch.export", "torch._dynamo"):
             warnings.simplefilter("ignore")

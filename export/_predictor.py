@@ -1,12 +1,15 @@
-"""The deploy-side predictor: an exported folder, run with onnxruntime, tokenizers and numpy only.
+"""The deploy-side predictor: an exported folder, run with onnxruntime, tokenizers and numpy only
+(an image model: onnxruntime, numpy and Pillow).
 
-Copy RUN/export anywhere with those three packages installed and:
+Copy RUN/export anywhere with those packages installed and:
 
     from export import Predictor
     predictor = Predictor("export")                  # the recommended variant (export.json)
     predictor.predict(["Shares fell sharply today"])  # [{"label": "business", "score": 0.97}]
+    Predictor("photos/export").predict(["cat.jpg"])  # an image model takes image paths
 
-This module imports nothing else of the project (nor torch, nor transformers).
+Of the project it imports only core._images (numpy + Pillow, for an image model's preprocessing:
+the code training used), never torch or transformers.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 EXPORT_RECORD = "export.json"
 LABELS = "labels.json"
 TOKENIZER = "tokenizer.json"
+PREPROCESSOR = "preprocessor_config.json"
 
 
 class PredictorError(ValueError):
@@ -40,14 +44,16 @@ class Predictor:
 
     def __init__(self, folder: str | Path, variant: str | None = None, *, threads: int | None = None):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         self.folder = Path(folder)
-        needed = (LABELS, TOKENIZER) + (() if variant else (EXPORT_RECORD,))  # export.json names the default
+        images = (self.folder / PREPROCESSOR).is_file() and not (self.folder / TOKENIZER).is_file()
+        needed = (LABELS, PREPROCESSOR if images else TOKENIZER) + (() if variant else (EXPORT_RECORD,))
         missing = [f for f in needed if not (self.folder / f).is_file()]
         if missing:
             raise PredictorError(f"'{folder}' is not an export folder: it lacks {', '.join(missing)}. "
                                  "Make one with: finetune-advisor export RUN")
+        if not images:
+            from tokenizers import Tokenizer
         record = _read_record(self.folder / EXPORT_RECORD) if (self.folder / EXPORT_RECORD).is_file() else {}
         meta = _read_record(self.folder / LABELS)
         if not isinstance(meta.get("labels"), list) or not meta["labels"] or "max_length" not in meta:
@@ -71,6 +77,10 @@ class Predictor:
         self.labels: list[str] = list(meta["labels"])
         self.max_length = int(meta["max_length"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.modality = "image" if images else "text"
+        if images:
+            self.spec = _image_spec(self.folder)
+            return
         self.tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
@@ -84,10 +94,13 @@ class Predictor:
                 for e in self.tokenizer.encode_batch(inputs)]
 
     def logits(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:
-        """Raw logits [n, num_labels]; batches of similar length, each padded to its longest row."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        """Raw logits [n, num_labels]; batches of similar length, each padded to its longest row
+        (an image model: `texts` are image paths)."""
+        texts = [texts] if isinstance(texts, (str, Path)) else list(texts)
         if batch_size < 1:
             raise PredictorError(f"batch size {batch_size} must be >= 1 (e.g. 32).")
+        if self.modality == "image":
+            return self._image_logits(texts, batch_size)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
         if bad:
             shown = ", ".join(str(i + 1) for i in bad[:10]) + (", …" if len(bad) > 10 else "")
@@ -98,9 +111,32 @@ class Predictor:
             out[idx] = self.session.run(None, feeds)[0]
         return out
 
+    def _image_logits(self, paths, batch_size: int) -> np.ndarray:
+        from core._images import ImageError, open_image
+
+        bad = []
+        for path in paths:
+            try:
+                open_image(path)
+            except ImageError as e:
+                bad.append(str(e))
+        if bad:
+            raise PredictorError(f"{len(bad)} of {len(paths)} image(s) cannot be read: {'; '.join(bad[:10])}"
+                                 + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "") + ".")
+        out = np.empty((len(paths), len(self.labels)), dtype=np.float32)
+        for idx, feeds in self.batches(paths, batch_size=batch_size):
+            out[idx] = self.session.run(None, feeds)[0]
+        return out
+
     def batches(self, texts, pairs=None, *, batch_size: int = 32):
         """(row indices, padded inputs) for the texts, longest first, `batch_size` rows a batch, each
-        batch padded to its longest row: similar lengths share a batch, so little is padding."""
+        batch padded to its longest row: similar lengths share a batch, so little is padding. Image
+        paths go in order, each batch their normalised pixels."""
+        if self.modality == "image":
+            for s in range(0, len(texts), batch_size):
+                idx = np.arange(s, min(s + batch_size, len(texts)))
+                yield idx, {"pixel_values": _pixels(self.spec, [texts[i] for i in idx])}
+            return
         encoded = self.encode(texts, pairs)
         order = np.argsort([-len(e["input_ids"]) for e in encoded], kind="stable")
         for s in range(0, len(order), batch_size):
@@ -129,6 +165,30 @@ class Predictor:
         """[{"label": best label, "score": its probability}] per text."""
         p = self.predict_proba(texts, pairs, batch_size=batch_size)
         return [{"label": self.labels[i], "score": float(row[i])} for row, i in zip(p, p.argmax(axis=1))]
+
+
+def image_inputs(folder: str | Path, paths) -> np.ndarray:
+    """The normalised pixels [n, 3, H, W] of images as an export folder's preprocessing makes them."""
+    return _pixels(_image_spec(Path(folder)), paths)
+
+
+def _image_spec(folder: Path):
+    from core._images import ImageSpec
+
+    try:
+        spec = ImageSpec.from_folder(folder)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise PredictorError(f"'{folder / PREPROCESSOR}' cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}). "
+                             "Export again: finetune-advisor export RUN") from None
+    if spec.output_size is None:
+        raise PredictorError(f"'{folder / PREPROCESSOR}' gives no fixed image size. Export again: finetune-advisor export RUN")
+    return spec
+
+
+def _pixels(spec, paths) -> np.ndarray:
+    from core._images import load_pixels
+
+    return spec.normalize(load_pixels(paths, spec))
 
 
 def _read_record(path: Path) -> dict:

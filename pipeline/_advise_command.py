@@ -19,7 +19,8 @@ def register(sub) -> None:
                "  finetune-advisor advise --model demo:minilm --data demo:bbc-news --out runs/bbc\n"
                "  finetune-advisor advise --model ./my-model --data train.csv --valid valid.csv --out runs/mine \\\n"
                "      --min-gain 0.02 --budget-seconds 3600 --gpu-hourly-cost 2.5")
-    p.add_argument("--model", metavar="M", required=True, help="Hugging Face id, local folder, or demo:minilm")
+    p.add_argument("--model", metavar="M", required=True,
+                   help="Hugging Face id or local folder of a text or image model, or demo:minilm")
     add_data_arguments(p)
     p.add_argument("--out", metavar="RUN", required=True, help="run directory (created if missing)")
     g = p.add_argument_group("decision")
@@ -29,8 +30,11 @@ def register(sub) -> None:
     g.add_argument("--gpu-hourly-cost", type=float, help="price of a device hour, to show the cost in money")
     g = p.add_argument_group("signals")
     g.add_argument("--label-descriptions", metavar="FILE", help="JSON {label: sentence} for zero-shot")
-    g.add_argument("--reference", metavar="FILE", help="texts of the model's world, one a line (default: bundled English)")
-    g.add_argument("--unlabeled", metavar="FILE", help="production texts, one a line, compared with the training data")
+    g.add_argument("--reference", metavar="FILE",
+                   help="texts of the model's world, one a line (default: bundled English); for images, a folder of "
+                        "images (none by default)")
+    g.add_argument("--unlabeled", metavar="FILE",
+                   help="production texts, one a line (images: a folder), compared with the training data")
     g.add_argument("--max-length", type=int, default=128, help="truncation length in tokens (default 128)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.set_defaults(run=run)
@@ -77,8 +81,7 @@ def format_advice(r) -> str:
         f"expected fine-tuned       {pct(e.get('fine_tune_accuracy'))}"
         + (f" ± {e['uncertainty']:.3f}, top {e['suggested_unfrozen_layers'][0]}-{e['suggested_unfrozen_layers'][1]} "
            f"blocks" if e else ""),
-        f"shift: unknown tokens {s['unk_rate']:.2%}, fertility {s['fertility']:.2f}, MMD² {s['mmd2']:.4f} "
-        f"(p={s['mmd_p_value']:.3f}), PAD {s['pad']:.2f}, effective rank {s['effective_rank']:.0f}/{s['hidden_size']}",
+        format_shift(s),
         f"cost on {c['device']}: search ≈ {c['search_seconds']:.0f} s"
         + (f" (≈ {c['search_cost']:.2f} at the given hourly price)" if "search_cost" in c else "")
         + ", per epoch: " + ", ".join(f"k={k} {v:.0f}s" for k, v in c["per_epoch_seconds"].items()),
@@ -86,3 +89,19 @@ def format_advice(r) -> str:
     ]
     lines += [f"skipped: {x}" for x in r.skipped]
     return "\n".join(lines)
+
+
+def format_shift(s: dict) -> str:
+    """The shift line: token coverage for text, input statistics for images; MMD and PAD when measured."""
+    if "model_input" in s:  # an image task
+        parts = [f"images {s['images']['width'][1]}x{s['images']['height'][1]} px (median) into "
+                 f"{s['model_input'][1]}x{s['model_input'][0]} (size ratio {s['size_ratio']:.2f})",
+                 f"grayscale {s['grayscale_share']:.0%}"]
+        if "normalisation_gap" in s:
+            parts.append(f"normalisation gap {s['normalisation_gap']:.2f} sd")
+    else:
+        parts = [f"unknown tokens {s['unk_rate']:.2%}", f"fertility {s['fertility']:.2f}"]
+    if s.get("mmd2") is not None:
+        parts += [f"MMD² {s['mmd2']:.4f} (p={s['mmd_p_value']:.3f})", f"PAD {s['pad']:.2f}"]
+    parts.append(f"effective rank {s['effective_rank']:.0f}/{s['hidden_size']}")
+    return "shift: " + ", ".join(parts)

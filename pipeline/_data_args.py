@@ -7,7 +7,8 @@ import argparse
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = False, required: bool = True,
-                       data_help: str = "CSV/TSV/JSONL/Parquet file, or demo:bbc-news") -> None:
+                       data_help: str = "CSV/TSV/JSONL/Parquet file, an image folder DIR/<label>/<image>, "
+                                        "demo:bbc-news or demo:fashion-mnist") -> None:
     """The flags that say how to read a dataset (shared by every command that takes data)."""
     if positional:
         parser.add_argument("data", metavar="D", help=data_help)
@@ -17,6 +18,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Fa
     g.add_argument("--text-column", metavar="C", help="text column (default: text, sentence, content, review, …)")
     g.add_argument("--text-pair-column", metavar="C", help="second text column, for sentence-pair tasks")
     g.add_argument("--label-column", metavar="C", help="label column (default: label, labels, category, target, class, …)")
+    g.add_argument("--image-column", metavar="C",
+                   help="column of image paths (relative to the file's folder): an image task from a table")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="drop images that cannot be read (and say how many) instead of stopping")
     g.add_argument("--valid", metavar="FILE", help="validation file (default: split 10%% off, stratified)")
     g.add_argument("--test", metavar="FILE", help="test file (default: split 10%% off unless --valid is given)")
     g.add_argument("--max-rows", type=int, metavar="N", help="use a stratified sample of about N rows")
@@ -28,4 +33,5 @@ def data_config(args):
 
     return DataConfig(text_column=args.text_column, label_column=args.label_column,
                       text_pair_column=args.text_pair_column, valid=args.valid, test=args.test,
-                      max_rows=args.max_rows, seed=args.seed)
+                      max_rows=args.max_rows, seed=args.seed, image_column=args.image_column,
+                      skip_bad_images=args.skip_bad_images)

@@ -40,16 +40,18 @@ def register(sub) -> None:
     p.set_defaults(run=run_export)
 
     q = sub.add_parser(
-        "predict", help="classify texts with an exported model (onnxruntime only)",
-        description="Classify texts with an export folder; prints one JSON line per text "
-                    '({"text", "label", "score"}). Needs only onnxruntime, tokenizers and numpy.',
+        "predict", help="classify texts or images with an exported model (onnxruntime only)",
+        description="Classify texts (or, with an image model's export, image files) with an export folder; prints "
+                    'one JSON line per input ({"text" or "image", "label", "score"}). Needs only onnxruntime and '
+                    "numpy, with tokenizers for text or Pillow for images.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                '  finetune-advisor predict runs/bbc/export "Shares fell sharply" "The striker scored twice"\n'
-               "  finetune-advisor predict runs/bbc/export --file texts.txt > predictions.jsonl")
+               "  finetune-advisor predict runs/bbc/export --file texts.txt > predictions.jsonl\n"
+               "  finetune-advisor predict runs/photos/export cat.jpg dog.png")
     q.add_argument("folder", metavar="EXPORT", help="an export folder (RUN/export)")
-    q.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
-    q.add_argument("--file", help="texts, one a line (or JSONL with a \"text\" field)")
+    q.add_argument("texts", nargs="*", metavar="INPUT", help="texts to classify, or image files for an image model")
+    q.add_argument("--file", help="texts (or image paths), one a line (or JSONL with a \"text\" field)")
     q.add_argument("--variant", help="the .onnx file to use (default: the recommended one)")
     q.add_argument("--batch-size", type=int, default=32)
     q.set_defaults(run=run_predict)
@@ -104,8 +106,8 @@ def format_export(record) -> str:
         lines.append(f"{v['file']:<16} {acc:>8} {diff:>10} {lat.get('batch_1', float('nan')):>10.1f} "
                      f"{lat.get('batch_32', float('nan')):>11.1f}  {status}")
     best = record["recommended"]
-    lines.append(f"recommended: {best} ({record['speedup_over_torch'][best]:.2f}x torch at batch 32, "
-                 f"{record['sequence_length']} tokens)")
+    shape = f"{record['sequence_length']} tokens" if record.get("sequence_length") else "one image size"
+    lines.append(f"recommended: {best} ({record['speedup_over_torch'][best]:.2f}x torch at batch 32, {shape})")
     note = record.get("recommendation_note")
     if note:
         lines.append(f"note: {note}")
@@ -122,13 +124,15 @@ def run_predict(args) -> int:
         if args.file:
             texts += _read_texts(args.file)
         if not texts:
-            raise PredictorError("no texts: give them as arguments or with --file FILE.")
-        predictions = Predictor(args.folder, args.variant).predict(texts, batch_size=args.batch_size)
+            raise PredictorError("no inputs: give texts (or image files) as arguments or with --file FILE.")
+        predictor = Predictor(args.folder, args.variant)
+        predictions = predictor.predict(texts, batch_size=args.batch_size)
     except PredictorError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    key = "image" if predictor.modality == "image" else "text"
     for text, p in zip(texts, predictions):
-        print(json.dumps({"text": text, **p}, ensure_ascii=False))
+        print(json.dumps({key: text, **p}, ensure_ascii=False))
     return 0
 
 
