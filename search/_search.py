@@ -158,8 +158,11 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     overrides, first_params, notes = _advice(run_dir, task, backbone, config)
     for note in notes:
         log(note)
-    lengths = backbone.tokenize(task.train.texts[:500], task.train.pairs[:500] if task.train.pairs else None,
-                                max_length=backbone.max_positions).lengths
+    if backbone.modality == "image":  # no tokens: max_length bounds to one value, so it never splits the cache
+        lengths = [1]
+    else:
+        lengths = backbone.tokenize(task.train.texts[:500], task.train.pairs[:500] if task.train.pairs else None,
+                                    max_length=backbone.max_positions).lengths
     space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
                               text_lengths=lengths)
     url = storage_url(config.storage, run_dir.path)

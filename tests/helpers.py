@@ -74,3 +74,59 @@ def run_cli(*args, timeout=900):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=Path(__file__).parent.parent)
+
+
+# Tiny image models of each image family in the architecture table: 3 blocks, 32x32 inputs.
+TINY_IMAGE_CONFIGS = {
+    "resnet": ("ResNetConfig", dict(embedding_size=8, hidden_sizes=[8, 16, 16], depths=[1, 1, 1], layer_type="basic"),
+               {"shortest_edge": 32}),
+    "convnext": ("ConvNextConfig", dict(hidden_sizes=[8, 16, 16], depths=[1, 1, 1], num_stages=3),
+                 {"shortest_edge": 32}),
+    "vit": ("ViTConfig", dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                              image_size=32, patch_size=8), {"height": 32, "width": 32}),
+}
+
+
+def make_tiny_image_model(folder: Path, family: str, *, head_labels: list[str] | None = None) -> Path:
+    """Save a randomly initialised tiny image model of `family` and its image processor (the Pillow
+    one transformers ships) into `folder`; with `head_labels`, an *ForImageClassification model
+    whose id2label names them."""
+    import torch
+    import transformers
+    from transformers import AutoModel, AutoModelForImageClassification
+    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    class_name, kwargs, size = TINY_IMAGE_CONFIGS[family]
+    torch.manual_seed(0)
+    if head_labels:
+        kwargs = dict(kwargs, id2label=dict(enumerate(head_labels)), label2id={x: i for i, x in enumerate(head_labels)})
+    config = getattr(transformers, class_name)(**kwargs)
+    (AutoModelForImageClassification if head_labels else AutoModel).from_config(config).save_pretrained(folder)
+    processor = ViTImageProcessorPil(size=size) if family == "vit" else ConvNextImageProcessorPil(size=size)
+    processor.save_pretrained(folder)
+    return folder
+
+
+SHAPES = ("circle", "square", "stripes")
+
+
+def write_shape_images(root: Path, per_class: int = 20, size: int = 20, *, mode: str = "RGB") -> Path:
+    """An image folder root/<shape>/<i>.png of three separable classes drawn on noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for name in SHAPES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            a = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            if name == "circle":
+                a[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2] = 220
+            elif name == "square":
+                a[size // 4:3 * size // 4, size // 4:3 * size // 4] = 220
+            else:
+                a[::3] = 220
+            Image.fromarray(a).convert(mode).save(root / name / f"{i}.png")
+    return root

@@ -1,0 +1,296 @@
+"""Image classification: the folder and table readers, bad images, the preprocessing against
+transformers' own, training with cached stages, the advisor's image signals, and tiny ResNet, ViT
+and ConvNeXt models through advise, search, export and a torch-free predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import SHAPES, make_tiny_image_model, run_cli, write_csv, write_shape_images
+from PIL import Image
+
+from core import DataConfig, InputError, load_task
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return write_shape_images(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory):
+    built: dict = {}
+
+    def build(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny_image_model(tmp_path_factory.mktemp(f"tiny-{family}"), family)
+        return built[family]
+
+    return build
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_image_folder_is_read_as_an_image_task(shapes):
+    task = load_task(str(shapes))
+    assert task.modality == "image" and task.labels == sorted(SHAPES)
+    assert len(task.train) + len(task.valid) + len(task.test) == 60
+    assert all(Path(p).is_absolute() and Path(p).is_file() for s in task.splits() for p in s.texts)
+    for s in task.splits():  # every class in every split, each path under its label's folder
+        assert set(s.labels) == {0, 1, 2}
+        assert all(Path(p).parent.name == task.labels[y] for p, y in zip(s.texts, s.labels))
+
+
+def test_image_split_fingerprint_follows_the_files(tmp_path):
+    root = write_shape_images(tmp_path / "imgs", per_class=4)
+    before = load_task(str(root)).fingerprint
+    victim = root / "circle" / "0.png"
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(victim)
+    os.utime(victim, ns=(1, 1))  # a different modification time, whatever the clock
+    assert load_task(str(root)).fingerprint != before
+
+
+def test_table_with_an_image_column_resolves_relative_paths(tmp_path, shapes):
+    rows = [{"path": os.path.relpath(p, tmp_path), "category": p.parent.name}
+            for p in sorted(shapes.rglob("*.png"))]
+    table = write_csv(tmp_path / "images.csv", rows)
+    task = load_task(str(table), DataConfig(image_column="path"))
+    assert task.modality == "image" and task.text_column == "path" and task.labels == sorted(SHAPES)
+    assert all(Path(p).is_file() for p in task.train.texts)
+    with pytest.raises(InputError, match="--image-column 'image' is not a column"):
+        load_task(str(table), DataConfig(image_column="image"))
+
+
+def test_every_bad_image_is_named_or_skipped(tmp_path):
+    root = write_shape_images(tmp_path / "imgs", per_class=6)
+    good = (root / "circle" / "0.png").read_bytes()
+    (root / "circle" / "truncated.png").write_bytes(good[:60])
+    (root / "square" / "fake.jpg").write_text("not a jpeg")
+    (root / "square" / "notes.txt").write_text("a stray file")
+    (root / "stripes" / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError) as err:
+        load_task(str(root))
+    message = str(err.value)
+    assert "4 of 22 image(s) cannot be read" in message and "--skip-bad-images" in message
+    for name, why in (("truncated.png", "cannot be decoded"), ("fake.jpg", "not an image"),
+                      ("notes.txt", "not an image file"), ("empty.png", "not an image")):
+        assert f"{name}: {why}" in message
+    task = load_task(str(root), DataConfig(skip_bad_images=True))
+    assert len(task.train) + len(task.valid) + len(task.test) == 18
+    assert any("dropped 4 of 22" in w for w in task.warnings)
+    # a table that names a missing file, and a class folder with no image at all
+    table = write_csv(tmp_path / "t.csv", [{"image": str(root / "circle" / f"{i}.png"), "label": "a"} for i in range(4)]
+                      + [{"image": "missing.png", "label": "b"}] * 3)
+    with pytest.raises(InputError, match=r"missing.png: no such file"):
+        load_task(str(table), DataConfig(image_column="image"))
+    (root / "nothing").mkdir()
+    with pytest.raises(InputError, match="'nothing' hold no images"):
+        load_task(str(root), DataConfig(skip_bad_images=True))
+
+
+def test_bad_images_exit_2_with_nothing_written(tmp_path):
+    root = write_shape_images(tmp_path / "imgs", per_class=4)
+    (root / "circle" / "bad.png").write_text("no")
+    result = run_cli("advise", "--model", "demo:minilm", "--data", root, "--out", tmp_path / "run")
+    assert result.returncode == 2 and "bad.png: not an image Pillow can read" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "advice.json").exists()
+
+
+def test_fashion_mnist_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_ADVISOR_CACHE", str(tmp_path))
+    task = load_task("demo:fashion-mnist")
+    assert task.modality == "image" and task.num_labels == 10 and "t-shirt-top" in task.labels
+    counts = np.bincount(np.concatenate([s.labels for s in task.splits()]))
+    assert counts.tolist() == [300] * 10
+    with Image.open(task.train.texts[0]) as image:
+        assert image.size == (28, 28) and image.mode == "L"
+    assert load_task("demo:fashion-mnist").fingerprint == task.fingerprint  # written once, then reused
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    rgb = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((50, 70), (91, 33), (40, 40))]
+    gray = Image.fromarray(rng.integers(0, 255, (60, 45), dtype=np.uint8))
+    rgba = Image.fromarray(rng.integers(0, 255, (30, 30, 4), dtype=np.uint8))
+    return rgb + [gray, rgba]
+
+
+@pytest.mark.parametrize("processor", ["vit", "convnext-crop", "convnext-warp", "convnext-mean"])
+def test_preprocessing_matches_transformers(tmp_path, processor):
+    """core._images gives the pixels transformers' Pillow image processors give (RGBA composited on
+    white first, as ours does)."""
+    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    from core._images import ImageSpec, to_rgb
+
+    made = {"vit": lambda: ViTImageProcessorPil(size={"height": 32, "width": 24}),
+            "convnext-crop": lambda: ConvNextImageProcessorPil(size={"shortest_edge": 32}),
+            "convnext-warp": lambda: ConvNextImageProcessorPil(size={"shortest_edge": 400}),
+            "convnext-mean": lambda: ConvNextImageProcessorPil(size={"shortest_edge": 48}, image_mean=[0.1, 0.2, 0.3])}
+    theirs = made[processor]()
+    theirs.save_pretrained(tmp_path)
+    spec = ImageSpec.from_folder(tmp_path)
+    for image in _images():
+        expected = theirs(to_rgb(image), return_tensors="np")["pixel_values"][0]
+        got = spec.normalize(spec.pixels(image)[None])[0]
+        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-5
+
+
+def test_grayscale_and_transparent_images_become_rgb():
+    from core._images import to_rgb
+
+    gray = to_rgb(Image.new("L", (4, 4), 100))
+    assert gray.mode == "RGB" and gray.getpixel((0, 0)) == (100, 100, 100)
+    clear = to_rgb(Image.new("RGBA", (4, 4), (0, 0, 0, 0)))
+    assert clear.getpixel((0, 0)) == (255, 255, 255)  # transparent: white, not black
+    deep = to_rgb(Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)))
+    assert deep.getpixel((0, 0)) == (255, 255, 255)
+
+
+# --------------------------------------------------------------------------- backbone and training
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext"])
+def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
+    """With the frozen stages cached, every step's loss equals the uncached run's, for k = 0, 1, L."""
+    from core import TrainConfig, load_backbone, train
+
+    backbone = load_backbone(str(image_model(family)))
+    assert backbone.modality == "image" and backbone.num_blocks == 3
+    task = load_task(str(shapes))
+    for k in (0, 1, 3):
+        losses = {}
+        for cache in ("memory", "off"):
+            result = train(backbone, task, TrainConfig(unfrozen_layers=k, epochs=2, batch_size=8, cache=cache,
+                                                       learning_rate=1e-3), progress=False)
+            losses[cache] = np.array(result.step_losses)
+            assert result.cached == (cache == "memory" and k < 3)
+        assert np.abs(losses["memory"] - losses["off"]).max() < 1e-4, (family, k)
+
+
+def test_saved_image_classifier_reloads_with_its_preprocessing(image_model, shapes, tmp_path):
+    from core import TrainConfig, load_backbone, load_classifier, train
+
+    task = load_task(str(shapes))
+    result = train(load_backbone(str(image_model("convnext"))), task,
+                   TrainConfig(unfrozen_layers=1, epochs=1, batch_size=8), progress=False)
+    result.model.save(tmp_path / "m")
+    assert (tmp_path / "m" / "preprocessor_config.json").is_file()
+    assert json.loads((tmp_path / "m" / "labels.json").read_text())["modality"] == "image"
+    again = load_classifier(tmp_path / "m")
+    assert np.abs(again.predict_proba(task.valid.texts) - result.model.predict_proba(task.valid.texts)).max() < 1e-6
+
+
+def test_image_model_without_processor_is_refused(image_model, tmp_path):
+    import shutil
+
+    from core import load_backbone
+
+    folder = shutil.copytree(image_model("resnet"), tmp_path / "m")
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(InputError, match="no tokenizer files .* and no preprocessor_config.json"):
+        load_backbone(str(folder))
+
+
+# --------------------------------------------------------------------------- advisor signals
+
+
+def test_image_head_zero_shot_matches_the_head_itself(tmp_path, shapes):
+    """The zero-shot of a model whose ImageNet-style head names the labels (one name among its
+    comma-separated synonyms) is its head's argmax over those classes, computed here with
+    transformers' own processor and model."""
+    import torch
+    from transformers import AutoModelForImageClassification
+    from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+
+    from advisor._signals import image_head_zero_shot, zero_shot_method
+    from core import load_backbone
+
+    names = ["dog", "circle, round thing", "kite", "square", "stripes"]
+    folder = make_tiny_image_model(tmp_path / "m", "resnet", head_labels=names)
+    task = load_task(str(shapes))
+    backbone = load_backbone(str(folder))
+    assert zero_shot_method(backbone.model.config, task.labels, modality="image") == "head"
+    assert zero_shot_method(backbone.model.config, task.labels + ["cat"], modality="image") is None
+    got = image_head_zero_shot(str(folder), backbone.image_spec, task.valid.texts, task.valid.labels, task.labels,
+                               device="cpu")
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    pixels = ConvNextImageProcessorPil.from_pretrained(folder)(
+        [Image.open(p).convert("RGB") for p in task.valid.texts], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits.numpy()
+    expected = float(np.mean(logits[:, [1, 3, 4]].argmax(1) == task.valid.labels))
+    assert got == pytest.approx(expected)
+
+
+def test_image_input_shift_known_answers():
+    """28-pixel grayscale images into a 224-pixel model: size ratio 28/224; data whose mean and std
+    equal the model's normalisation: gap 0, contrast 1; a mean one std away: gap 1."""
+    from advisor._scores import image_input_shift
+    from core._images import ImageSpec
+
+    spec = ImageSpec.from_config({"size": {"height": 224, "width": 224}, "image_mean": [0.5, 0.4, 0.3],
+                                  "image_std": [0.2, 0.2, 0.2]})
+    stats = {"width": [28, 28, 28], "height": [28, 28, 28], "grayscale_share": 1.0, "mean": [0.5, 0.4, 0.3],
+             "std": [0.2, 0.2, 0.2]}
+    out = image_input_shift(stats, spec)
+    assert out["size_ratio"] == pytest.approx(0.125) and out["grayscale_share"] == 1.0
+    assert out["normalisation_gap"] == pytest.approx(0.0) and out["contrast_ratio"] == pytest.approx(1.0)
+    out = image_input_shift(dict(stats, mean=[0.7, 0.4, 0.3], std=[0.1, 0.1, 0.1]), spec)
+    assert out["normalisation_gap"] == pytest.approx(1.0) and out["contrast_ratio"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("family", ["resnet", pytest.param("vit", marks=pytest.mark.slow),
+                                    pytest.param("convnext", marks=pytest.mark.slow)])
+def test_image_model_advise_search_export_predict(family, image_model, shapes, tmp_path):
+    run = tmp_path / "run"
+    model = image_model(family)
+    result = run_cli("advise", "--model", model, "--data", shapes, "--out", run, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    advice = json.loads((run / "advice.json").read_text())
+    assert advice["decision"] in ("zero-shot", "head-only", "fine-tune", "change-model")
+    assert 0 <= advice["probe"]["accuracy"] <= 1 and advice["shift"]["model_input"] == [32, 32]
+    assert advice["shift"]["size_ratio"] == pytest.approx(20 / 32)
+    result = run_cli("search", "--model", model, "--data", shapes, "--out", run, "--trials", "2", "--device", "cpu",
+                     "--space", "unfrozen_layers=1:3", "--space", "epochs=2", "--no-advice")
+    assert result.returncode == 0, result.stderr
+    search = json.loads((run / "search.json").read_text())
+    assert search["n_trials"]["complete"] == 2
+    result = run_cli("export", run, "--repeats", "3")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run / "export" / "export.json").read_text())
+    fp32 = next(v for v in record["variants"] if v["file"] == "model.onnx")
+    assert fp32["passed"] and fp32["max_abs_diff"] <= 1e-4
+    assert (run / "export" / "preprocessor_config.json").is_file()
+    images = [str(next((shapes / s).glob("*.png"))) for s in SHAPES]
+    code = ("import sys, json\n"
+            "from pipeline.cli import main\n"
+            f"status = main(['predict', {str(run / 'export')!r}, *{images!r}])\n"
+            "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+            "assert status == 0 and not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["image"] for r in lines] == images and all(r["label"] in SHAPES for r in lines)
+    from core import load_classifier  # the deploy labels agree with the trained model's, image by image
+
+    expected = load_classifier(run / "best_model").predict_proba(images).argmax(1)
+    assert [r["label"] for r in lines] == [sorted(SHAPES)[i] for i in expected]
+    bad = run_cli("predict", run / "export", tmp_path / "missing.png")
+    assert bad.returncode == 2 and "missing.png: no such file" in bad.stderr
