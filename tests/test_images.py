@@ -256,8 +256,8 @@ def test_image_input_shift_known_answers():
 # --------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("family", ["resnet", pytest.param("vit", marks=pytest.mark.slow),
-                                    pytest.param("convnext", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext"])
 def test_image_model_advise_search_export_predict(family, image_model, shapes, tmp_path):
     run = tmp_path / "run"
     model = image_model(family)
