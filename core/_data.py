@@ -306,8 +306,9 @@ def _read_image_folder(source, role, problems):
     root = Path(source)
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        problems.append(f"{role} folder '{source}' has no class folders: lay it out as {source}/<label>/<image> "
-                        f"(one folder per class; {', '.join(IMAGE_SUFFIXES)}).")
+        problems.append(f"{role} '{source}' is a folder, not a data file, and has no class folders of images. Give "
+                        f"the {', '.join(sorted(set(FORMATS.values())))} file itself, or lay the images out as "
+                        f"{source}/<label>/<image> (one folder per class; {', '.join(IMAGE_SUFFIXES)}).")
         return None
     rows, empty = [], []
     for folder in classes:

