@@ -75,7 +75,7 @@ def format_advice(r) -> str:
     lines = [f"decision: {r.decision.upper()}"] + [f"  - {reason}" for reason in r.reasons] + [
         "",
         f"chance (majority class)   {pct(r.chance_accuracy)}",
-        f"zero-shot ({r.zero_shot['method']}){'':<3} {pct(r.zero_shot['accuracy'])}",
+        f"zero-shot ({r.zero_shot['method'] or 'n/a'}){'':<3} {pct(r.zero_shot['accuracy'])}",
         f"probe (logistic, {r.probe['features']})   {pct(r.probe['accuracy'])}   kNN {pct(r.probe['knn_accuracy'])}"
         f"   LogME {r.probe['logme']:.3f}   H-score {r.probe['h_score']:.2f}",
         f"expected fine-tuned       {pct(e.get('fine_tune_accuracy'))}"

@@ -222,8 +222,10 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
 
     t0 = time.perf_counter()
     length = _clip({}, space).get("max_length", space["max_length"].fixed)
-    log(f"head-only: fitting the head in closed form on the frozen features of {len(task.train)} training rows "
-        f"({length} tokens); --head-search searches its hyperparameters with trials instead")
+    rows = f"{len(task.train)} training images" if backbone.modality == "image" else \
+        f"{len(task.train)} training rows ({length} tokens)"
+    log(f"head-only: fitting the head in closed form on the frozen features of {rows}; --head-search searches "
+        "its hyperparameters with trials instead")
     cache = FeatureCache()
     features = {s: cache.features(backbone, getattr(task, s), start=backbone.num_blocks, max_length=length,
                                   progress=progress).numpy() for s in ("train", "valid")}
