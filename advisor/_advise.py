@@ -136,7 +136,7 @@ def _read_image_inputs(config: AdvisorConfig) -> dict:
     """--reference and --unlabeled for an image task: a folder of images (searched recursively) or a
     file listing image paths, one a line (relative to the file's folder); the first
     `_SHIFT_ROWS` are used and must decode."""
-    from core._images import IMAGE_SUFFIXES, ImageError, open_image
+    from core._images import IMAGE_SUFFIXES, unreadable
 
     problems, out = [], {"descriptions": None, "reference": None, "unlabeled": None}
     if config.label_descriptions:
@@ -159,12 +159,7 @@ def _read_image_inputs(config: AdvisorConfig) -> dict:
         if not paths:
             problems.append(f"{flag} '{given}' holds no images ({', '.join(IMAGE_SUFFIXES)}).")
             continue
-        bad = []
-        for p in paths:
-            try:
-                open_image(p)
-            except ImageError as e:
-                bad.append(str(e))
+        bad = unreadable(paths)
         if bad:
             problems.append(f"{flag} '{given}': {len(bad)} image(s) cannot be read: {'; '.join(bad[:10])}.")
         out[key] = paths

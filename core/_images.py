@@ -208,6 +208,17 @@ def open_image(path: str | Path):
         raise ImageError(f"{path}: cannot be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
+def unreadable(paths) -> list[str]:
+    """Why each image at `paths` that cannot be decoded cannot be (one sentence each, in order)."""
+    reasons = []
+    for path in paths:
+        try:
+            open_image(path)
+        except ImageError as e:
+            reasons.append(str(e))
+    return reasons
+
+
 def load_pixels(paths, spec: ImageSpec) -> np.ndarray:
     """Steps 1-3 for every path: uint8 [n, H, W, 3] (the spec must fix the output size).
 

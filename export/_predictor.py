@@ -112,14 +112,9 @@ class Predictor:
         return out
 
     def _image_logits(self, paths, batch_size: int) -> np.ndarray:
-        from core._images import ImageError, open_image
+        from core._images import unreadable
 
-        bad = []
-        for path in paths:
-            try:
-                open_image(path)
-            except ImageError as e:
-                bad.append(str(e))
+        bad = unreadable(paths)
         if bad:
             raise PredictorError(f"{len(bad)} of {len(paths)} image(s) cannot be read: {'; '.join(bad[:10])}"
                                  + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "") + ".")
