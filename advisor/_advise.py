@@ -136,7 +136,7 @@ def _read_image_inputs(config: AdvisorConfig) -> dict:
     """--reference and --unlabeled for an image task: a folder of images (searched recursively) or a
     file listing image paths, one a line (relative to the file's folder); the first
     `_SHIFT_ROWS` are used and must decode."""
-    from core._images import IMAGE_SUFFIXES, unreadable
+    from core._images import IMAGE_SUFFIXES, image_problems, unreadable_message
 
     problems, out = [], {"descriptions": None, "reference": None, "unlabeled": None}
     if config.label_descriptions:
@@ -159,9 +159,9 @@ def _read_image_inputs(config: AdvisorConfig) -> dict:
         if not paths:
             problems.append(f"{flag} '{given}' holds no images ({', '.join(IMAGE_SUFFIXES)}).")
             continue
-        bad = unreadable(paths)
-        if bad:
-            problems.append(f"{flag} '{given}': {len(bad)} image(s) cannot be read: {'; '.join(bad[:10])}.")
+        found = image_problems(paths)
+        if any(found):
+            problems.append(f"{flag} '{given}': {unreadable_message(found)}.")
         out[key] = paths
     if problems:
         raise InputError(problems)
@@ -237,7 +237,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     # 5) domain shift
     say("measuring domain shift")
     if task.modality == "image":
-        shift = _image_shift(backbone, train_s, mean_last["train"], inputs, config, rng, skipped)
+        shift = _image_shift(backbone, train_s, feats["last"]["train"], inputs, config, rng, skipped)
     else:
         shift = _shift(backbone, train_s, mean_last["train"], inputs, config, rng)
 
@@ -310,21 +310,24 @@ def _shift(backbone, train_s, train_x, inputs, config, rng) -> dict:
     unk_rate, fertility = _scores.tokenizer_coverage(backbone.tokenizer, train_s.texts)
     ref_texts = inputs["reference"]
     ref_x = backbone.embed(ref_texts[:_SHIFT_ROWS], max_length=config.max_length, pooling="mean", progress=False)
-    mmd, p_value = _scores.mmd2(side, ref_x, seed=config.seed)
-    shift = {"unk_rate": unk_rate, "fertility": fertility, "mmd2": mmd, "mmd_p_value": p_value,
-             "pad": _scores.proxy_a_distance(side, ref_x, seed=config.seed),
-             "effective_rank": _scores.effective_rank(train_x), "hidden_size": backbone.hidden_size,
+    ref = _distance(side, ref_x, config.seed)
+    shift = {"unk_rate": unk_rate, "fertility": fertility, "mmd2": ref["mmd2"], "mmd_p_value": ref["mmd_p_value"],
+             "pad": ref["pad"], "effective_rank": _scores.effective_rank(train_x), "hidden_size": backbone.hidden_size,
              "reference": str(config.reference or "bundled general English (advisor/reference.txt)"),
-             "reference_rows": len(ref_x)}
+             "reference_rows": ref["rows"]}
     if inputs["unlabeled"]:
         un_x = backbone.embed(inputs["unlabeled"][:_SHIFT_ROWS], max_length=config.max_length, pooling="mean",
                               progress=False)
-        un_mmd, un_p = _scores.mmd2(side, un_x, seed=config.seed)
         un_unk, un_fert = _scores.tokenizer_coverage(backbone.tokenizer, inputs["unlabeled"][:_SHIFT_ROWS])
-        shift["unlabeled"] = {"rows": len(un_x), "mmd2": un_mmd, "mmd_p_value": un_p,
-                              "pad": _scores.proxy_a_distance(side, un_x, seed=config.seed),
-                              "unk_rate": un_unk, "fertility": un_fert}
+        shift["unlabeled"] = {**_distance(side, un_x, config.seed), "unk_rate": un_unk, "fertility": un_fert}
     return shift
+
+
+def _distance(side, other, seed: int) -> dict:
+    """MMD² with its permutation p-value, and the proxy A-distance, between two feature samples."""
+    mmd, p_value = _scores.mmd2(side, other, seed=seed)
+    return {"rows": len(other), "mmd2": mmd, "mmd_p_value": p_value,
+            "pad": _scores.proxy_a_distance(side, other, seed=seed)}
 
 
 def _image_shift(backbone, train_s, train_x, inputs, config, rng, skipped) -> dict:
@@ -343,13 +346,10 @@ def _image_shift(backbone, train_s, train_x, inputs, config, rng, skipped) -> di
     for key, paths in (("reference", inputs.get("reference")), ("unlabeled", inputs.get("unlabeled"))):
         if not paths:
             continue
-        other = backbone.embed(paths[:_SHIFT_ROWS], progress=False)
-        mmd, p_value = _scores.mmd2(side, other, seed=config.seed)
-        measured = {"rows": len(other), "mmd2": mmd, "mmd_p_value": p_value,
-                    "pad": _scores.proxy_a_distance(side, other, seed=config.seed)}
+        measured = _distance(side, backbone.embed(paths[:_SHIFT_ROWS], progress=False), config.seed)
         if key == "reference":
-            shift.update(mmd2=mmd, mmd_p_value=p_value, pad=measured["pad"], reference=str(config.reference),
-                         reference_rows=len(other))
+            shift.update(mmd2=measured["mmd2"], mmd_p_value=measured["mmd_p_value"], pad=measured["pad"],
+                         reference=str(config.reference), reference_rows=measured["rows"])
         else:
             shift["unlabeled"] = measured
     if not inputs.get("reference"):

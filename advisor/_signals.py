@@ -158,25 +158,14 @@ def _image_label_index(id2label) -> dict[str, int]:
     return index
 
 
-def image_head_zero_shot(source, spec, paths, valid_y, labels, *, device, batch_size=32) -> float:
+def image_head_zero_shot(source, spec, paths, valid_y, labels, *, device) -> float:
     """Zero-shot with an image model's own classification head (e.g. ImageNet's 1,000 classes):
     its logits restricted to the classes that name the task's labels, argmax; accuracy =
-    mean[prediction = y]. The model is loaded as AutoModelForImageClassification from `source`
-    and fed the same preprocessing as training (`spec`, the backbone's core._images.ImageSpec)."""
-    import torch
-    from transformers import AutoModelForImageClassification
+    mean[prediction = y]. The images get the same preprocessing as training (`spec`, the
+    backbone's core._images.ImageSpec)."""
+    from core import image_classifier_logits
 
-    from core._backbone import Pixels, quiet_transformers
-    from core._images import load_pixels
-
-    with quiet_transformers():
-        model = AutoModelForImageClassification.from_pretrained(source, dtype=torch.float32).eval().to(device)
-    index = _image_label_index(model.config.id2label)
-    columns = [index[label.lower()] for label in labels]
-    pixels = Pixels(load_pixels(paths, spec), spec)
-    predictions = []
-    with torch.inference_mode():
-        for idx in pixels.sorted_batches(batch_size):
-            logits = model(**pixels.batch(idx, device)).logits.float().cpu().numpy()
-            predictions.append(logits[:, columns].argmax(1))
-    return float(np.mean(np.concatenate(predictions) == np.asarray(valid_y)))
+    result = image_classifier_logits(source, spec, paths, device=device)
+    index = _image_label_index(result.id2label)
+    scores = result.logits[:, [index[label.lower()] for label in labels]]
+    return float(np.mean(scores.argmax(1) == np.asarray(valid_y)))

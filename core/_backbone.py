@@ -72,12 +72,15 @@ class Pixels:
     pixels: np.ndarray
     spec: object  # core._images.ImageSpec
 
+    @classmethod
+    def load(cls, paths, spec) -> Pixels:
+        """The images at `paths`, decoded, resized and cropped as `spec` says."""
+        from ._images import load_pixels
+
+        return cls(load_pixels(paths, spec), spec)
+
     def __len__(self) -> int:
         return len(self.pixels)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.full(len(self), self.pixels.shape[1] * self.pixels.shape[2])
 
     def sorted_batches(self, batch_size: int) -> list[np.ndarray]:
         """Row indices in order, `batch_size` a batch (every image has the same size)."""
@@ -152,9 +155,7 @@ class Backbone:
         """The model's inputs: texts tokenized without padding (batches are padded to their own
         longest row later), or, for an image model, the images at these paths resized and cropped."""
         if self.modality == "image":
-            from ._images import load_pixels
-
-            return Pixels(load_pixels(texts, self.image_spec), self.image_spec)
+            return Pixels.load(texts, self.image_spec)
         return tokenize(self.tokenizer, self.input_names, texts, pairs, max_length=min(max_length, self.max_positions))
 
     def embed(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128,
@@ -379,7 +380,8 @@ def load_sequence_classifier(path: str | Path, *, trust_remote_code: bool = Fals
 
 @dataclass
 class ClassifierLogits:
-    """What `sequence_classifier_logits` returns: the logits and the model's label names."""
+    """What `sequence_classifier_logits` and `image_classifier_logits` return: the logits and the
+    model's label names."""
 
     logits: np.ndarray
     id2label: dict
@@ -400,6 +402,33 @@ def sequence_classifier_logits(source: str, texts: list[str], pairs: list[str] |
             batch = tokenizer(texts[s:s + batch_size], pairs[s:s + batch_size] if pairs else None,
                               truncation=truncation, max_length=max_length, padding=True, return_tensors="pt")
             out[s:s + batch_size] = model(**batch.to(device)).logits.float().cpu().numpy()
+    return ClassifierLogits(out, dict(model.config.id2label or {}))
+
+
+def image_classifier_logits(source: str, spec, paths: list[str], *, device="cpu", batch_size: int = 32,
+                            trust_remote_code: bool = False) -> ClassifierLogits:
+    """Logits [n, num_labels] of a transformers *ForImageClassification model (e.g. an ImageNet head)
+    on image files, prepared by `spec` (core._images.ImageSpec), in inference mode, with its label
+    names.
+
+    Raises:
+        InputError: the model cannot be loaded (or needs its own code).
+    """
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    try:
+        with quiet_transformers():
+            model = AutoModelForImageClassification.from_pretrained(
+                source, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise _load_error(f"the model '{source}'", e) from None
+    model = model.eval().to(device)
+    pixels = Pixels.load(paths, spec)
+    out = np.empty((len(paths), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for idx in pixels.sorted_batches(batch_size):
+            out[idx] = model(**pixels.batch(idx, device)).logits.float().cpu().numpy()
     return ClassifierLogits(out, dict(model.config.id2label or {}))
 
 
@@ -443,10 +472,7 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     if tokenizer.pad_token_id is None:
         raise InputError(f"{label}: its tokenizer has no padding token, so batches cannot be padded.")
     model.eval()
-    if device is not None:
-        from ._device import resolve_device
-
-        model.to(resolve_device(device) if isinstance(device, str) else device)
+    _place(model, device)
     accepted = inspect.signature(model.forward).parameters
     input_names = tuple(k for k in ("input_ids", "token_type_ids") if k in accepted)
     return Backbone(name, source, model, tokenizer, arch, pooling or _saved_pooling(source) or arch.pooling,
@@ -486,10 +512,7 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
     except Exception as e:
         raise _load_error(label, e) from None
     model.eval()
-    if device is not None:
-        from ._device import resolve_device
-
-        model.to(resolve_device(device) if isinstance(device, str) else device)
+    _place(model, device)
     pooling = pooling or arch.pooling
     h, w = spec.output_size
     with torch.inference_mode():
@@ -497,6 +520,14 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
         width = int(pool_output(model(pixel_values=blank), None, pooling).shape[-1])
     return Backbone(name, source, model, None, arch, pooling, ("pixel_values",), files_fingerprint(source),
                     image_spec=spec, width=width)
+
+
+def _place(model, device) -> None:
+    """Move a loaded model to `device` (a torch device or a name such as "auto"); None leaves it."""
+    if device is not None:
+        from ._device import resolve_device
+
+        model.to(resolve_device(device) if isinstance(device, str) else device)
 
 
 _EDGE = 1 << 20  # bytes hashed at each end of a file

@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,26 +326,13 @@ def _read_image_folder(source, role, problems):
 def _check_images(rows, source, config: DataConfig, problems, notes):
     """The rows whose image decodes. A file that is missing, not an image, truncated or of another
     type is a problem (the first 10 named, and a count), or, with `skip_bad_images`, dropped with a
-    note. Decoding runs on a few threads (Pillow releases the GIL while decoding)."""
-    from concurrent.futures import ThreadPoolExecutor
+    note."""
+    from ._images import image_problems, unreadable_message
 
-    from tqdm.auto import tqdm
-
-    from ._images import ImageError, open_image
-
-    def problem(path):
-        if Path(path).suffix.lower() not in IMAGE_SUFFIXES and Path(path).is_file():
-            return f"{path}: not an image file ({Path(path).suffix or 'no extension'}; images are " \
-                   f"{', '.join(IMAGE_SUFFIXES)})"
-        try:
-            open_image(path)
-        except ImageError as e:
-            return str(e)
-        return None
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        found = list(tqdm(pool.map(problem, [r[0] for r in rows]), total=len(rows), desc="checking images",
-                          unit="image", leave=False, disable=len(rows) < 500))
+    paths = [r[0] for r in rows]
+    found = [f"{p}: not an image file ({Path(p).suffix or 'no extension'}; images are {', '.join(IMAGE_SUFFIXES)})"
+             if Path(p).suffix.lower() not in IMAGE_SUFFIXES and Path(p).is_file() else why
+             for p, why in zip(paths, image_problems(paths, progress=len(rows) >= 500))]
     bad = [why for why in found if why]
     if not bad:
         return rows
@@ -354,11 +340,9 @@ def _check_images(rows, source, config: DataConfig, problems, notes):
         notes.append(f"--skip-bad-images: dropped {len(bad)} of {len(rows)} image(s) in {source} that cannot be "
                      f"read (e.g. {bad[0]}).")
         return [r for r, why in zip(rows, found) if not why]
-    shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
-    problems.append(f"{source}: {len(bad)} of {len(rows)} image(s) cannot be read: {shown}. Fix or remove them, "
-                    "or pass --skip-bad-images to drop them.")
+    problems.append(f"{source}: {unreadable_message(found)}. Fix or remove them, or pass --skip-bad-images to "
+                    "drop them.")
     return rows
-
 
 def _rows(numbers: list[int]) -> str:
     """Row numbers for a message: the first few, then an ellipsis."""

@@ -36,9 +36,7 @@ class ExportSource:
         """numpy inputs for `texts`: padded to the longest row, or to exactly `length` tokens; for
         an image model, `texts` are image paths and the inputs their normalised pixels."""
         if self.image_spec is not None:
-            from ._images import load_pixels
-
-            return {"pixel_values": self.image_spec.normalize(load_pixels(texts, self.image_spec))}
+            return {"pixel_values": self.image_spec.pixel_values(texts)}
         enc = self.tokenizer(list(texts), list(pairs) if pairs else None, truncation=True,
                              max_length=length or self.max_length,
                              padding="max_length" if length else "longest", return_tensors="np")

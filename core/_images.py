@@ -18,7 +18,7 @@ Steps 1-3 run once per image (`load_pixels`: uint8 [n, H, W, 3]); step 4 per bat
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ class ImageSpec:
     rescale: float | None = 1 / 255
     mean: tuple[float, ...] | None = _MEAN
     std: tuple[float, ...] | None = _STD
-    config: tuple = ()  # the raw processor config as sorted (key, value) pairs, written back on save
+    config: dict = field(default_factory=dict, compare=False, repr=False)  # the raw processor config, saved back
 
     @classmethod
     def from_config(cls, cfg: dict) -> ImageSpec:
@@ -76,7 +76,7 @@ class ImageSpec:
                    float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else None,
                    tuple(map(float, cfg.get("image_mean", _MEAN))) if norm else None,
                    tuple(map(float, cfg.get("image_std", _STD))) if norm else None,
-                   tuple(sorted((k, _frozen(v)) for k, v in cfg.items())))
+                   dict(cfg))
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> ImageSpec:
@@ -84,7 +84,7 @@ class ImageSpec:
 
     def to_config(self) -> dict:
         """The processor config this spec was read from (to save beside a model)."""
-        return {k: _thawed(v) for k, v in self.config}
+        return dict(self.config)
 
     @property
     def output_size(self) -> tuple[int, int] | None:
@@ -117,6 +117,10 @@ class ImageSpec:
             image = center_crop(image, self.crop)
         return np.asarray(image, dtype=np.uint8)
 
+    def pixel_values(self, paths) -> np.ndarray:
+        """Steps 1-4 for the images at `paths`: the model's input, float32 [n, 3, H, W]."""
+        return self.normalize(load_pixels(paths, self))
+
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Step 4 on uint8 [n, H, W, 3]: float32 [n, 3, H, W]."""
         x = pixels.astype(np.float32)
@@ -133,19 +137,6 @@ def _resize_short(image, short_side: int, resample):
     if w <= h:
         return image.resize((short_side, int(short_side * h / w)), resample)
     return image.resize((int(short_side * w / h), short_side), resample)
-
-
-def _frozen(value):
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
-
-
-def _thawed(value):
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def to_rgb(image):
@@ -208,15 +199,32 @@ def open_image(path: str | Path):
         raise ImageError(f"{path}: cannot be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
-def unreadable(paths) -> list[str]:
-    """Why each image at `paths` that cannot be decoded cannot be (one sentence each, in order)."""
-    reasons = []
-    for path in paths:
+def image_problems(paths, *, progress: bool = False) -> list[str | None]:
+    """For each path, why its image cannot be decoded, or None when it can. Decoding runs on a few
+    threads (Pillow releases the GIL while it decodes)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    def problem(path):
         try:
             open_image(path)
         except ImageError as e:
-            reasons.append(str(e))
-    return reasons
+            return str(e)
+        return None
+
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        return list(tqdm(pool.map(problem, paths), total=len(paths), desc="checking images", unit="image",
+                         leave=False, disable=not progress))
+
+
+def unreadable_message(problems: list[str | None]) -> str:
+    """"N of M image(s) cannot be read: ..." naming the first 10 of `image_problems`' reasons."""
+    bad = [why for why in problems if why]
+    return (f"{len(bad)} of {len(problems)} image(s) cannot be read: {'; '.join(bad[:10])}"
+            + (f"; and {len(bad) - 10} more" if len(bad) > 10 else ""))
 
 
 def load_pixels(paths, spec: ImageSpec) -> np.ndarray:

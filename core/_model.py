@@ -93,9 +93,7 @@ class Classifier(nn.Module):
     def encode(self, texts, pairs=None):
         """The model's inputs for raw texts (or image paths), as `Backbone.tokenize` makes them."""
         if self.modality == "image":
-            from ._images import load_pixels
-
-            return Pixels(load_pixels(texts, self.image_spec), self.image_spec)
+            return Pixels.load(texts, self.image_spec)
         return tokenize(self.tokenizer, self.input_names, texts, pairs, max_length=self.max_length)
 
     def predict_proba(self, texts, pairs=None, *, batch_size: int = 32) -> np.ndarray:

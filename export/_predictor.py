@@ -112,15 +112,15 @@ class Predictor:
         return out
 
     def _image_logits(self, paths, batch_size: int) -> np.ndarray:
-        from core._images import unreadable
+        """Logits of image files, each decoded once; on a bad file, every bad one is named."""
+        from core._images import ImageError, image_problems, unreadable_message
 
-        bad = unreadable(paths)
-        if bad:
-            raise PredictorError(f"{len(bad)} of {len(paths)} image(s) cannot be read: {'; '.join(bad[:10])}"
-                                 + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "") + ".")
         out = np.empty((len(paths), len(self.labels)), dtype=np.float32)
-        for idx, feeds in self.batches(paths, batch_size=batch_size):
-            out[idx] = self.session.run(None, feeds)[0]
+        try:
+            for idx, feeds in self.batches(paths, batch_size=batch_size):
+                out[idx] = self.session.run(None, feeds)[0]
+        except ImageError:
+            raise PredictorError(unreadable_message(image_problems(paths)) + ".") from None
         return out
 
     def batches(self, texts, pairs=None, *, batch_size: int = 32):
@@ -130,7 +130,7 @@ class Predictor:
         if self.modality == "image":
             for s in range(0, len(texts), batch_size):
                 idx = np.arange(s, min(s + batch_size, len(texts)))
-                yield idx, {"pixel_values": _pixels(self.spec, [texts[i] for i in idx])}
+                yield idx, {"pixel_values": self.spec.pixel_values([texts[i] for i in idx])}
             return
         encoded = self.encode(texts, pairs)
         order = np.argsort([-len(e["input_ids"]) for e in encoded], kind="stable")
@@ -164,7 +164,7 @@ class Predictor:
 
 def image_inputs(folder: str | Path, paths) -> np.ndarray:
     """The normalised pixels [n, 3, H, W] of images as an export folder's preprocessing makes them."""
-    return _pixels(_image_spec(Path(folder)), paths)
+    return _image_spec(Path(folder)).pixel_values(paths)
 
 
 def _image_spec(folder: Path):
@@ -178,12 +178,6 @@ def _image_spec(folder: Path):
     if spec.output_size is None:
         raise PredictorError(f"'{folder / PREPROCESSOR}' gives no fixed image size. Export again: finetune-advisor export RUN")
     return spec
-
-
-def _pixels(spec, paths) -> np.ndarray:
-    from core._images import load_pixels
-
-    return spec.normalize(load_pixels(paths, spec))
 
 
 def _read_record(path: Path) -> dict:

@@ -53,11 +53,13 @@ def token_lengths(model: str, texts, pairs=None) -> np.ndarray:
 def format_summary(task, lengths: np.ndarray | None, max_length: int) -> str:
     """Rows per split and class; then token lengths (text) or image sizes and modes (images)."""
     splits = task.splits()
-    columns = "image folders (one per class)" if task.text_column == "image" and task.label_column == "folder" else \
-        f"image column '{task.text_column}', label column '{task.label_column}'" if task.modality == "image" else \
-        f"text column '{task.text_column}'" + (
-        f" + pair column '{task.text_pair_column}'" if task.text_pair_column else "") + \
-        f", label column '{task.label_column}'"
+    if task.modality == "image" and task.label_column == "folder":
+        columns = "image folders (one per class)"
+    elif task.modality == "image":
+        columns = f"image column '{task.text_column}', label column '{task.label_column}'"
+    else:
+        pair = f" + pair column '{task.text_pair_column}'" if task.text_pair_column else ""
+        columns = f"text column '{task.text_column}'{pair}, label column '{task.label_column}'"
     lines = [f"{task.source}: {sum(len(s) for s in splits)} rows, {task.num_labels} classes; {columns}",
              f"fingerprint {task.fingerprint}", ""]
     width = max(len(label) for label in task.labels + ["class"])
