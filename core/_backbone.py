@@ -91,7 +91,8 @@ class Pixels:
         import torch
 
         x = torch.from_numpy(self.spec.normalize(self.pixels[np.asarray(indices)]))
-        return {"pixel_values": x.to(device) if device is not None else x}
+        x = x.to(device) if device is not None else x
+        return {"pixel_values": x.contiguous(memory_format=torch.channels_last)}
 
 
 @dataclass
@@ -423,7 +424,7 @@ def image_classifier_logits(source: str, spec, paths: list[str], *, device="cpu"
                 source, dtype=torch.float32, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise _load_error(f"the model '{source}'", e) from None
-    model = model.eval().to(device)
+    model = model.eval().to(device, memory_format=torch.channels_last)
     pixels = Pixels.load(paths, spec)
     out = np.empty((len(paths), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
@@ -511,7 +512,7 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
                                               trust_remote_code=trust_remote_code)
     except Exception as e:
         raise _load_error(label, e) from None
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # NHWC: convolutions ~1.4x faster on CPU (Lite0)
     _place(model, device)
     pooling = pooling or arch.pooling
     h, w = spec.output_size

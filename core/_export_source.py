@@ -43,8 +43,11 @@ class ExportSource:
         return {k: enc[k].astype(np.int64) for k in self.input_names}
 
     def logits(self, feeds: dict) -> np.ndarray:
+        inputs = [torch.from_numpy(feeds[k]) for k in self.input_names]
+        if self.modality == "image":  # the model's own layout (NHWC, as the backbone keeps it)
+            inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
         with torch.inference_mode():
-            return self.module(*[torch.from_numpy(feeds[k]) for k in self.input_names]).float().numpy()
+            return self.module(*inputs).float().numpy()
 
 
 def load_export_source(path: str | Path) -> ExportSource:

@@ -263,8 +263,10 @@ class _Fit:
             return model.from_pooled(d.features[split][idx].to(d.device))
         batch = d.encoded[split].batch(idx, d.device)
         if d.cached:
-            model.injected = torch.nn.utils.rnn.pad_sequence([d.features[split][i] for i in idx],
-                                                             batch_first=True).to(d.device)
+            injected = torch.nn.utils.rnn.pad_sequence([d.features[split][i] for i in idx], batch_first=True)
+            if injected.dim() == 4:  # a CNN's feature maps, in the model's NHWC layout
+                injected = injected.contiguous(memory_format=torch.channels_last)
+            model.injected = injected.to(d.device)
         with autocast(d.device, d.amp):
             return model(**batch)
 
