@@ -199,6 +199,22 @@ def open_image(path: str | Path):
         raise ImageError(f"{path}: cannot be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
+def thumbnail_uri(path: str | Path, size: int = 96) -> str | None:
+    """The image at `path` as a PNG data URI at most `size` pixels a side (for a table cell), or
+    None when it cannot be read."""
+    import base64
+    import io
+
+    try:
+        image = to_rgb(open_image(path))
+    except ImageError:
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def image_problems(paths, *, progress: bool = False) -> list[str | None]:
     """For each path, why its image cannot be decoded, or None when it can. Decoding runs on a few
     threads (Pillow releases the GIL while it decodes)."""

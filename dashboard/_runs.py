@@ -217,9 +217,15 @@ def validation_errors(view: RunView, worst: int = 20) -> Errors:
                  for lab, p, r, f, n in zip(labels, precision, recall, f1, support)]
     wrong = np.flatnonzero(pred != gold)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:worst]
-    mistakes = [{"text": valid.texts[i][:400] + ("…" if len(valid.texts[i]) > 400 else ""),
-                 "true": labels[gold[i]], "predicted": labels[pred[i]],
-                 "p(predicted)": float(probs[i, pred[i]]), "p(true)": float(probs[i, gold[i]])} for i in wrong]
+    if valid.modality == "image":  # a thumbnail to look at, and the file to open
+        from core._images import thumbnail_uri
+
+        shown = [{"image": thumbnail_uri(valid.texts[i]), "file": valid.texts[i]} for i in wrong]
+    else:
+        shown = [{"text": valid.texts[i][:400] + ("…" if len(valid.texts[i]) > 400 else "")} for i in wrong]
+    mistakes = [{**what, "true": labels[gold[i]], "predicted": labels[pred[i]],
+                 "p(predicted)": float(probs[i, pred[i]]), "p(true)": float(probs[i, gold[i]])}
+                for what, i in zip(shown, wrong)]
     return Errors(labels=labels, per_class=per_class,
                   confusion=confusion_matrix(gold, pred, labels=range(len(labels))).tolist(),
                   mistakes=mistakes, accuracy=float((pred == gold).mean()), variant=predictor.variant)

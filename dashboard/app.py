@@ -140,12 +140,27 @@ def shift_rows(a: dict) -> list[dict]:
     def limit(name: str, form: str) -> str:  # advice.json carries the rule's thresholds; older ones may not
         return format(limits[name], form) if limits.get(name) is not None else "?"
 
+    p_value = s.get("mmd_p_value")
+    if "model_input" in s:  # an image task: the input statistics that decide transfer
+        h, w = s["model_input"]
+        measures = [
+            {"measure": "size ratio (median side / model's)", "value": s.get("size_ratio"),
+             "threshold": f"model input {h}x{w}"},
+            {"measure": "grayscale share", "value": s.get("grayscale_share"), "threshold": "informative"},
+            {"measure": "normalisation gap (sd)", "value": s.get("normalisation_gap"),
+             "threshold": "vs the processor's mean/std"},
+            {"measure": "contrast ratio", "value": s.get("contrast_ratio"), "threshold": "informative"},
+            {"measure": "MMD² vs reference images", "value": s.get("mmd2"),
+             "threshold": "no reference (--reference DIR)" if p_value is None else f"p-value {p_value:.3f}"}]
+    else:
+        measures = [
+            {"measure": "unknown-token rate", "value": s.get("unk_rate"),
+             "threshold": f"> {limit('max_unk_rate', '.0%')} → change-model"},
+            {"measure": "fertility (sub-tokens per word)", "value": s.get("fertility"), "threshold": "informative"},
+            {"measure": "MMD² vs reference English", "value": s.get("mmd2"),
+             "threshold": "not measured" if p_value is None else f"p-value {p_value:.3f}"}]
     rows = [
-        {"measure": "unknown-token rate", "value": s.get("unk_rate"),
-         "threshold": f"> {limit('max_unk_rate', '.0%')} → change-model"},
-        {"measure": "fertility (sub-tokens per word)", "value": s.get("fertility"), "threshold": "informative"},
-        {"measure": "MMD² vs reference English", "value": s.get("mmd2"),
-         "threshold": f"p-value {s.get('mmd_p_value', float('nan')):.3f}"},
+        *measures,
         {"measure": "proxy A-distance", "value": s.get("pad"), "threshold": "0 = same, 2 = separable"},
         {"measure": "effective rank", "value": s.get("effective_rank"),
          "threshold": f"of {s.get('hidden_size', '?')} dimensions"},
@@ -312,7 +327,8 @@ def show_mistakes(run: RunView) -> None:
         st.plotly_chart(fig, key=f"confusion-{run.path}")
     st.subheader("The most confident mistakes")
     if errors.mistakes:
-        st.dataframe(pd.DataFrame(errors.mistakes).round(4), hide_index=True)
+        st.dataframe(pd.DataFrame(errors.mistakes).round(4), hide_index=True, row_height=64 if "image" in
+                     errors.mistakes[0] else None, column_config={"image": st.column_config.ImageColumn("image")})
     else:
         st.info("No validation example is misclassified.")
 

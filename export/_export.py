@@ -11,7 +11,8 @@ check passed (a failed export leaves the old folder, or none, and no partial one
 3. Fusion for onnxruntime (onnxscript's rewriter: Attention, SkipLayerNormalization, BiasGelu)
    with the weights folded to constants, kept when it passes the same parity checks.
 4. Dynamic int8 quantisation of the fused graph (QAttention and int8 MatMuls; of the plain graph
-   when fusion was refused), kept only when its validation accuracy is within
+   when fusion was refused) and, for a graph with convolutions, static int8 (QDQ, per-channel,
+   calibrated on 64 training images), each kept only when its validation accuracy is within
    `max_accuracy_drop` of the torch model's. export.json records the fusions and quantised nodes.
 5. Latency at batch 1 and 32 at the data's typical length: torch eager and every kept variant
    timed in turn within each round, medians with quartiles. The recommended variant is the
@@ -31,7 +32,8 @@ from core import ExportRecord, ExportSource, InputError, atomic_folder, load_exp
 from ._checks import deploy_accuracy, ort_session, parity, token_lengths, tokenizer_parity, torch_logits_of
 from ._onnx import to_onnx
 from ._predictor import EXPORT_RECORD, LABELS, PREPROCESSOR
-from ._variants import FUSED, Timer, fuse, quantize, recommend
+from ._variants import (FUSED, Timer, calibration_batches, fuse, has_convolutions, quantize, quantize_static,
+                        recommend)
 
 DEFAULT_OPSET = 18
 
@@ -45,7 +47,7 @@ class ExportConfig:
     """Attributes:
         opset: ONNX opset (default 18, the lowest the torch.export-based exporter writes).
         atol: largest |logit difference| allowed between ONNX fp32 and torch.
-        quantize: try dynamic int8 quantisation.
+        quantize: try int8 quantisation (dynamic; static QDQ too for convolutional graphs).
         max_accuracy_drop: int8 is kept only if its validation accuracy is at most this much lower.
         optimize: try fusing the graph for onnxruntime (attention, layer norms, activations).
         repeats: timed runs per contender at batch 1, in rounds of 5 (at least 3 rounds); batch 32
@@ -128,10 +130,15 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
         if fusion.get("kept"):
             base = FUSED
 
-    quantization = {"tried": False}
+    quantization = static = {"tried": False}
     if config.quantize:
         progress(f"quantising {base} to int8 and measuring its accuracy")
         quantization = quantize(folder, base, valid, gold, torch_logits, torch_acc, config, source, variants)
+        if has_convolutions(folder / base):
+            progress(f"quantising {base} to static int8 (QDQ, calibrated on {min(64, len(task.train))} training "
+                     f"{'images' if source.modality == 'image' else 'rows'}) and measuring its accuracy")
+            static = quantize_static(folder, base, calibration_batches(source, task.train), valid, gold,
+                                     torch_logits, torch_acc, config, source, variants)
 
     for v in variants:  # refused variants are recorded, not shipped
         if not v["passed"]:
@@ -153,14 +160,15 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     if note:
         progress(note)
     return _record.write(variants=variants, torch_timing=timings["torch"], recommended=recommended, note=note,
-                         length=length, fusion=fusion, quantization=quantization)
+                         length=length, fusion=fusion, quantization=quantization, static_quantization=static)
 
 
 class _RecordWriter:
     def __init__(self, folder, source_path, config, torch_acc):
         self.folder, self.source_path, self.config, self.torch_acc = folder, source_path, config, torch_acc
 
-    def write(self, *, variants, torch_timing, recommended, note, length, fusion, quantization) -> ExportRecord:
+    def write(self, *, variants, torch_timing, recommended, note, length, fusion, quantization,
+              static_quantization) -> ExportRecord:
         from core import library_versions
 
         torch_latency = torch_timing["latency_ms"]
@@ -171,6 +179,7 @@ class _RecordWriter:
                                 for v in variants if v["passed"]},
             extra={"atol": self.config.atol, "torch_latency_spread_ms": torch_timing["latency_spread_ms"],
                    "recommendation_note": note, "fusion": fusion, "quantization": quantization,
+                   "static_quantization": static_quantization,
                    "versions": library_versions()})
         record.write(self.folder / EXPORT_RECORD)
         return record

@@ -23,6 +23,8 @@ from ._onnx import _quiet_logs
 
 FUSED = "model.opt.onnx"
 INT8 = "model.int8.onnx"
+STATIC_INT8 = "model.int8-static.onnx"
+STATIC_OPS = ("Conv", "Gemm", "MatMul")  # what static int8 quantises
 FOLD_LIMIT = 1 << 22  # elements: folds the packed QKV weights (3 x hidden x hidden) of base-sized models
 QUANTIZED_OPS = ("QAttention", "DynamicQuantizeMatMul", "MatMulInteger", "QGemm", "QLinearMatMul", "ConvInteger")
 
@@ -62,31 +64,96 @@ def fuse(source: ExportSource, folder: Path, split, gold, torch_logits, atol: fl
 
 
 def quantize(folder: Path, base: str, split, gold, torch_logits, torch_acc, config, source, variants) -> dict:
-    """Dynamic int8 weights (onnxruntime.quantization) of `base`; kept when the accuracy drop is
-    within the gate. Static (calibrated QDQ) int8 was measured slower on CPU for transformers
-    (benchmarks/export_latency.py), so it is not tried here."""
-    import onnx
+    """Dynamic int8 weights (onnxruntime.quantization.quantize_dynamic) of `base`; kept when the
+    accuracy drop is within the gate."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target = folder / INT8
+    def make(target: Path) -> None:
+        quantize_dynamic(str(folder / base), str(target), weight_type=QuantType.QInt8)
+
+    return _gated(make, folder / INT8, "int8", base, split, gold, torch_logits, torch_acc, config, source, variants)
+
+
+def quantize_static(folder: Path, base: str, calibration, split, gold, torch_logits, torch_acc, config, source,
+                    variants) -> dict:
+    """Static int8 (QDQ, onnxruntime.quantization.quantize_static) of a convolutional graph:
+    per-channel int8 weights and uint8 activations whose ranges are calibrated (min-max) on
+    `calibration`, a list of input batches from the training split. Only Conv, Gemm and MatMul
+    are quantised: on EfficientNet-Lite0 quantising every operator (adds, multiplies, pooling)
+    flattened the logits to one class. Kept when the accuracy drop is within the gate.
+
+    Static QDQ is the usual int8 for convolutions (dynamic ConvInteger quantises activations per
+    batch, per tensor). On transformers it was measured slower than dynamic int8 with a larger
+    drop (benchmarks/export_latency.py), so the export tries it only where the graph has Conv nodes.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(calibration)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    def make(target: Path) -> None:
+        ort_quantize_static(str(folder / base), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(STATIC_OPS), per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+    return _gated(make, folder / STATIC_INT8, "int8-static", base, split, gold, torch_logits, torch_acc, config,
+                  source, variants)
+
+
+def has_convolutions(path: Path) -> bool:
+    import onnx
+
+    return any(n.op_type == "Conv" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def calibration_batches(source: ExportSource, split, rows: int = 64, batch_size: int = 16, seed: int = 0) -> list:
+    """Input batches of up to `rows` rows of `split`, drawn at random (seeded), for static quantisation."""
+    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:rows])
+    texts = [split.texts[i] for i in idx]
+    pairs = [split.pairs[i] for i in idx] if split.pairs else None
+    return [source.inputs(texts[s:s + batch_size], pairs[s:s + batch_size] if pairs else None)
+            for s in range(0, len(texts), batch_size)]
+
+
+def quantized_nodes(graph) -> dict:
+    """{op: count} of the int8 operators in a graph: onnxruntime's integer operators, and "QDQ <op>"
+    for a Conv, Gemm or MatMul that reads a dequantised input (static QDQ format; onnxruntime runs
+    the pattern DequantizeLinear -> op -> QuantizeLinear as one integer kernel)."""
+    dequantized = {out for n in graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    ops = Counter(n.op_type for n in graph.node if n.op_type in QUANTIZED_OPS)
+    ops.update(f"QDQ {n.op_type}" for n in graph.node
+               if n.op_type in STATIC_OPS and n.input and n.input[0] in dequantized)
+    return dict(ops)
+
+
+def _gated(make, target: Path, precision: str, base: str, split, gold, torch_logits, torch_acc, config, source,
+           variants) -> dict:
+    """Make the quantised file, then record its quantised nodes, parity and accuracy; kept (passed)
+    when its accuracy is within config.max_accuracy_drop of torch's and its logits are finite."""
+    import onnx
+
     try:
         with _quiet_logs(""):  # the quantiser advises pre-processing on the root logger
-            quantize_dynamic(str(folder / base), str(target), weight_type=QuantType.QInt8)
+            make(target)
     except Exception as e:
-        variants.append({"file": INT8, "precision": "int8", "passed": False,
+        variants.append({"file": target.name, "precision": precision, "passed": False,
                          "why": f"quantisation failed: {type(e).__name__}: {e}"[:300]})
         return {"tried": True, "kept": False, "why": variants[-1]["why"]}
-    ops = Counter(n.op_type for n in onnx.load(str(target), load_external_data=False).graph.node)
-    quantized = {op: ops[op] for op in QUANTIZED_OPS if ops[op]}
+    quantized = quantized_nodes(onnx.load(str(target), load_external_data=False).graph)
     session = ort_session(target)
     logits = np.concatenate([session.run(None, feeds)[0] for _, feeds in batches(source, split)])
-    accuracy = deploy_accuracy(folder, INT8, split, gold)
+    accuracy = deploy_accuracy(target.parent, target.name, split, gold)
     drop = torch_acc - accuracy
     why = "" if drop <= config.max_accuracy_drop else (
         f"accuracy {accuracy:.4f} is {drop:.4f} below torch's {torch_acc:.4f} (gate {config.max_accuracy_drop})")
     if not np.isfinite(logits).all():
         why = "it gives NaN or infinite logits"
-    variants.append({"file": INT8, "precision": "int8", "from": base, "quantized_nodes": quantized,
+    variants.append({"file": target.name, "precision": precision, "from": base, "quantized_nodes": quantized,
                      "max_abs_diff": max_diff(logits, torch_logits), "accuracy": accuracy,
                      "accuracy_drop": drop, "passed": not why, "why": why})
     return {"tried": True, "kept": not why, "from": base, "quantized_nodes": quantized, "accuracy_drop": drop,

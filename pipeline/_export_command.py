@@ -96,14 +96,15 @@ def format_export(record) -> str:
     """An ExportRecord as a table of variants."""
     record = record.to_json()
     t = record["torch_latency_ms"]
-    lines = [f"{'variant':<16} {'accuracy':>8} {'max|diff|':>10} {'batch 1 ms':>10} {'batch 32 ms':>11}  status",
-             f"{'torch eager':<16} {record['torch_accuracy']:>8.4f} {'':>10} {t['batch_1']:>10.1f} {t['batch_32']:>11.1f}"]
+    w = max(16, *(len(v["file"]) for v in record["variants"]))
+    lines = [f"{'variant':<{w}} {'accuracy':>8} {'max|diff|':>10} {'batch 1 ms':>10} {'batch 32 ms':>11}  status",
+             f"{'torch eager':<{w}} {record['torch_accuracy']:>8.4f} {'':>10} {t['batch_1']:>10.1f} {t['batch_32']:>11.1f}"]
     for v in record["variants"]:
         lat = v.get("latency_ms") or {}
         acc = f"{v['accuracy']:.4f}" if v.get("accuracy") is not None else "-"
         diff = f"{v['max_abs_diff']:.1e}" if v.get("max_abs_diff") is not None else "-"
         status = "kept" if v["passed"] else f"refused: {v['why']}"
-        lines.append(f"{v['file']:<16} {acc:>8} {diff:>10} {lat.get('batch_1', float('nan')):>10.1f} "
+        lines.append(f"{v['file']:<{w}} {acc:>8} {diff:>10} {lat.get('batch_1', float('nan')):>10.1f} "
                      f"{lat.get('batch_32', float('nan')):>11.1f}  {status}")
     best = record["recommended"]
     shape = f"{record['sequence_length']} tokens" if record.get("sequence_length") else "one image size"

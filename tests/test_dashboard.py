@@ -250,3 +250,26 @@ def test_a_head_only_search_is_drawn_at_k_0_and_empty_cells_read_as_a_dash(tmp_p
     assert layer_points(study.get_trials()) == {}  # without the space's fixed k: nothing to place
     shown = table([{"trial": 0, "seconds": None}, {"trial": 1, "seconds": 2.5}])
     assert list(shown["seconds"]) == ["–", 2.5]
+
+
+def test_an_image_run_shows_the_image_shift_measures(tmp_path, monkeypatch):
+    """An image task's advice (no tokens, no reference set: MMD absent) draws its own shift table."""
+    run = tmp_path / "images"
+    run.mkdir()
+    shift = {"unk_rate": None, "fertility": None, "mmd2": None, "mmd_p_value": None, "pad": None,
+             "effective_rank": 329.0, "hidden_size": 1280, "model_input": [224, 224], "size_ratio": 0.125,
+             "grayscale_share": 1.0, "normalisation_gap": 0.4314, "contrast_ratio": 0.7052}
+    (run / "advice.json").write_text(json.dumps({
+        "decision": "head-only", "reasons": ["a reason"], "zero_shot": {"accuracy": None, "method": "n/a"},
+        "probe": {"accuracy": 0.847, "knn_accuracy": 0.827}, "shift": shift,
+        "expected": {"fine_tune_accuracy": 0.84, "uncertainty": 0.03, "gain_over_probe": -0.007},
+        "cost": {"device": "cpu", "search_seconds": 3409.0, "per_epoch_seconds": {"0": 1.0, "1": 41.0}},
+        "advisor_seconds": 155.0, "chance_accuracy": 0.1,
+        "thresholds": {"near_chance_floor": 0.19, "max_unk_rate": 0.05, "min_gain": 0.01}}))
+    at = app_for(run, monkeypatch=monkeypatch)
+    assert not at.exception and not at.error
+    table = next(df.value for df in at.dataframe if "measure" in df.value.columns)
+    values = dict(zip(table["measure"], table["value"]))
+    assert values["size ratio (median side / model's)"] == 0.125 and values["normalisation gap (sd)"] == 0.4314
+    assert "unknown-token rate" not in values
+    assert "no reference (--reference DIR)" in set(table["threshold"])

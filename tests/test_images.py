@@ -15,7 +15,7 @@ import pytest
 from helpers import SHAPES, make_tiny_image_model, run_cli, write_csv, write_shape_images
 from PIL import Image
 
-from core import DataConfig, InputError, load_task
+from core import DataConfig, InputError, RunDir, load_task
 
 ROOT = Path(__file__).parent.parent
 
@@ -160,6 +160,21 @@ def test_grayscale_and_transparent_images_become_rgb():
     assert deep.getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_a_thumbnail_is_a_small_png_of_the_image(tmp_path):
+    import base64
+    import io
+
+    from core._images import thumbnail_uri
+
+    Image.new("L", (300, 150), 200).save(tmp_path / "wide.png")
+    uri = thumbnail_uri(tmp_path / "wide.png", size=96)
+    assert uri.startswith("data:image/png;base64,")
+    thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert thumb.size == (96, 48) and thumb.mode == "RGB" and thumb.getpixel((0, 0)) == (200, 200, 200)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert thumbnail_uri(tmp_path / "broken.png") is None
+
+
 # --------------------------------------------------------------------------- backbone and training
 
 
@@ -278,6 +293,12 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     fp32 = next(v for v in record["variants"] if v["file"] == "model.onnx")
     assert fp32["passed"] and fp32["max_abs_diff"] <= 1e-4
     assert (run / "export" / "preprocessor_config.json").is_file()
+    static = next(v for v in record["variants"] if v["precision"] == "int8-static")  # every family has a Conv
+    assert record["static_quantization"]["tried"] and static["quantized_nodes"]["QDQ Conv"] >= 1
+    assert static["accuracy_drop"] == pytest.approx(record["torch_accuracy"] - static["accuracy"])
+    assert (run / "export" / static["file"]).is_file() == static["passed"]  # refused files are not shipped
+    if not static["passed"]:
+        assert "below torch's" in static["why"]
     images = [str(next((shapes / s).glob("*.png"))) for s in SHAPES]
     code = ("import sys, json\n"
             "from pipeline.cli import main\n"
@@ -294,6 +315,12 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert [r["label"] for r in lines] == [sorted(SHAPES)[i] for i in expected]
     bad = run_cli("predict", run / "export", tmp_path / "missing.png")
     assert bad.returncode == 2 and "missing.png: no such file" in bad.stderr
+    from dashboard._runs import load_run, validation_errors  # the Mistakes tab: thumbnails and files
+
+    errors = validation_errors(load_run(run))
+    assert sum(row["support"] for row in errors.per_class) == len(RunDir(run).load_task().valid)
+    for row in errors.mistakes:
+        assert row["image"].startswith("data:image/png;base64,") and Path(row["file"]).is_file()
 
 
 def test_efficientnet_lite0_demo_is_the_packaged_weights(tmp_path, monkeypatch):
