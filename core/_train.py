@@ -65,6 +65,9 @@ class TrainConfig:
         cache_dir: folder of the disk cache (default: ~/.cache/finetune-advisor).
         device: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps".
         precision: "auto" (bf16/fp16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16" or "fp16".
+        augment: images only: each training image is flipped left-right at random and cropped at a
+            random offset from its copy padded by 1/8 of its side, anew every step (`augment_pixels`).
+            The frozen part then sees new pixels each time, so nothing is cached.
     """
 
     unfrozen_layers: int = 2
@@ -85,6 +88,7 @@ class TrainConfig:
     cache_dir: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    augment: bool = False
 
     def __post_init__(self):
         checks = [
@@ -217,7 +221,11 @@ def _prepare(backbone: Backbone, task, config: TrainConfig, cache: FeatureCache 
     device = resolve_device(config.device)
     amp = _amp_dtype(config.precision, device)
     notes = []
-    cached = config.cache != "off" and k < n_blocks
+    if config.augment and backbone.modality != "image":
+        raise InputError("augment (flips and crops) works on images; this is a text model, so leave it off.")
+    cached = config.cache != "off" and k < n_blocks and not config.augment
+    if config.augment and config.cache != "off" and k < n_blocks:
+        notes.append("augment: every step sees new pixels, so training ran without the frozen-layer cache.")
     if cached and 0 < k and not backbone.arch.can_cache_inner(backbone.model):
         cached = False
         notes.append(f"{backbone.arch.family}: this model cannot be run from a middle block, so training "
@@ -254,6 +262,7 @@ class _Fit:
         self.scaler = torch.amp.GradScaler("cuda") if data.amp == torch.float16 else None
         self.labels = {s: torch.as_tensor(getattr(task, s).labels) for s in ("train", "valid")}
         self.step_losses: list[float] = []
+        self.generator = torch.Generator().manual_seed(config.seed)  # the augmentation's draws
 
     def logits(self, split: str, idx):
         """Logits of rows `idx`: from cached pooled features (k = 0), cached hidden states entering
@@ -262,6 +271,8 @@ class _Fit:
         if d.cached and self.config.unfrozen_layers == 0:
             return model.from_pooled(d.features[split][idx].to(d.device))
         batch = d.encoded[split].batch(idx, d.device)
+        if self.config.augment and split == "train":
+            batch["pixel_values"] = augment_pixels(batch["pixel_values"], self.generator)
         if d.cached:
             injected = torch.nn.utils.rnn.pad_sequence([d.features[split][i] for i in idx], batch_first=True)
             if injected.dim() == 4:  # a CNN's feature maps, in the model's NHWC layout
@@ -385,3 +396,16 @@ def _backward_step(loss, model, optimizer, scaler, max_grad_norm: float) -> None
 
 def _trainable_state(model) -> list:
     return [(p, p.detach().cpu().clone()) for p in model.parameters() if p.requires_grad]
+
+
+def augment_pixels(x, generator):
+    """A random left-right flip (p = 1/2) and a random crop back to size from the images padded by
+    1/8 of their side with zeros (the normalised mean colour), drawn per image from `generator`:
+    the standard light augmentation of ImageNet-style training. x: [n, 3, h, w]."""
+    n, _, h, w = x.shape
+    pad = max(1, min(h, w) // 8)
+    flip = torch.rand(n, generator=generator) < 0.5
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
+    padded = torch.nn.functional.pad(torch.where(flip.view(n, 1, 1, 1).to(x.device), x.flip(-1), x), (pad,) * 4)
+    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+    return out.contiguous(memory_format=torch.channels_last)

@@ -165,6 +165,10 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
                                     max_length=backbone.max_positions).lengths
     space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
                               text_lengths=lengths)
+    augment = next((p for p in space.params if p.name == "augment"), None)
+    if augment is not None and True in augment.values and backbone.modality != "image":
+        raise InputError(f"space 'augment={augment.text()}': flips and crops are for images, and "
+                         f"{backbone.name} is a text model. Drop --space augment.")
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)
     identity = {"metric": METRIC, "space": space.to_dict(), "model": model_identity(backbone),

@@ -19,6 +19,8 @@ Defaults (L = the model's number of blocks; max_length choices stop at the first
     weight_decay         0:0.1
     warmup_ratio         0:0.2
     max_length           64,128,256   bounded by the data
+    augment              false        images: true searches with flips and crops (uncached, slower);
+                                      false,true lets the search decide
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ LOG_FIELDS = ("learning_rate", "head_lr_multiplier")
 STR_FIELDS = ("schedule",)
 FLOAT_FIELDS = ("learning_rate", "head_lr_multiplier", "layer_lr_decay", "weight_decay", "warmup_ratio",
                 "head_dropout", "max_grad_norm")
-SEARCHABLE = INT_FIELDS + FLOAT_FIELDS + STR_FIELDS + ("patience",)
+BOOL_FIELDS = ("augment",)  # true/false; not in the default space: given with --space only
+SEARCHABLE = INT_FIELDS + FLOAT_FIELDS + STR_FIELDS + BOOL_FIELDS + ("patience",)
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 DEFAULTS = {
     "unfrozen_layers": None,  # 0:L, filled in from the model
@@ -93,17 +97,18 @@ def parse_param(name: str, text: str) -> Param:
     if name not in SEARCHABLE:
         raise InputError(f"'{name}' is not a searchable parameter. Use one of: {', '.join(SEARCHABLE)}.")
     text = str(text).strip()
-    cast = int if name in INT_FIELDS + ("patience",) else str if name in STR_FIELDS else float
+    cast = (int if name in INT_FIELDS + ("patience",) else str if name in STR_FIELDS else
+            _boolean if name in BOOL_FIELDS else float)
 
     def value(part: str):
         try:
             return cast(part.strip())
         except ValueError:
-            kind = {int: "an integer", float: "a number", str: "a word"}[cast]
+            kind = {int: "an integer", float: "a number", str: "a word", _boolean: "true or false"}[cast]
             raise InputError(f"space '{name}={text}': '{part.strip()}' is not {kind}. "
                              f"Write LO:HI for a range, A,B,C for a choice, or one value.") from None
 
-    if ":" in text and cast is not str:
+    if ":" in text and cast not in (str, _boolean):
         low, high = (value(p) for p in text.split(":", 1))
         if low > high:
             raise InputError(f"space '{name}={text}': the range is empty (low {low} > high {high}). Write LO:HI.")
@@ -116,6 +121,13 @@ def parse_param(name: str, text: str) -> Param:
         raise InputError(f"space '{name}=': give a value, a range LO:HI or a choice A,B,C.")
     _check_values(name, text, choices)
     return Param(name, choices=choices)
+
+
+def _boolean(text: str) -> bool:
+    try:
+        return BOOLEANS[text.lower()]
+    except KeyError:
+        raise ValueError(text) from None
 
 
 def _check_values(name: str, text: str, values) -> None:

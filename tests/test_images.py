@@ -196,6 +196,51 @@ def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
         assert np.abs(losses["memory"] - losses["off"]).max() < 1e-4, (family, k)
 
 
+def test_augmentation_flips_and_shifts_each_image_within_its_padding():
+    import torch
+
+    from core._train import augment_pixels
+
+    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16) + 1
+    seen_flips = set()
+    for seed in range(20):
+        out = augment_pixels(x, torch.Generator().manual_seed(seed))
+        assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
+        for i in range(2):  # some flip and some offset within 2 px (16 // 8) give exactly this image
+            padded = {f: torch.nn.functional.pad(x[i].flip(-1) if f else x[i], (2,) * 4) for f in (0, 1)}
+            hits = [(f, dy, dx) for f in (0, 1) for dy in range(5) for dx in range(5)
+                    if torch.equal(padded[f][:, dy:dy + 16, dx:dx + 16], out[i])]
+            assert hits, (seed, i)
+            seen_flips.add(hits[0][0])
+        assert torch.equal(out, augment_pixels(x, torch.Generator().manual_seed(seed)))  # seeded
+    assert seen_flips == {0, 1}
+
+
+def test_augmented_training_runs_uncached_and_text_models_refuse_it(image_model, shapes, tiny_model):
+    from core import DataConfig, TrainConfig, load_backbone, train
+
+    backbone = load_backbone(str(image_model("resnet")))
+    task = load_task(str(shapes))
+    plain, augmented = (train(backbone, task, TrainConfig(unfrozen_layers=1, epochs=1, batch_size=8, augment=a,
+                                                          learning_rate=1e-3), progress=False) for a in (False, True))
+    assert plain.cached and not augmented.cached
+    assert any("without the frozen-layer cache" in n for n in augmented.notes)
+    assert plain.step_losses != augmented.step_losses
+    text = load_backbone(str(tiny_model("bert")))
+    rows = load_task("demo:bbc-news", DataConfig(max_rows=60))
+    with pytest.raises(InputError, match="augment .* works on images"):
+        train(text, rows, TrainConfig(unfrozen_layers=1, epochs=1, augment=True), progress=False)
+
+
+def test_augment_in_the_search_space():
+    from search._space import parse_param
+
+    assert parse_param("augment", "false,true").choices == (False, True)
+    assert parse_param("augment", "on").fixed is True
+    with pytest.raises(InputError, match="'maybe' is not true or false"):
+        parse_param("augment", "maybe")
+
+
 def test_saved_image_classifier_reloads_with_its_preprocessing(image_model, shapes, tmp_path):
     from core import TrainConfig, load_backbone, load_classifier, train
 
@@ -283,7 +328,8 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert 0 <= advice["probe"]["accuracy"] <= 1 and advice["shift"]["model_input"] == [32, 32]
     assert advice["shift"]["size_ratio"] == pytest.approx(20 / 32)
     result = run_cli("search", "--model", model, "--data", shapes, "--out", run, "--trials", "2", "--device", "cpu",
-                     "--space", "unfrozen_layers=1:3", "--space", "epochs=2", "--no-advice")
+                     "--space", "unfrozen_layers=1:3", "--space", "epochs=2", "--space", "augment=false,true",
+                     "--no-advice")
     assert result.returncode == 0, result.stderr
     search = json.loads((run / "search.json").read_text())
     assert search["n_trials"]["complete"] == 2

@@ -282,6 +282,7 @@ def quick_flags():
     (["--storage", "postgresql://fa:secret@127.0.0.1:1/none"], "--storage 'postgresql://fa:\\*\\*\\*@127.0.0.1:1/none'"),
     (["--space", "epochs"], "--space 'epochs' must be NAME=VALUE"),
     (["--space", "depth=3"], "'depth' is not a searchable parameter"),
+    (["--space", "augment=false,true"], "flips and crops are for images"),
     (["--trials", "0"], "--trials 0 must be >= 1"),
 ])
 def test_bad_search_input_exits_2_and_writes_nothing(tmp_path, topics_file, flags, match):
