@@ -73,6 +73,11 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("ViT", ("vit",), "layers", pooling="cls", modality="image"),
     # EfficientNet: a block is one MBConv block (16 in B0 and Lite0)
     ArchSpec("EfficientNet", ("efficientnet",), "encoder.blocks", pooling="pooler", modality="image"),
+    ArchSpec("DINOv2", ("dinov2",), "encoder.layer", pooling="cls", modality="image"),
+    # Swin: a block is a stage; each stage is told its input's height and width by the encoder's
+    # loop, which starts from the embeddings' size, so a stage above the first cannot be fed a
+    # cached input (k = 0 and k = L are cached as for any model; 0 < k < L trains uncached)
+    ArchSpec("Swin", ("swin",), "encoder.layers", pooling="pooler", cache_inner=False, modality="image"),
 )
 
 _BY_TYPE = {t: spec for spec in ARCHITECTURES for t in spec.model_types}

@@ -84,6 +84,10 @@ TINY_IMAGE_CONFIGS = {
                  {"shortest_edge": 32}),
     "vit": ("ViTConfig", dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
                               image_size=32, patch_size=8), {"height": 32, "width": 32}),
+    "dinov2": ("Dinov2Config", dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
+                                    image_size=32, patch_size=8), {"height": 32, "width": 32}),
+    "swin": ("SwinConfig", dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1], num_heads=[1, 2, 2],
+                                window_size=2), {"height": 32, "width": 32}),
 }
 
 
@@ -103,7 +107,7 @@ def make_tiny_image_model(folder: Path, family: str, *, head_labels: list[str] |
         kwargs = dict(kwargs, id2label=dict(enumerate(head_labels)), label2id={x: i for i, x in enumerate(head_labels)})
     config = getattr(transformers, class_name)(**kwargs)
     (AutoModelForImageClassification if head_labels else AutoModel).from_config(config).save_pretrained(folder)
-    processor = ViTImageProcessorPil(size=size) if family == "vit" else ConvNextImageProcessorPil(size=size)
+    processor = ConvNextImageProcessorPil(size=size) if "shortest_edge" in size else ViTImageProcessorPil(size=size)
     processor.save_pretrained(folder)
     return folder
 

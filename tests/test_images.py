@@ -178,13 +178,16 @@ def test_a_thumbnail_is_a_small_png_of_the_image(tmp_path):
 # --------------------------------------------------------------------------- backbone and training
 
 
-@pytest.mark.parametrize("family", ["resnet", "vit", "convnext"])
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin"])
 def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
-    """With the frozen stages cached, every step's loss equals the uncached run's, for k = 0, 1, L."""
+    """With the frozen stages cached, every step's loss equals the uncached run's, for k = 0, 1, L
+    (Swin: a middle stage cannot be fed a cached input, so k = 1 runs uncached and says so)."""
     from core import TrainConfig, load_backbone, train
 
     backbone = load_backbone(str(image_model(family)))
     assert backbone.modality == "image" and backbone.num_blocks == 3
+    inner = backbone.arch.can_cache_inner(backbone.model)
+    assert inner == (family != "swin")
     task = load_task(str(shapes))
     for k in (0, 1, 3):
         losses = {}
@@ -192,7 +195,7 @@ def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
             result = train(backbone, task, TrainConfig(unfrozen_layers=k, epochs=2, batch_size=8, cache=cache,
                                                        learning_rate=1e-3), progress=False)
             losses[cache] = np.array(result.step_losses)
-            assert result.cached == (cache == "memory" and k < 3)
+            assert result.cached == (cache == "memory" and k < 3 and (k == 0 or inner))
         assert np.abs(losses["memory"] - losses["off"]).max() < 1e-4, (family, k)
 
 
@@ -317,7 +320,7 @@ def test_image_input_shift_known_answers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["resnet", "vit", "convnext"])
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin"])
 def test_image_model_advise_search_export_predict(family, image_model, shapes, tmp_path):
     run = tmp_path / "run"
     model = image_model(family)
@@ -334,6 +337,10 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     search = json.loads((run / "search.json").read_text())
     assert search["n_trials"]["complete"] == 2
     result = run_cli("export", run, "--repeats", "3")
+    if family == "swin":  # its window attention's views do not trace with a dynamic batch (torch.export)
+        assert result.returncode == 2 and "Swin architecture does not export to ONNX" in result.stderr
+        assert not (run / "export").exists()
+        return
     assert result.returncode == 0, result.stderr
     record = json.loads((run / "export" / "export.json").read_text())
     fp32 = next(v for v in record["variants"] if v["file"] == "model.onnx")
