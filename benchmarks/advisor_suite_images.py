@@ -80,8 +80,6 @@ def measure(backbone, task, k: int, *, cache: str = "memory", epochs: int | None
 
 
 def main() -> None:
-    from scipy.stats import kendalltau
-
     backbone = load_backbone("demo:efficientnet-lite0")
     ks = (0, 1, 2, backbone.num_blocks)
     results, cache_ratio = [], {}
@@ -124,20 +122,26 @@ def main() -> None:
                   f"ft predicted {_f(row['predicted_fine_tune'])} measured {fine_tune:.3f} (k={best_k})  "
                   f"head {head:.3f}  probe {row['probe']:.3f}  advisor {advisor_seconds:.0f}s = "
                   f"{row['advisor_over_epoch']:.1f} full epochs", flush=True)
-    pairs = [(r["predicted_fine_tune"], r["measured_fine_tune"]) for r in results if r["predicted_fine_tune"] is not None]
-    tau = float(kendalltau(*zip(*pairs)).statistic) if len(pairs) >= 2 else None
-    record = {"benchmark": "advisor_suite_images", "model": "demo:efficientnet-lite0", "data": "demo:fashion-mnist",
-              "min_gain": MIN_GAIN, "tasks": results, "kendall_tau_fine_tune_accuracy": tau,
-              "decisions_agree": sum(r["agree"] for r in results),
-              "cache_ratio_per_k": cache_ratio,
-              "median_abs_error_fine_tune": float(np.median([abs(p - m) for p, m in pairs])) if pairs else None,
-              "versions": library_versions()}
-    write_json_atomic(RESULTS, record)
+            record = summary(results, cache_ratio)  # written after each task: a long run keeps what it measured
+            write_json_atomic(RESULTS, record)
+    tau = record["kendall_tau_fine_tune_accuracy"]
     print("frozen-layer cache, uncached / cached epoch seconds per k: "
           + ", ".join(f"k={k}: {r:.1f}x" for k, r in cache_ratio.items()))
     print(f"Kendall tau (predicted vs measured fine-tuned accuracy): {tau}")
     print(f"decisions matching the measured best choice: {record['decisions_agree']}/{len(results)}")
     print(f"wrote {RESULTS}")
+
+
+def summary(results: list[dict], cache_ratio: dict) -> dict:
+    from scipy.stats import kendalltau
+
+    pairs = [(r["predicted_fine_tune"], r["measured_fine_tune"]) for r in results if r["predicted_fine_tune"] is not None]
+    return {"benchmark": "advisor_suite_images", "model": "demo:efficientnet-lite0", "data": "demo:fashion-mnist",
+            "min_gain": MIN_GAIN, "tasks": results, "complete": len(results) == 4,
+            "kendall_tau_fine_tune_accuracy": float(kendalltau(*zip(*pairs)).statistic) if len(pairs) >= 2 else None,
+            "decisions_agree": sum(r["agree"] for r in results), "cache_ratio_per_k": cache_ratio,
+            "median_abs_error_fine_tune": float(np.median([abs(p - m) for p, m in pairs])) if pairs else None,
+            "versions": library_versions()}
 
 
 if __name__ == "__main__":
