@@ -328,7 +328,8 @@ def test_two_workers_on_postgresql(tmp_path, topics_file):
 
 
 def wait_for_a_running_second_trial(url: str, timeout: float = 300) -> None:
-    """Poll the study until a trial has completed and the next one is running."""
+    """Poll the study until the first trial has completed and the second is running (not a later
+    one, which may end before the caller acts on a loaded machine)."""
     from optuna.trial import TrialState
 
     deadline = time.time() + timeout
@@ -340,7 +341,7 @@ def wait_for_a_running_second_trial(url: str, timeout: float = 300) -> None:
             states = [t.state for t in trials_of(url)]
         except Exception:  # the study does not exist yet
             continue
-        if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+        if len(states) == 2 and states[0] == TrialState.COMPLETE and states[1] == TrialState.RUNNING:
             return
     pytest.fail("the search never reached a running second trial")
 
