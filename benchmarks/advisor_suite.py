@@ -129,8 +129,6 @@ def measured_choice(zero_shot, head, fine_tune, chance) -> str:
 
 
 def main() -> None:
-    from scipy.stats import kendalltau
-
     backbone = load_backbone("demo:minilm")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,25 +145,14 @@ def main() -> None:
                                      head_lr_multiplier=20 if k else 50)
                 result = train(backbone, task, config, progress=False)
                 measured[k] = {"accuracy": result.best_valid_accuracy, "seconds_per_epoch": result.epoch_seconds}
-            head = measured[0]["accuracy"]  # a trained head, never the advisor's own probe
-            fine_tune = max(measured[k]["accuracy"] for k in measured if k > 0)
-            choice = measured_choice(advice["zero_shot"]["accuracy"], head, fine_tune, advice["chance_accuracy"])
-            full_epoch = measured[backbone.num_blocks]["seconds_per_epoch"]
-            row = {"task": name, "train_rows": len(task.train), "valid_rows": len(task.valid),
-                   "decision": advice["decision"], "measured_choice": choice, "agree": advice["decision"] == choice,
-                   "zero_shot": advice["zero_shot"]["accuracy"], "probe": advice["probe"]["accuracy"],
-                   "predicted_fine_tune": advice["expected"].get("fine_tune_accuracy"),
-                   "measured_fine_tune": fine_tune, "measured_head": head,
-                   "measured": {str(k): v for k, v in measured.items()},
-                   "advisor_seconds": advisor_seconds, "full_fine_tune_epoch_seconds": full_epoch,
-                   "advisor_over_epoch": advisor_seconds / full_epoch, "reasons": advice["reasons"]}
+            row = task_row(name, task, advice, measured, advisor_seconds, backbone.num_blocks)
             results.append(row)
-            print(f"{name:<11} advice {row['decision']:<12} measured {choice:<12} "
-                  f"ft predicted {_f(row['predicted_fine_tune'])} measured {fine_tune:.3f}  probe {row['probe']:.3f}  "
+            print(f"{name:<11} advice {row['decision']:<12} measured {row['measured_choice']:<12} "
+                  f"ft predicted {_f(row['predicted_fine_tune'])} measured {row['measured_fine_tune']:.3f}  "
+                  f"probe {row['probe']:.3f}  "
                   f"zero-shot {_f(row['zero_shot'])}  advisor {advisor_seconds:.0f}s = "
                   f"{row['advisor_over_epoch']:.0%} of a full epoch", flush=True)
-    pairs = [(r["predicted_fine_tune"], r["measured_fine_tune"]) for r in results if r["predicted_fine_tune"] is not None]
-    tau = float(kendalltau(*zip(*pairs)).statistic) if len(pairs) >= 2 else None
+    tau = kendall_tau(results)
     record = {"benchmark": "advisor_suite", "model": "demo:minilm", "max_length": MAX_LENGTH, "min_gain": MIN_GAIN,
               "tasks": results, "kendall_tau_fine_tune_accuracy": tau,
               "decisions_agree": sum(r["agree"] for r in results), "versions": library_versions(),
@@ -174,6 +161,33 @@ def main() -> None:
     print(f"Kendall tau (predicted vs measured fine-tuned accuracy): {tau}")
     print(f"decisions matching the measured best choice: {record['decisions_agree']}/{len(results)}")
     print(f"wrote {RESULTS}")
+
+
+def task_row(name: str, task, advice: dict, measured: dict, advisor_seconds: float, full_k: int) -> dict:
+    """One task's result: the advice beside what training measured. `measured` maps k to
+    {"accuracy", "seconds_per_epoch", ...}; k = 0 is a trained head, never the advisor's own probe."""
+    head = measured[0]["accuracy"]
+    tuned = {k: m["accuracy"] for k, m in measured.items() if k > 0}
+    best_k = max(tuned, key=tuned.get)
+    choice = measured_choice(advice["zero_shot"]["accuracy"], head, tuned[best_k], advice["chance_accuracy"])
+    full_epoch = measured[full_k]["seconds_per_epoch"]
+    return {"task": name, "train_rows": len(task.train), "valid_rows": len(task.valid),
+            "decision": advice["decision"], "measured_choice": choice, "agree": advice["decision"] == choice,
+            "zero_shot": advice["zero_shot"]["accuracy"], "probe": advice["probe"]["accuracy"],
+            "predicted_fine_tune": advice["expected"].get("fine_tune_accuracy"),
+            "suggested_unfrozen_layers": advice["expected"].get("suggested_unfrozen_layers"),
+            "measured_fine_tune": tuned[best_k], "measured_best_k": best_k, "measured_head": head,
+            "measured": {str(k): v for k, v in measured.items()},
+            "advisor_seconds": advisor_seconds, "full_fine_tune_epoch_seconds": full_epoch,
+            "advisor_over_epoch": advisor_seconds / full_epoch, "reasons": advice["reasons"]}
+
+
+def kendall_tau(results: list[dict]) -> float | None:
+    """Kendall's tau between predicted and measured fine-tuned accuracy over the tasks."""
+    from scipy.stats import kendalltau
+
+    pairs = [(r["predicted_fine_tune"], r["measured_fine_tune"]) for r in results if r["predicted_fine_tune"] is not None]
+    return float(kendalltau(*zip(*pairs)).statistic) if len(pairs) >= 2 else None
 
 
 def _f(x):

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advisor_suite import MIN_GAIN, _f, measured_choice  # noqa: E402
+from advisor_suite import MIN_GAIN, _f, kendall_tau, task_row  # noqa: E402
 
 from advisor import AdvisorConfig, advise  # noqa: E402
 from core import DataConfig, TrainConfig, library_versions, load_backbone, load_task, train, write_json_atomic  # noqa: E402
@@ -100,27 +100,14 @@ def main() -> None:
             if not cache_ratio:
                 cache_ratio = {str(k): m["uncached_seconds_per_epoch"] / m["seconds_per_epoch"]
                                for k, m in measured.items() if "uncached_seconds_per_epoch" in m}
-            head = measured[0]["accuracy"]
-            fine_tune = max(measured[k]["accuracy"] for k in ks if k > 0)
-            best_k = max((k for k in ks if k > 0), key=lambda k: measured[k]["accuracy"])
-            choice = measured_choice(advice["zero_shot"]["accuracy"], head, fine_tune, advice["chance_accuracy"])
-            full_epoch = measured[backbone.num_blocks]["seconds_per_epoch"]
-            expected = advice["expected"]
-            row = {"task": name, "train_rows": len(task.train), "valid_rows": len(task.valid),
-                   "decision": advice["decision"], "measured_choice": choice, "agree": advice["decision"] == choice,
-                   "zero_shot": advice["zero_shot"]["accuracy"], "probe": advice["probe"]["accuracy"],
-                   "predicted_fine_tune": expected.get("fine_tune_accuracy"),
-                   "suggested_unfrozen_layers": expected.get("suggested_unfrozen_layers"),
-                   "measured_fine_tune": fine_tune, "measured_best_k": best_k, "measured_head": head,
-                   "measured": {str(k): v for k, v in measured.items()},
-                   "shift": {key: advice["shift"].get(key) for key in
-                             ("size_ratio", "grayscale_share", "normalisation_gap", "contrast_ratio", "effective_rank")},
-                   "advisor_seconds": advisor_seconds, "full_fine_tune_epoch_seconds": full_epoch,
-                   "advisor_over_epoch": advisor_seconds / full_epoch, "reasons": advice["reasons"]}
+            row = task_row(name, task, advice, measured, advisor_seconds, backbone.num_blocks)
+            row["shift"] = {key: advice["shift"].get(key) for key in
+                            ("size_ratio", "grayscale_share", "normalisation_gap", "contrast_ratio", "effective_rank")}
             results.append(row)
-            print(f"{name:<9} advice {row['decision']:<10} measured {choice:<10} "
-                  f"ft predicted {_f(row['predicted_fine_tune'])} measured {fine_tune:.3f} (k={best_k})  "
-                  f"head {head:.3f}  probe {row['probe']:.3f}  advisor {advisor_seconds:.0f}s = "
+            print(f"{name:<9} advice {row['decision']:<10} measured {row['measured_choice']:<10} "
+                  f"ft predicted {_f(row['predicted_fine_tune'])} measured {row['measured_fine_tune']:.3f} "
+                  f"(k={row['measured_best_k']})  head {row['measured_head']:.3f}  probe {row['probe']:.3f}  "
+                  f"advisor {advisor_seconds:.0f}s = "
                   f"{row['advisor_over_epoch']:.1f} full epochs", flush=True)
             record = summary(results, cache_ratio)  # written after each task: a long run keeps what it measured
             write_json_atomic(RESULTS, record)
@@ -133,12 +120,10 @@ def main() -> None:
 
 
 def summary(results: list[dict], cache_ratio: dict) -> dict:
-    from scipy.stats import kendalltau
-
     pairs = [(r["predicted_fine_tune"], r["measured_fine_tune"]) for r in results if r["predicted_fine_tune"] is not None]
     return {"benchmark": "advisor_suite_images", "model": "demo:efficientnet-lite0", "data": "demo:fashion-mnist",
             "min_gain": MIN_GAIN, "tasks": results, "complete": len(results) == 4,
-            "kendall_tau_fine_tune_accuracy": float(kendalltau(*zip(*pairs)).statistic) if len(pairs) >= 2 else None,
+            "kendall_tau_fine_tune_accuracy": kendall_tau(results),
             "decisions_agree": sum(r["agree"] for r in results), "cache_ratio_per_k": cache_ratio,
             "median_abs_error_fine_tune": float(np.median([abs(p - m) for p, m in pairs])) if pairs else None,
             "versions": library_versions()}

@@ -223,8 +223,9 @@ def _prepare(backbone: Backbone, task, config: TrainConfig, cache: FeatureCache 
     notes = []
     if config.augment and backbone.modality != "image":
         raise InputError("augment (flips and crops) works on images; this is a text model, so leave it off.")
-    cached = config.cache != "off" and k < n_blocks and not config.augment
-    if config.augment and config.cache != "off" and k < n_blocks:
+    cached = config.cache != "off" and k < n_blocks
+    if cached and config.augment:
+        cached = False
         notes.append("augment: every step sees new pixels, so training ran without the frozen-layer cache.")
     if cached and 0 < k and not backbone.arch.can_cache_inner(backbone.model):
         cached = False

@@ -32,7 +32,7 @@ from core import ExportRecord, ExportSource, InputError, atomic_folder, load_exp
 from ._checks import deploy_accuracy, ort_session, parity, token_lengths, tokenizer_parity, torch_logits_of
 from ._onnx import to_onnx
 from ._predictor import EXPORT_RECORD, LABELS, PREPROCESSOR
-from ._variants import (FUSED, Timer, calibration_batches, fuse, has_convolutions, quantize, quantize_static,
+from ._variants import (CALIBRATION_ROWS, FUSED, Timer, calibration_batches, fuse, has_convolutions, quantize, quantize_static,
                         recommend)
 
 DEFAULT_OPSET = 18
@@ -135,7 +135,7 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
         progress(f"quantising {base} to int8 and measuring its accuracy")
         quantization = quantize(folder, base, valid, gold, torch_logits, torch_acc, config, source, variants)
         if has_convolutions(folder / base):
-            progress(f"quantising {base} to static int8 (QDQ, calibrated on {min(64, len(task.train))} training "
+            progress(f"quantising {base} to static int8 (QDQ, calibrated on {min(CALIBRATION_ROWS, len(task.train))} training "
                      f"{'images' if source.modality == 'image' else 'rows'}) and measuring its accuracy")
             static = quantize_static(folder, base, calibration_batches(source, task.train), valid, gold,
                                      torch_logits, torch_acc, config, source, variants)

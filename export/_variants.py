@@ -25,6 +25,7 @@ FUSED = "model.opt.onnx"
 INT8 = "model.int8.onnx"
 STATIC_INT8 = "model.int8-static.onnx"
 STATIC_OPS = ("Conv", "Gemm", "MatMul")  # what static int8 quantises
+CALIBRATION_ROWS = 64  # training inputs that calibrate static int8's activation ranges
 FOLD_LIMIT = 1 << 22  # elements: folds the packed QKV weights (3 x hidden x hidden) of base-sized models
 QUANTIZED_OPS = ("QAttention", "DynamicQuantizeMatMul", "MatMulInteger", "QGemm", "QLinearMatMul", "ConvInteger")
 
@@ -111,7 +112,8 @@ def has_convolutions(path: Path) -> bool:
     return any(n.op_type == "Conv" for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def calibration_batches(source: ExportSource, split, rows: int = 64, batch_size: int = 16, seed: int = 0) -> list:
+def calibration_batches(source: ExportSource, split, rows: int = CALIBRATION_ROWS, batch_size: int = 16,
+                        seed: int = 0) -> list:
     """Input batches of up to `rows` rows of `split`, drawn at random (seeded), for static quantisation."""
     idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:rows])
     texts = [split.texts[i] for i in idx]
