@@ -37,7 +37,8 @@ class AdvisorConfig:
         budget_seconds: the most the search may cost; above it the advice is head-only (None = no limit).
         gpu_hourly_cost: price of one hour of the device, to turn the cost into money (None = not shown).
         max_unk_rate: unknown-token rate above which the model cannot read the data (change-model).
-        label_descriptions: JSON file {label: sentence} for zero-shot (default "This text is about {label}.").
+        label_descriptions: JSON file {label: sentence} for zero-shot (default "This text is about {label}.",
+            for an image-text model "a photo of a {label}.").
         reference: text file, one example a line, of the model's world (default: the bundled general English).
         unlabeled: text file, one example a line, of production data, compared with the training data.
         max_length: truncation length in tokens.
@@ -95,7 +96,7 @@ def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
         InputError: a missing or empty file, bad JSON, or label descriptions that miss labels.
     """
     if task.modality == "image":
-        return _read_image_inputs(config)
+        return _read_image_inputs(task, config)
     problems, out = [], {"descriptions": None, "unlabeled": None}
 
     def lines(flag, path):
@@ -111,37 +112,43 @@ def read_inputs(task: TaskData, config: AdvisorConfig) -> dict:
     out["reference"] = lines("--reference", config.reference or REFERENCE_FILE)
     if config.unlabeled:
         out["unlabeled"] = lines("--unlabeled", config.unlabeled)
-    if config.label_descriptions:
-        path = Path(config.label_descriptions)
-        if not path.is_file():
-            problems.append(f"--label-descriptions file '{path}' does not exist.")
-        else:
-            try:
-                descriptions = {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
-            except (ValueError, AttributeError) as e:
-                problems.append(f"--label-descriptions '{path}' is not a JSON object {{label: sentence}}: {e}.")
-            else:
-                missing = [label for label in task.labels if label not in descriptions]
-                if missing:
-                    problems.append(f"--label-descriptions '{path}' has no sentence for label(s) "
-                                    f"{', '.join(map(repr, missing))}. Add them, e.g. "
-                                    f"\"{missing[0]}\": \"This text is about {missing[0]}.\"")
-                out["descriptions"] = descriptions
+    out["descriptions"] = _read_descriptions(config.label_descriptions, task, problems)
     if problems:
         raise InputError(problems)
     return out
 
 
-def _read_image_inputs(config: AdvisorConfig) -> dict:
+def _read_descriptions(given: str | None, task: TaskData, problems: list[str]) -> dict | None:
+    """--label-descriptions: a JSON object {label: sentence} naming every label (None when not given)."""
+    if not given:
+        return None
+    path = Path(given)
+    if not path.is_file():
+        problems.append(f"--label-descriptions file '{path}' does not exist.")
+        return None
+    try:
+        descriptions = {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, AttributeError) as e:
+        problems.append(f"--label-descriptions '{path}' is not a JSON object {{label: sentence}}: {e}.")
+        return None
+    missing = [label for label in task.labels if label not in descriptions]
+    if missing:
+        example = (_signals.IMAGE_TEXT_TEMPLATE if task.modality == "image" else _signals.EMBEDDING_TEMPLATE)
+        problems.append(f"--label-descriptions '{path}' has no sentence for label(s) "
+                        f"{', '.join(map(repr, missing))}. Add them, e.g. "
+                        f"\"{missing[0]}\": \"{example.format(missing[0])}\"")
+    return descriptions
+
+
+def _read_image_inputs(task: TaskData, config: AdvisorConfig) -> dict:
     """--reference and --unlabeled for an image task: a folder of images (searched recursively) or a
     file listing image paths, one a line (relative to the file's folder); the first
-    `_SHIFT_ROWS` are used and must decode."""
+    `_SHIFT_ROWS` are used and must decode. --label-descriptions as for text (the prompts of an
+    image-text model's zero-shot)."""
     from core._images import IMAGE_SUFFIXES, image_problems, unreadable_message
 
     problems, out = [], {"descriptions": None, "reference": None, "unlabeled": None}
-    if config.label_descriptions:
-        problems.append("--label-descriptions applies to text models; an image model's zero-shot reads its own "
-                        "head's labels. Leave it out.")
+    out["descriptions"] = _read_descriptions(config.label_descriptions, task, problems)
     for key, flag in (("reference", "--reference"), ("unlabeled", "--unlabeled")):
         given = getattr(config, key)
         if not given:
@@ -187,6 +194,10 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
 
     t_start = time.perf_counter()
     inputs = inputs if inputs is not None else read_inputs(task, config)
+    if task.modality == "image" and inputs["descriptions"] and not backbone.image_text:
+        raise InputError(f"--label-descriptions: the model '{backbone.name}' has no text tower, so its zero-shot "
+                         "reads its own head's labels. Leave the option out, or give an image-text model "
+                         "(CLIP, SigLIP).")
     device = resolve_device(config.device)
     say = (lambda msg: print(f"advise: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     rng = np.random.default_rng(config.seed)
@@ -280,11 +291,18 @@ def _sample_indices(split: Split, n: int, rng) -> np.ndarray:
 
 def _zero_shot(backbone, task, valid_s, valid_x, descriptions, config, device, skipped, say) -> dict:
     if task.modality == "image":
-        method = _signals.zero_shot_method(backbone.model.config, task.labels, modality="image")
+        method = _signals.zero_shot_method(backbone.model.config, task.labels, modality="image",
+                                           image_text=backbone.image_text)
         if method is None:
             skipped.append("zero-shot: the model has no image-classification head whose labels name the task's "
-                           f"({', '.join(task.labels[:5])}{', …' if len(task.labels) > 5 else ''}).")
+                           f"({', '.join(task.labels[:5])}{', …' if len(task.labels) > 5 else ''}) "
+                           "and no text tower (CLIP, SigLIP).")
             return {"method": None, "accuracy": None, "descriptions": None}
+        if method == "image-text":
+            say("zero-shot (image-text similarity)")
+            accuracy = _signals.image_text_zero_shot(backbone.source, backbone.image_spec, valid_s.texts,
+                                                     valid_s.labels, task.labels, descriptions, device=device)
+            return {"method": method, "accuracy": accuracy, "descriptions": "file" if descriptions else "template"}
         say("zero-shot (the model's own head)")
         accuracy = _signals.image_head_zero_shot(backbone.source, backbone.image_spec, valid_s.texts, valid_s.labels,
                                                  task.labels, device=device)

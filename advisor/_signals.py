@@ -10,6 +10,7 @@ import numpy as np
 
 NLI_TEMPLATE = "This example is {}."
 EMBEDDING_TEMPLATE = "This text is about {}."
+IMAGE_TEXT_TEMPLATE = "a photo of a {}."
 
 
 def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tuple[float, float]:
@@ -97,11 +98,14 @@ def label_embedding_zero_shot(backbone, valid_x, valid_y, labels, descriptions=N
     return float(np.mean((a @ b.T).argmax(1) == valid_y))
 
 
-def zero_shot_method(config, labels, *, modality: str = "text") -> str | None:
+def zero_shot_method(config, labels, *, modality: str = "text", image_text: bool = False) -> str | None:
     """Which zero-shot method fits the model: "head" when its own head's labels cover the task's,
-    "nli" when its head has an entailment label, else "label-embedding". An image model: "head"
-    when its image-classification head names every label (any of an ImageNet class's
-    comma-separated names counts), else None."""
+    "nli" when its head has an entailment label, else "label-embedding". An image model:
+    "image-text" for the image tower of a dual encoder (CLIP, SigLIP), "head" when its
+    image-classification head names every label (any of an ImageNet class's comma-separated names
+    counts), else None."""
+    if modality == "image" and image_text:
+        return "image-text"
     if modality == "image":
         has_head = any(a.endswith("ForImageClassification") for a in (config.architectures or []))
         return "head" if has_head and set(map(str.lower, labels)) <= set(_image_label_index(config.id2label)) else None
@@ -168,4 +172,18 @@ def image_head_zero_shot(source, spec, paths, valid_y, labels, *, device) -> flo
     result = image_classifier_logits(source, spec, paths, device=device)
     index = _image_label_index(result.id2label)
     scores = result.logits[:, [index[label.lower()] for label in labels]]
+    return float(np.mean(scores.argmax(1) == np.asarray(valid_y)))
+
+
+def image_text_zero_shot(source, spec, paths, valid_y, labels, descriptions=None, *, device) -> float:
+    """Zero-shot with an image-text dual encoder: each image goes to the label whose prompt embeds
+    closest, prediction = argmax_c cos(f(image), g(prompt_c)), prompt_c = "a photo of a {label}."
+    unless `descriptions` gives one; accuracy = mean[prediction = y]. (Radford et al., "Learning
+    Transferable Visual Models From Natural Language Supervision", ICML 2021, section 3.1.4; the
+    sigmoid of SigLIP, Zhai et al., ICCV 2023, is monotone in the same cosine, so the argmax is
+    the same.)"""
+    from core import image_text_logits
+
+    prompts = [descriptions[label] if descriptions else IMAGE_TEXT_TEMPLATE.format(label) for label in labels]
+    scores = image_text_logits(source, spec, paths, prompts, device=device)
     return float(np.mean(scores.argmax(1) == np.asarray(valid_y)))

@@ -24,7 +24,7 @@ _LAZY = {
     "Backbone": "_backbone", "Encoded": "_backbone", "load_backbone": "_backbone", "pool": "_backbone",
     "freeze_top_k": "_backbone", "resolve_model_source": "_backbone", "load_tokenizer": "_backbone",
     "load_sequence_classifier": "_backbone", "sequence_classifier_logits": "_backbone",
-    "image_classifier_logits": "_backbone",
+    "image_classifier_logits": "_backbone", "image_text_logits": "_backbone",
     "FeatureCache": "_cache",
     "Classifier": "_model", "load_classifier": "_model",
     "ExportSource": "_export_source", "load_export_source": "_export_source",

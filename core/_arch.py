@@ -30,6 +30,8 @@ class ArchSpec:
         cache_inner: whether the model can be run from a cached hidden state entering block i,
             0 < i < number of blocks (see the module docstring); a callable takes the model.
         modality: "text" (a tokenizer) or "image" (an image processor, `pixel_values`).
+        uniform: whether every block's output has the same width (transformers), so per-layer
+            features can be averaged; a CNN's or Swin's stages widen as they go.
     """
 
     family: str
@@ -38,6 +40,7 @@ class ArchSpec:
     pooling: str = "cls"
     cache_inner: bool | Callable = True
     modality: str = "text"
+    uniform: bool = True
 
     def block_list(self, model):
         """The nn.ModuleList of transformer blocks of `model` (a base model from AutoModel)."""
@@ -68,16 +71,20 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("MPNet", ("mpnet",), "encoder.layer"),
     ArchSpec("ALBERT", ("albert",), "encoder.albert_layer_groups", cache_inner=False),
     # image models: a ResNet or ConvNeXt block is a stage (a group of residual blocks at one resolution)
-    ArchSpec("ResNet", ("resnet",), "encoder.stages", pooling="pooler", modality="image"),
-    ArchSpec("ConvNeXt", ("convnext",), "encoder.stages", pooling="pooler", modality="image"),
+    ArchSpec("ResNet", ("resnet",), "encoder.stages", pooling="pooler", modality="image", uniform=False),
+    ArchSpec("ConvNeXt", ("convnext",), "encoder.stages", pooling="pooler", modality="image", uniform=False),
     ArchSpec("ViT", ("vit",), "layers", pooling="cls", modality="image"),
     # EfficientNet: a block is one MBConv block (16 in B0 and Lite0)
-    ArchSpec("EfficientNet", ("efficientnet",), "encoder.blocks", pooling="pooler", modality="image"),
+    ArchSpec("EfficientNet", ("efficientnet",), "encoder.blocks", pooling="pooler", modality="image", uniform=False),
     ArchSpec("DINOv2", ("dinov2",), "encoder.layer", pooling="cls", modality="image"),
     # Swin: a block is a stage; each stage is told its input's height and width by the encoder's
     # loop, which starts from the embeddings' size, so a stage above the first cannot be fed a
     # cached input (k = 0 and k = L are cached as for any model; 0 < k < L trains uncached)
-    ArchSpec("Swin", ("swin",), "encoder.layers", pooling="pooler", cache_inner=False, modality="image"),
+    ArchSpec("Swin", ("swin",), "encoder.layers", pooling="pooler", cache_inner=False, modality="image", uniform=False),
+    # image-text dual encoders: the image tower is the backbone (its pooled output, before the
+    # projection into the shared space); the text tower serves the zero-shot only
+    ArchSpec("CLIP", ("clip", "clip_vision_model"), "encoder.layers", pooling="pooler", modality="image"),
+    ArchSpec("SigLIP", ("siglip", "siglip_vision_model"), "encoder.layers", pooling="pooler", modality="image"),
 )
 
 _BY_TYPE = {t: spec for spec in ARCHITECTURES for t in spec.model_types}

@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,7 @@ class Backbone:
     files: str = ""  # fingerprint of the weight and tokenizer files (see files_fingerprint)
     image_spec: object = None  # core._images.ImageSpec of an image model
     width: int = 0  # size of the pooled features, when the config does not say it (CNNs)
+    image_text: bool = False  # the image tower of an image-text dual encoder (CLIP, SigLIP): `source` has both
 
     @property
     def modality(self) -> str:
@@ -132,7 +134,7 @@ class Backbone:
     @property
     def uniform_layers(self) -> bool:
         """Whether every block's output has the same width (so layer features can be averaged)."""
-        return self.modality == "text" or self.arch.pooling != "pooler"
+        return self.arch.uniform
 
     @property
     def max_positions(self) -> int:
@@ -309,17 +311,21 @@ def resolve_model_source(name: str) -> str:
 
 
 @contextlib.contextmanager
-def quiet_transformers():
-    """No progress bars from transformers (e.g. "Writing model shards") for a moment."""
+def quiet_transformers(*, logs: bool = False):
+    """No progress bars from transformers (e.g. "Writing model shards") for a moment; with `logs`,
+    no warnings either (the caller reports what matters)."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    if logs:
+        hf_logging.set_verbosity_error()
     try:
         yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(verbosity)
 
 
 def max_positions(config, tokenizer) -> int:
@@ -433,6 +439,38 @@ def image_classifier_logits(source: str, spec, paths: list[str], *, device="cpu"
     return ClassifierLogits(out, dict(model.config.id2label or {}))
 
 
+def image_text_logits(source: str, spec, paths: list[str], prompts: list[str], *, device="cpu",
+                      batch_size: int = 32) -> np.ndarray:
+    """Similarities [n images, n prompts] of an image-text dual encoder (CLIP, SigLIP):
+    cos(image embedding, prompt embedding), both projected into the shared space; the images
+    prepared by `spec` (core._images.ImageSpec), the prompts tokenized as the model was trained
+    (SigLIP: padded to 64 tokens, as transformers' zero-shot-image-classification pipeline does).
+
+    Raises:
+        InputError: the model or its tokenizer cannot be loaded.
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(source, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as e:
+        raise _load_error(f"the model '{source}'", e) from None
+    model = model.eval().to(device)
+    padding = {"padding": "max_length", "max_length": 64} if "siglip" in model.config.model_type else {"padding": True}
+    text = tokenizer(prompts, truncation=True, return_tensors="pt", **padding).to(device)
+    pixels = Pixels.load(paths, spec)
+    out = np.empty((len(paths), len(prompts)), dtype=np.float32)
+    with torch.inference_mode():
+        labels = torch.nn.functional.normalize(model.get_text_features(**text).pooler_output.float(), dim=-1)
+        for idx in pixels.sorted_batches(batch_size):
+            images = model.get_image_features(**pixels.batch(idx, device)).pooler_output.float()
+            out[idx] = (torch.nn.functional.normalize(images, dim=-1) @ labels.T).cpu().numpy()
+    return out
+
+
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
                   pooling: str | None = None, label: str | None = None) -> Backbone:
     """Load a pretrained encoder and its tokenizer.
@@ -506,12 +544,19 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
         raise InputError(f"{label}: its image processor keeps each image's own size (no crop, no fixed size), "
                          "so images cannot be batched. Set size {height, width} or a crop_size in its "
                          f"{PREPROCESSOR_FILE}.")
+    tower = getattr(config, "vision_config", None)  # a dual encoder (CLIP, SigLIP): its image tower alone
     try:
-        with quiet_transformers():
-            model = AutoModel.from_pretrained(source, config=config, dtype=torch.float32,
-                                              trust_remote_code=trust_remote_code)
+        # the text tower's weights are expected to go unused: transformers' report of them is silenced
+        with quiet_transformers(logs=tower is not None):
+            loaded = AutoModel.from_pretrained(source, config=tower or config, dtype=torch.float32,
+                                               trust_remote_code=trust_remote_code, output_loading_info=True)
     except Exception as e:
         raise _load_error(label, e) from None
+    model, info = loaded
+    if tower is not None and info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        print(f"warning: {label}: {len(missing)} weight(s) of its image tower are not in the checkpoint and start "
+              f"at random ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}).", file=sys.stderr)
     model.eval().to(memory_format=torch.channels_last)  # NHWC: convolutions ~1.4x faster on CPU (Lite0)
     _place(model, device)
     pooling = pooling or arch.pooling
@@ -520,7 +565,8 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
         blank = torch.zeros(1, 3, h, w, device=next(model.parameters()).device)
         width = int(pool_output(model(pixel_values=blank), None, pooling).shape[-1])
     return Backbone(name, source, model, None, arch, pooling, ("pixel_values",), files_fingerprint(source),
-                    image_spec=spec, width=width)
+                    image_spec=spec, width=width,
+                    image_text=all(hasattr(config, c) for c in ("vision_config", "text_config")))
 
 
 def _place(model, device) -> None:

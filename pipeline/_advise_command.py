@@ -29,7 +29,8 @@ def register(sub) -> None:
     g.add_argument("--budget-seconds", type=float, help="most seconds the search may take")
     g.add_argument("--gpu-hourly-cost", type=float, help="price of a device hour, to show the cost in money")
     g = p.add_argument_group("signals")
-    g.add_argument("--label-descriptions", metavar="FILE", help="JSON {label: sentence} for zero-shot")
+    g.add_argument("--label-descriptions", metavar="FILE", help="JSON {label: sentence} for zero-shot: a text model's label embeddings (default \"This text "
+                        "is about {label}.\"), an image-text model's prompts (default \"a photo of a {label}.\")")
     g.add_argument("--reference", metavar="FILE",
                    help="texts of the model's world, one a line (default: bundled English); for images, a folder of "
                         "images (none by default)")

@@ -88,7 +88,8 @@ def run_export(args) -> int:
     if run_dir.exists("run.json"):
         run_dir.write_run_record(command="export", configs={"export": config}, data_fingerprint=task.fingerprint)
     print(format_export(record))
-    print(f"\nwrote {out}  (try: finetune-advisor predict {out} \"some text\")")
+    example = "image.png" if task.modality == "image" else '"some text"'
+    print(f"\nwrote {out}  (try: finetune-advisor predict {out} {example})")
     return 0
 
 

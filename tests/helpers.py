@@ -88,6 +88,19 @@ TINY_IMAGE_CONFIGS = {
                                     image_size=32, patch_size=8), {"height": 32, "width": 32}),
     "swin": ("SwinConfig", dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1], num_heads=[1, 2, 2],
                                 window_size=2), {"height": 32, "width": 32}),
+    # image-text dual encoders; the text tower reads the demo MiniLM's WordPiece vocabulary
+    "clip": ("CLIPConfig", dict(
+        vision_config=dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                           image_size=32, patch_size=8),
+        text_config=dict(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64, pad_token_id=0, bos_token_id=101,
+                         eos_token_id=102),
+        projection_dim=8), {"shortest_edge": 32}),
+    "siglip": ("SiglipConfig", dict(
+        vision_config=dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                           image_size=32, patch_size=8),
+        text_config=dict(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64, pad_token_id=0)), {"height": 32, "width": 32}),
 }
 
 
@@ -107,8 +120,19 @@ def make_tiny_image_model(folder: Path, family: str, *, head_labels: list[str] |
         kwargs = dict(kwargs, id2label=dict(enumerate(head_labels)), label2id={x: i for i, x in enumerate(head_labels)})
     config = getattr(transformers, class_name)(**kwargs)
     (AutoModelForImageClassification if head_labels else AutoModel).from_config(config).save_pretrained(folder)
-    processor = ConvNextImageProcessorPil(size=size) if "shortest_edge" in size else ViTImageProcessorPil(size=size)
+    if family == "clip":
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        processor = CLIPImageProcessorPil(size=size, crop_size={"height": 32, "width": 32})
+    else:
+        processor = ConvNextImageProcessorPil(size=size) if "shortest_edge" in size else ViTImageProcessorPil(size=size)
     processor.save_pretrained(folder)
+    if family in ("clip", "siglip"):
+        from transformers import AutoTokenizer
+
+        from core import resolve_model_source
+
+        AutoTokenizer.from_pretrained(resolve_model_source("demo:minilm")).save_pretrained(folder)
     return folder
 
 

@@ -178,7 +178,7 @@ def test_a_thumbnail_is_a_small_png_of_the_image(tmp_path):
 # --------------------------------------------------------------------------- backbone and training
 
 
-@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin"])
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin", "clip", "siglip"])
 def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
     """With the frozen stages cached, every step's loss equals the uncached run's, for k = 0, 1, L
     (Swin: a middle stage cannot be fed a cached input, so k = 1 runs uncached and says so)."""
@@ -299,6 +299,58 @@ def test_image_head_zero_shot_matches_the_head_itself(tmp_path, shapes):
     assert got == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_image_text_zero_shot_matches_transformers(family, image_model, shapes, tmp_path):
+    """An image-text model's zero-shot compares each image with one prompt a label: the
+    similarities are transformers' own logits_per_image with the scale (and SigLIP's bias) taken
+    off, i.e. cosines, for the template prompts and for --label-descriptions; the backbone is the
+    image tower alone."""
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    from advisor._signals import image_text_zero_shot, zero_shot_method
+    from core import image_text_logits, load_backbone
+
+    folder = image_model(family)
+    backbone = load_backbone(str(folder))
+    assert backbone.image_text and backbone.model.config.model_type == f"{family}_vision_model"
+    assert zero_shot_method(backbone.model.config, ["anything"], modality="image", image_text=True) == "image-text"
+    task = load_task(str(shapes))
+    model, processor = AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    images = [Image.open(p).convert("RGB") for p in task.valid.texts]
+    padding = dict(padding="max_length", max_length=64) if family == "siglip" else dict(padding=True)
+    descriptions = {label: f"a drawing of a {label} on noise" for label in task.labels}
+    for given in (None, descriptions):
+        prompts = [given[x] if given else f"a photo of a {x}." for x in task.labels]
+        inputs = processor(text=prompts, images=images, return_tensors="pt", **padding)
+        with torch.no_grad():
+            logits = model(**inputs).logits_per_image
+            expected = ((logits - getattr(model, "logit_bias", 0.0)) / model.logit_scale.exp()).numpy()
+        got = image_text_logits(str(folder), backbone.image_spec, task.valid.texts, prompts)
+        assert np.abs(got - expected).max() < 1e-4
+        accuracy = image_text_zero_shot(str(folder), backbone.image_spec, task.valid.texts, task.valid.labels,
+                                        task.labels, given, device="cpu")
+        assert accuracy == pytest.approx(float(np.mean(expected.argmax(1) == task.valid.labels)))
+
+
+def test_label_descriptions_need_a_text_tower(image_model, shapes, tmp_path):
+    """--label-descriptions on an image task: read as for text (every label named), used by an
+    image-text model, refused (exit 2, nothing written) for a model without a text tower."""
+    from advisor import AdvisorConfig, read_inputs
+
+    task = load_task(str(shapes))
+    (tmp_path / "short.json").write_text(json.dumps({"circle": "a round thing"}))
+    with pytest.raises(InputError, match="no sentence for label.*'square'.*a photo of a square"):
+        read_inputs(task, AdvisorConfig(label_descriptions=str(tmp_path / "short.json")))
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps({x: f"a {x}" for x in SHAPES}))
+    assert read_inputs(task, AdvisorConfig(label_descriptions=str(full)))["descriptions"]["square"] == "a square"
+    run = tmp_path / "run"
+    result = run_cli("advise", "--model", image_model("resnet"), "--data", shapes, "--out", run,
+                     "--label-descriptions", full, "--device", "cpu")
+    assert result.returncode == 2 and "has no text tower" in result.stderr and not run.exists()
+
+
 def test_image_input_shift_known_answers():
     """28-pixel grayscale images into a 224-pixel model: size ratio 28/224; data whose mean and std
     equal the model's normalisation: gap 0, contrast 1; a mean one std away: gap 1."""
@@ -320,7 +372,7 @@ def test_image_input_shift_known_answers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin"])
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin", "clip", "siglip"])
 def test_image_model_advise_search_export_predict(family, image_model, shapes, tmp_path):
     run = tmp_path / "run"
     model = image_model(family)
@@ -330,6 +382,7 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert advice["decision"] in ("zero-shot", "head-only", "fine-tune", "change-model")
     assert 0 <= advice["probe"]["accuracy"] <= 1 and advice["shift"]["model_input"] == [32, 32]
     assert advice["shift"]["size_ratio"] == pytest.approx(20 / 32)
+    assert advice["zero_shot"]["method"] == ("image-text" if family in ("clip", "siglip") else None)
     result = run_cli("search", "--model", model, "--data", shapes, "--out", run, "--trials", "2", "--device", "cpu",
                      "--space", "unfrozen_layers=1:3", "--space", "epochs=2", "--space", "augment=false,true",
                      "--no-advice")
