@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -264,6 +265,43 @@ def model_identity(backbone) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_PENDING_INTERRUPT = threading.Event()  # Ctrl-C was pressed; raised at the next safe point
+_IN_TRAINING = threading.Event()  # a trial's training runs: Ctrl-C may stop it at once
+
+
+@contextlib.contextmanager
+def _sticky_interrupt():
+    """Ctrl-C during a trial's training raises KeyboardInterrupt at once (the trial is failed and
+    queued again); anywhere else it is remembered and raised at the next trial boundary. Raising
+    it anywhere lost it or broke the study: one landing in a garbage-collection callback
+    (sqlalchemy's, after each trial) is printed as "Exception ignored" and dropped, and one landing
+    while optuna records a finished trial ends in its UnboundLocalError. A second Ctrl-C always
+    raises at once."""
+    import signal
+
+    _PENDING_INTERRUPT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        again = _PENDING_INTERRUPT.is_set()
+        _PENDING_INTERRUPT.set()
+        if again or _IN_TRAINING.is_set():
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _raise_pending_interrupt() -> None:
+    if _PENDING_INTERRUPT.is_set():
+        raise KeyboardInterrupt
+
+
 def _work(job: _Job, backbone, task, on_trial=None) -> None:
     """One worker: run trials until the study has job.config.trials finished ones."""
     import optuna
@@ -289,13 +327,16 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     def stop_at_total(study, trial):
         if on_trial is not None:
             on_trial(study, trial)
+        _raise_pending_interrupt()
         if len(finished(study.get_trials(deepcopy=False))) >= config.trials:
             study.stop()
 
     if len(finished(study.get_trials(deepcopy=False))) >= config.trials:
         return
-    study.optimize(objective, timeout=config.timeout, callbacks=[stop_at_total], catch=(Exception,),
-                   gc_after_trial=True)
+    with _sticky_interrupt():
+        study.optimize(objective, timeout=config.timeout, callbacks=[stop_at_total], catch=(Exception,),
+                       gc_after_trial=True)
+        _raise_pending_interrupt()  # one that landed in the last trial's clean-up
 
 
 def trial_seeded_tpe(seed: int, **kwargs):
@@ -407,6 +448,7 @@ class _Objective:
         t0 = time.perf_counter()
 
         def on_epoch(epoch: int, accuracy: float) -> None:
+            _raise_pending_interrupt()
             trial.report(accuracy, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at validation accuracy {accuracy:.4f}")
@@ -414,7 +456,12 @@ class _Objective:
         try:
             config = TrainConfig(**{"patience": self.config.patience, **params}, seed=self.config.seed,
                                  cache="memory", device=self.device)
-            result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch, progress=False)
+            _raise_pending_interrupt()
+            _IN_TRAINING.set()
+            try:
+                result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch, progress=False)
+            finally:
+                _IN_TRAINING.clear()
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             raise

@@ -354,14 +354,15 @@ def test_a_search_killed_mid_trial_resumes_and_retries_it(tmp_path, topics_file)
 
     out = tmp_path / "run"
     args = ["search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out), "--trials", "3",
-            "--heartbeat", "1", "--pruner", "none", *quick_flags(), "--space", "epochs=8",
-            "--space", "unfrozen_layers=1:2"]  # trials of several seconds: the kill lands inside one
+            "--heartbeat", "1", "--pruner", "none", *quick_flags(), "--space", "epochs=20", "--space", "patience=20",
+            "--space", "unfrozen_layers=1:2"]  # trials of several seconds, no early stop: the kill lands inside one
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
     url = f"sqlite:///{out / 'study.db'}"
     try:
         wait_for_a_running_second_trial(url)
+        time.sleep(1.0)  # past the sampling of its parameters, into its training
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
@@ -433,10 +434,11 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
     from optuna.trial import TrialState
 
     out = tmp_path / "run"
-    # trials of several seconds each (k >= 1, 8 epochs): on an idle machine a 3-epoch trial of a
+    # trials of several seconds each (k >= 1, 20 epochs, no early stop): on an idle machine a 3-epoch trial of a
     # cached head ended before the signal reached it
     args = ["search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out), "--trials", "3",
-            "--pruner", "none", *quick_flags(), "--space", "epochs=8", "--space", "unfrozen_layers=1:2"]
+            "--pruner", "none", *quick_flags(), "--space", "epochs=20", "--space", "patience=20",
+            "--space", "unfrozen_layers=1:2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
