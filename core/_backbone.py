@@ -565,8 +565,7 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
         blank = torch.zeros(1, 3, h, w, device=next(model.parameters()).device)
         width = int(pool_output(model(pixel_values=blank), None, pooling).shape[-1])
     return Backbone(name, source, model, None, arch, pooling, ("pixel_values",), files_fingerprint(source),
-                    image_spec=spec, width=width,
-                    image_text=all(hasattr(config, c) for c in ("vision_config", "text_config")))
+                    image_spec=spec, width=width, image_text=tower is not None and hasattr(config, "text_config"))
 
 
 def _place(model, device) -> None:

@@ -44,21 +44,39 @@ def ort_session(path: Path, *, spinning: bool = True):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+class DoesNotRun(Exception):
+    """onnxruntime cannot run a variant; the message is one sentence naming it and why."""
+
+
+def onnx_logits(source: ExportSource, path: Path, split):
+    """(session, logits of `path` on the split).
+
+    Raises:
+        DoesNotRun: onnxruntime refuses the graph or one of its kernels the shapes it meets (e.g. a
+            fused MatMul of SigLIP's attention-pooling head).
+    """
+    try:
+        session = ort_session(path)
+        return session, np.concatenate([session.run(None, feeds)[0] for _, feeds in batches(source, split)])
+    except Exception as e:
+        message = str(e).split("Status Message:")[-1].strip().splitlines()[0]
+        raise DoesNotRun(f"{path.name} does not run in onnxruntime: "
+                         f"{'…' if len(message) > 160 else ''}{message[-160:]}") from None
+
+
 def parity(source: ExportSource, path: Path, split, torch_logits, atol: float, variant: dict) -> list[str]:
     """Every failing parity check of `path` against torch, as one line each; fills max_abs_diff."""
     try:
-        session = ort_session(path)
-        onnx_logits = np.concatenate([session.run(None, feeds)[0] for _, feeds in batches(source, split)])
-    except Exception as e:  # e.g. a fused kernel that rejects the shapes it meets (SigLIP's pooling head)
+        session, logits = onnx_logits(source, path, split)
+    except DoesNotRun as e:
         variant["max_abs_diff"] = None
-        message = str(e).split("Status Message:")[-1].strip().splitlines()[0]
-        return [f"{path.name} does not run in onnxruntime: {'…' if len(message) > 160 else ''}{message[-160:]}"]
-    failures = non_finite(path.name, "the validation split", onnx_logits, torch_logits)
+        return [str(e)]
+    failures = non_finite(path.name, "the validation split", logits, torch_logits)
     if failures:  # nothing else to learn from a model that gives NaN
         variant["max_abs_diff"] = None
         return failures
-    diff = variant["max_abs_diff"] = max_diff(onnx_logits, torch_logits)
-    flipped = int((onnx_logits.argmax(1) != torch_logits.argmax(1)).sum())
+    diff = variant["max_abs_diff"] = max_diff(logits, torch_logits)
+    flipped = int((logits.argmax(1) != torch_logits.argmax(1)).sum())
     if diff > atol:
         failures.append(f"{path.name} on the validation split: max |logit difference| {diff:.2e} > atol {atol:.0e}")
     if flipped:

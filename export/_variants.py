@@ -18,7 +18,7 @@ import numpy as np
 
 from core import ExportSource
 
-from ._checks import deploy_accuracy, batches, max_diff, parity, ort_session
+from ._checks import DoesNotRun, deploy_accuracy, max_diff, onnx_logits, parity
 from ._onnx import _quiet_logs
 
 FUSED = "model.opt.onnx"
@@ -147,8 +147,12 @@ def _gated(make, target: Path, precision: str, base: str, split, gold, torch_log
                          "why": f"quantisation failed: {type(e).__name__}: {e}"[:300]})
         return {"tried": True, "kept": False, "why": variants[-1]["why"]}
     quantized = quantized_nodes(onnx.load(str(target), load_external_data=False).graph)
-    session = ort_session(target)
-    logits = np.concatenate([session.run(None, feeds)[0] for _, feeds in batches(source, split)])
+    try:
+        _, logits = onnx_logits(source, target, split)
+    except DoesNotRun as e:
+        variants.append({"file": target.name, "precision": precision, "from": base, "quantized_nodes": quantized,
+                         "passed": False, "why": str(e)})
+        return {"tried": True, "kept": False, "from": base, "quantized_nodes": quantized, "why": str(e)}
     accuracy = deploy_accuracy(target.parent, target.name, split, gold)
     drop = torch_acc - accuracy
     why = "" if drop <= config.max_accuracy_drop else (

@@ -239,3 +239,18 @@ def test_timings_interleave_the_contenders():
     assert set(out["a"]["latency_ms"]) == {"batch_1", "batch_32"}
     q1, q3 = out["b"]["latency_spread_ms"]["batch_32"]
     assert q1 <= out["b"]["latency_ms"]["batch_32"] <= q3
+
+
+def test_a_variant_onnxruntime_cannot_run_is_a_refusal_not_a_crash(tmp_path):
+    """A graph onnxruntime refuses (here: not a graph at all) becomes one sentence naming the file,
+    which parity and the int8 gate record as the reason the variant is refused."""
+    from export._checks import DoesNotRun, onnx_logits, parity
+
+    bad = tmp_path / "model.opt.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    with pytest.raises(DoesNotRun, match=r"^model\.opt\.onnx does not run in onnxruntime: "):
+        onnx_logits(None, bad, None)
+    variant = {}
+    failures = parity(None, bad, None, None, 1e-4, variant)
+    assert len(failures) == 1 and failures[0].startswith("model.opt.onnx does not run in onnxruntime")
+    assert variant["max_abs_diff"] is None
