@@ -3,8 +3,9 @@
 Steps: 1) read the optional files (label descriptions, reference, unlabeled), every problem at
 once; 2) embed a stratified sample of the training and validation rows once (mean pooling, every
 layer); 3) probes, transferability, learning curve; 4) zero-shot; 5) domain shift; 6) a pilot
-fine-tuning of the top 1-2 blocks on cached features; 7) timed steps per k for the cost; 8) the
-decision (see advisor/_decide.py).
+fine-tuning of the top 1-2 blocks on cached features (and of every block when deeper pays), and
+the forecast of fine-tuned accuracy from it (advisor/_forecast.py); 7) timed steps per k for the
+cost; 8) the decision (see advisor/_decide.py).
 """
 
 from __future__ import annotations
@@ -253,16 +254,14 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         shift = _shift(backbone, train_s, mean_last["train"], inputs, config, rng)
 
     # 6) pilot fine-tuning, 7) cost
-    expected, timings = _pilot(backbone, task, train_s, valid_s, feats["last"], c, probe_acc, config, skipped, say)
+    expected, timings = _pilot(backbone, task, train_s, valid_s, feats["last"], c, probe, config, skipped, say)
     say("timing training steps")
     cost = _cost(backbone, task, train_s, valid_s, config, expected.get("suggested_unfrozen_layers"), device, timings)
 
     # 8) decision
     chance = float(np.bincount(vy).max() / len(vy))
-    signals = Signals(chance, zero_shot["accuracy"], probe_acc, expected.get("fine_tune_accuracy"), shift["unk_rate"] or 0.0,
-                      cost["search_seconds"], tuple(expected["suggested_unfrozen_layers"])
-                      if expected.get("suggested_unfrozen_layers") else None, probes["average"][0],
-                      expected.get("uncertainty"))
+    signals = Signals.from_advice({"chance_accuracy": chance, "zero_shot": zero_shot, "probe": probe,
+                                   "expected": expected, "shift": shift, "cost": cost})
     decision, reasons = decide(signals, min_gain=config.min_gain, target_accuracy=config.target_accuracy,
                                budget_seconds=config.budget_seconds, max_unk_rate=config.max_unk_rate)
     record = AdviceRecord(
@@ -376,22 +375,22 @@ def _image_shift(backbone, train_s, train_x, inputs, config, rng, skipped) -> di
     return shift
 
 
-def _pilot(backbone, task, train_s, valid_s, last, c, probe_acc, config, skipped, say) -> dict:
-    """Expected fine-tuned accuracy from a short pilot.
+def _pilot(backbone, task, train_s, valid_s, last, c, probe, config, skipped, say) -> tuple[dict, dict]:
+    """Expected fine-tuned accuracy from a short pilot (the forecast: advisor/_forecast.py).
 
     LP-FT (Kumar et al., ICLR 2022): a linear probe is fitted on the pilot rows' pooled
-    last-layer features (`_signals.probe_head`, the cross-validated C), and the top k in {1, 2}
-    blocks are fine-tuned from that head on `pilot_rows` rows (cached frozen layers, a few
-    epochs). Starting from the probe, the pilot measures what fine-tuning adds to it rather than
-    how fast a random head catches up. The gain over that probe, measured where both saw the
-    same rows, is added to the full probe:
-
-        expected = probe(sample) + max_k pilot_k - probe_head(pilot rows),
-        uncertainty = sqrt(2 p (1 - p) / n_valid)   (two accuracies on n_valid rows, p = expected).
-
-    Fewer rows and epochs than a real search give, if anything, a low estimate.
+    last-layer features (`_signals.probe_head`, the cross-validated C), and the top k blocks are
+    fine-tuned from that head on `pilot_rows` rows (cached frozen layers, a few epochs), for
+    k = 1 and 2, and for k = L (every block) when going deeper pays: the k = 2 pilot beats k = 1 by
+    `min_gain`, or the layer-average probe beats the last layer's by `min_gain` (the task lives
+    in lower layers; Garbaciauskas et al., Findings ACL 2024, find layer-averaged transferability
+    ranks fine-tuned models best). The best pilot is carried from the pilot's rows to the task's
+    training rows along the probe's power-law learning curve, then calibrated across tasks, with
+    an 80% interval (`_forecast`).
     """
     from core import TrainConfig, train
+
+    from . import _forecast
 
     if backbone.num_blocks < 1:
         skipped.append("pilot: the model has no blocks to fine-tune.")
@@ -407,23 +406,36 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe_acc, config, skipped
     pilot_task = TaskData(task.source, task.labels, pilot, valid_s, None, task.text_column, task.label_column,
                           task.text_pair_column)
     accuracies, timings = {}, {}
-    for k in sorted({1, min(2, backbone.num_blocks)}):
+
+    def run(k: int, learning_rate: float) -> None:
         say(f"pilot: fine-tuning the top {k} block(s) on {len(pilot)} rows, from the probe's head")
         result = train(backbone, pilot_task,
-                       TrainConfig(unfrozen_layers=k, epochs=config.pilot_epochs, patience=0, learning_rate=3e-4,
-                                   head_lr_multiplier=1.0, batch_size=config.batch_size, max_length=config.max_length,
-                                   device=config.device, seed=config.seed),
+                       TrainConfig(unfrozen_layers=k, epochs=config.pilot_epochs, patience=0,
+                                   learning_rate=learning_rate, head_lr_multiplier=1.0, batch_size=config.batch_size,
+                                   max_length=config.max_length, device=config.device, seed=config.seed),
                        head_init=(weight, bias), progress=False)
         accuracies[str(k)] = result.best_valid_accuracy
         timings[k] = _timing(result, len(pilot), len(valid_s), config.batch_size)
-        del result
-    best_k = max(accuracies, key=accuracies.get)
-    gain = accuracies[best_k] - probe_pilot
-    expected = float(np.clip(probe_acc + gain, 0.0, 1.0))
+
+    top = min(2, backbone.num_blocks)
+    for k in sorted({1, top}):
+        run(k, 3e-4)
+    layer_average = probe["accuracy_layer_average"]
+    deeper = (accuracies[str(top)] - accuracies["1"] >= config.min_gain
+              or (layer_average is not None and layer_average - probe["accuracy"] >= config.min_gain))
+    if deeper and backbone.num_blocks > top:
+        run(backbone.num_blocks, 1e-4)  # every block moves: a smaller step
+    best_k = max(accuracies, key=lambda k: (accuracies[k], -int(k)))
+    exponent = _forecast.error_exponent(probe["learning_curve"], len(train_s), len(valid_s))
+    raw = _forecast.scale_to_rows(accuracies[best_k], len(pilot), len(task.train), exponent)
+    calibration = _forecast.load_calibration()
+    expected, half = _forecast.calibrate(raw, probe["accuracy"], len(task.valid), calibration)
     k = int(best_k)
-    return {"fine_tune_accuracy": expected, "uncertainty": math.sqrt(2 * expected * (1 - expected) / len(valid_s)),
-            "gain_over_probe": expected - probe_acc, "pilot_accuracy": accuracies, "pilot_probe_accuracy": probe_pilot,
-            "pilot_rows": len(pilot), "pilot_method": "LP-FT: fine-tuned from the probe's head",
+    return {"fine_tune_accuracy": expected, "uncertainty": half, "interval": "80%",
+            "gain_over_probe": expected - probe["accuracy"], "raw_fine_tune_accuracy": raw,
+            "pilot_accuracy": accuracies, "pilot_probe_accuracy": probe_pilot, "pilot_rows": len(pilot),
+            "pilot_method": "LP-FT: fine-tuned from the probe's head", "error_exponent": exponent,
+            "calibration": {key: calibration[key] for key in ("scale", "offset", "sd", "tasks")},
             "suggested_unfrozen_layers": [max(1, k - 1), min(backbone.num_blocks, k + 2)]}, timings
 
 

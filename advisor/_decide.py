@@ -42,6 +42,16 @@ class Signals:
     probe_layer_average: float | None = None
     fine_tune_uncertainty: float | None = None
 
+    @classmethod
+    def from_advice(cls, advice: dict) -> "Signals":
+        """The signals of an advice record's parts (advice.json's keys: chance_accuracy, zero_shot,
+        probe, expected, shift, cost)."""
+        expected, layers = advice["expected"], advice["expected"].get("suggested_unfrozen_layers")
+        return cls(advice["chance_accuracy"], advice["zero_shot"]["accuracy"], advice["probe"]["accuracy"],
+                   expected.get("fine_tune_accuracy"), advice["shift"]["unk_rate"] or 0.0,
+                   advice["cost"]["search_seconds"], tuple(layers) if layers else None,
+                   advice["probe"].get("accuracy_layer_average"), expected.get("uncertainty"))
+
 
 def thresholds(chance: float, *, min_gain: float = 0.01, target_accuracy: float | None = None,
                budget_seconds: float | None = None, max_unk_rate: float = 0.05) -> dict:

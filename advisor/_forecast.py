@@ -1,0 +1,94 @@
+"""The forecast of fine-tuned accuracy, with its interval, from the pilot. numpy only.
+
+1. Pilot (advisor/_advise.py `_pilot`): LP-FT runs at a few k on `n_pilot` rows; its best
+   accuracy `a_pilot`.
+2. Rows: learning curves follow power laws in the training rows, err(n) = b n^-c (Hestness et
+   al., "Deep Learning Scaling is Predictable, Empirically", arXiv:1712.00409, 2017; Figueroa et
+   al., "Predicting sample size required for classification performance", BMC Med. Inform.
+   Decis. Mak. 12:8, 2012). The exponent c is fitted on the probe's learning curve (free: the
+   probe's features are cached) and carried over to the fine-tuned model:
+
+       raw = 1 - (1 - a_pilot) min(n_train / n_pilot, 10)^-c           (`scale_to_rows`)
+
+   A curve measured over a fourfold range of rows is carried at most tenfold: past that, the
+   error's floor (label noise, ambiguity), which a pure power law lacks, would dominate.
+
+3. Calibration across tasks: the pilot's few rows and epochs bias the raw gain over the probe;
+   its scale and offset are fitted on the advisor suite's measured fine-tuned accuracies
+   (benchmarks/advisor_suite.py, validated leave-one-task-out), stored in forecast.json:
+
+       forecast = clip(probe + scale (raw - probe) + offset, 0, 1)      (`calibrate`)
+
+4. Interval: forecast ± z sqrt(p (1 - p) / n_valid + sd^2), z = 1.2816 (80% two-sided normal);
+   p (1 - p) / n_valid is the binomial noise of an accuracy on the task's validation rows, sd the
+   spread of the suite's residuals beyond that noise (`fit`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_FILE = Path(__file__).with_name("forecast.json")
+MAX_EXTRAPOLATION = 10.0  # the most the rows are multiplied along the power law
+Z80 = 1.2816  # two-sided 80% of a normal
+# Before any suite is fitted: the raw forecast as it is, and a residual spread of 5 points.
+IDENTITY = {"scale": 1.0, "offset": 0.0, "sd": 0.05, "z": Z80, "tasks": 0}
+
+
+def error_exponent(curve: dict[str, float], n_rows: int, n_valid: int) -> float:
+    """c of err(n) = b n^-c, least squares on log err against log n over the probe's learning curve
+    ({fraction of n_rows: accuracy}); an error of 0 counts as half a validation row. Clipped to
+    [0, 1]: more rows never hurt, and no curve falls faster than 1/n."""
+    points = [(float(f) * n_rows, max(1.0 - a, 0.5 / n_valid)) for f, a in curve.items() if a is not None]
+    if len(points) < 2:
+        return 0.0
+    n, err = np.log(np.array(points)).T
+    if np.ptp(n) == 0:
+        return 0.0
+    slope = np.polyfit(n, err, 1)[0]
+    return float(np.clip(-slope, 0.0, 1.0))
+
+
+def scale_to_rows(accuracy: float, n_from: int, n_to: int, exponent: float) -> float:
+    """The accuracy measured on n_from training rows, carried to n_to rows along err ~ n^-exponent
+    (at most MAX_EXTRAPOLATION times the rows)."""
+    ratio = min(max(n_to, 1) / max(n_from, 1), MAX_EXTRAPOLATION)
+    return float(1.0 - (1.0 - accuracy) * ratio ** -exponent)
+
+
+def load_calibration(path: Path = CALIBRATION_FILE) -> dict:
+    """The calibration fitted on the suite (IDENTITY when the file is absent)."""
+    return {**IDENTITY, **json.loads(path.read_text(encoding="utf-8"))} if path.is_file() else dict(IDENTITY)
+
+
+def calibrate(raw: float, probe: float, n_valid: int, calibration: dict) -> tuple[float, float]:
+    """(forecast, half-width of its 80% interval) for a raw pilot forecast; module docstring, 3-4."""
+    p = float(np.clip(probe + calibration["scale"] * (raw - probe) + calibration["offset"], 0.0, 1.0))
+    half = calibration["z"] * math.sqrt(p * (1 - p) / max(n_valid, 1) + calibration["sd"] ** 2)
+    return p, half
+
+
+def fit(rows: list[dict], *, prior_tasks: float = 2.0) -> dict:
+    """Fit scale and offset on tasks {"raw", "probe", "measured", "valid_rows"}: least squares of
+    measured - probe on raw - probe, with a ridge prior worth `prior_tasks` tasks that pulls the
+    scale towards 1 and the offset towards 0 (penalties prior_tasks x mean squared raw gain and
+    prior_tasks), so a few tasks cannot swing it far. sd = sqrt(max(0, mean squared residual -
+    mean binomial variance)), at least 0.01."""
+    gain = np.array([r["raw"] - r["probe"] for r in rows])
+    target = np.array([r["measured"] - r["probe"] for r in rows])
+    n = len(rows)
+    # minimise |target - gain s - o|^2 + lam_s (s - 1)^2 + lam_o o^2
+    lam_s, lam_o = prior_tasks * max(float(np.mean(gain ** 2)), 1e-4), prior_tasks
+    a = np.array([[gain @ gain + lam_s, gain.sum()], [gain.sum(), n + lam_o]])
+    b = np.array([gain @ target + lam_s, target.sum()])
+    scale, offset = np.linalg.solve(a, b)
+    predicted = np.array([calibrate(r["raw"], r["probe"], r["valid_rows"],
+                                    {**IDENTITY, "scale": scale, "offset": offset})[0] for r in rows])
+    residual = np.array([r["measured"] for r in rows]) - predicted
+    noise = np.mean([r["measured"] * (1 - r["measured"]) / r["valid_rows"] for r in rows])
+    sd = max(math.sqrt(max(float(np.mean(residual ** 2)) - noise, 0.0)), 0.01)
+    return {"scale": float(scale), "offset": float(offset), "sd": sd, "z": Z80, "tasks": n}

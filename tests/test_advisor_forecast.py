@@ -1,0 +1,67 @@
+"""The fine-tuned accuracy forecast (advisor/_forecast.py) on curves and tasks whose answer is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from advisor import _forecast
+
+
+def test_the_error_exponent_of_a_power_law_curve_is_recovered():
+    # err(n) = 2 n^-0.4 on 100, 200, 400 rows (fractions of 400)
+    curve = {f"{f:.2f}": 1 - 2 * (f * 400) ** -0.4 for f in (0.25, 0.5, 1.0)}
+    assert _forecast.error_exponent(curve, 400, 1000) == pytest.approx(0.4, abs=1e-9)
+
+
+def test_a_flat_or_rising_error_gives_no_gain_from_more_rows():
+    assert _forecast.error_exponent({"0.25": 0.8, "0.50": 0.8, "1.00": 0.8}, 400, 100) == pytest.approx(0.0, abs=1e-9)
+    assert _forecast.error_exponent({"0.25": 0.9, "0.50": 0.8, "1.00": 0.7}, 400, 100) == 0.0
+    # a perfect probe at every size: errors clipped to half a validation row, flat
+    assert _forecast.error_exponent({"0.25": 1.0, "0.50": 1.0, "1.00": 1.0}, 400, 100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_scaling_to_more_rows_follows_the_power_law():
+    # error 0.2 on 100 rows, exponent 0.5: on 400 rows the error halves
+    assert _forecast.scale_to_rows(0.8, 100, 400, 0.5) == pytest.approx(0.9)
+    assert _forecast.scale_to_rows(0.8, 100, 100, 0.5) == pytest.approx(0.8)
+    assert _forecast.scale_to_rows(0.8, 100, 400, 0.0) == pytest.approx(0.8)
+    # carried at most tenfold: 100 -> 100,000 rows counts as 100 -> 1,000
+    assert _forecast.scale_to_rows(0.8, 100, 100_000, 0.5) == pytest.approx(1 - 0.2 * 10 ** -0.5)
+
+
+def test_the_fit_recovers_a_known_scale_and_offset_and_the_interval_covers_80_percent():
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(400):
+        probe, gain = rng.uniform(0.5, 0.8), rng.uniform(-0.05, 0.15)
+        truth = probe + 1.5 * gain + 0.02
+        rows.append({"raw": probe + gain, "probe": probe, "valid_rows": 10**6,
+                     "measured": truth + rng.normal(0, 0.03)})
+    fitted = _forecast.fit(rows)
+    assert fitted["scale"] == pytest.approx(1.5, abs=0.1)
+    assert fitted["offset"] == pytest.approx(0.02, abs=0.01)
+    assert fitted["sd"] == pytest.approx(0.03, abs=0.005)
+    inside = [abs(_forecast.calibrate(r["raw"], r["probe"], r["valid_rows"], fitted)[0] - r["measured"])
+              <= _forecast.calibrate(r["raw"], r["probe"], r["valid_rows"], fitted)[1] for r in rows]
+    assert np.mean(inside) == pytest.approx(0.8, abs=0.05)
+
+
+def test_few_tasks_are_shrunk_towards_the_raw_forecast():
+    # two tasks that alone would ask for a scale of 3 move it only part of the way
+    rows = [{"raw": 0.7, "probe": 0.6, "measured": 0.9, "valid_rows": 100},
+            {"raw": 0.85, "probe": 0.8, "measured": 0.95, "valid_rows": 100}]
+    fitted = _forecast.fit(rows)
+    assert 1.0 < fitted["scale"] < 3.0
+
+
+def test_the_calibration_file_is_read_and_its_absence_is_the_identity(tmp_path):
+    assert _forecast.load_calibration(tmp_path / "none.json")["scale"] == 1.0
+    path = tmp_path / "forecast.json"
+    path.write_text(json.dumps({"scale": 1.2, "offset": 0.01, "sd": 0.02, "tasks": 11}))
+    calibration = _forecast.load_calibration(path)
+    forecast, half = _forecast.calibrate(0.8, 0.7, 100, calibration)
+    assert forecast == pytest.approx(0.7 + 1.2 * 0.1 + 0.01)
+    assert half == pytest.approx(1.2816 * np.sqrt(forecast * (1 - forecast) / 100 + 0.02 ** 2))
