@@ -203,14 +203,12 @@ def measured_choice(zero_shot, head, fine_tune, chance) -> str:
     return "fine-tune"
 
 
-def measure(backbone, task, cached: dict | None, say=lambda msg: None) -> dict:
+def measure(backbone, task, say=lambda msg: None) -> dict:
     """Ground truth for one task: the best validation accuracy of training with k = 0, 1, 2 and L
     unfrozen blocks (`PROTOCOL`), seed 0. When the trained head and the best fine-tuned k are
     within noise of each other (2 standard errors of a difference of two accuracies on the
     validation rows), both are trained again with the extra seeds and their accuracy is the mean
-    over the seeds. Reused from `cached` when the task's data and the protocol are the same."""
-    if cached and cached.get("fingerprint") == task.fingerprint and cached.get("protocol") == PROTOCOL:
-        return cached["measured"]
+    over the seeds."""
     full = backbone.num_blocks
 
     def run(k, seed):
@@ -261,13 +259,15 @@ def main(argv: list[str] | None = None) -> None:
             if args.tasks and name not in args.tasks:
                 continue
             task = load_task(path, dconfig)
-            t0 = time.perf_counter()
-            measured = measure(backbone, task, cache.get(name),
-                               say=lambda msg: print(f"  {name}: {msg}", file=sys.stderr, flush=True))
-            if cache.get(name, {}).get("measured") is not measured:
+            cached = cache.get(name, {})
+            if cached.get("fingerprint") != task.fingerprint or cached.get("protocol") != PROTOCOL:
+                t0 = time.perf_counter()
+                measured = measure(backbone, task,
+                                   say=lambda msg: print(f"  {name}: {msg}", file=sys.stderr, flush=True))
                 cache[name] = {"fingerprint": task.fingerprint, "protocol": PROTOCOL, "measured": measured,
                                "measure_seconds": time.perf_counter() - t0}
                 write_json_atomic(MEASURED, cache)  # after each task: a run cut short keeps what it measured
+            measured = cache[name]["measured"]
             if args.measure_only:
                 print(f"{name:<20} measured " + "  ".join(f"k={k} {m['accuracy']:.3f}" for k, m in measured.items()),
                       flush=True)

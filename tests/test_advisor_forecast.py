@@ -44,8 +44,8 @@ def test_the_fit_recovers_a_known_scale_and_offset_and_the_interval_covers_80_pe
     assert fitted["scale"] == pytest.approx(1.5, abs=0.1)
     assert fitted["offset"] == pytest.approx(0.02, abs=0.01)
     assert fitted["sd"] == pytest.approx(0.03, abs=0.005)
-    inside = [abs(_forecast.calibrate(r["raw"], r["probe"], r["valid_rows"], fitted)[0] - r["measured"])
-              <= _forecast.calibrate(r["raw"], r["probe"], r["valid_rows"], fitted)[1] for r in rows]
+    forecasts = [_forecast.calibrate(r["raw"], r["probe"], r["valid_rows"], fitted) for r in rows]
+    inside = [abs(p - r["measured"]) <= half for (p, half), r in zip(forecasts, rows)]
     assert np.mean(inside) == pytest.approx(0.8, abs=0.05)
 
 
