@@ -203,6 +203,11 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     say = (lambda msg: print(f"advise: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     rng = np.random.default_rng(config.seed)
     skipped = []
+    steps, mark = {}, [t_start]  # seconds each step took, for advice.json
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        steps[step], mark[0] = now - mark[0], now
 
     # 2) one embedding pass over a sample of the data
     train_s = _sample(task.train, config.sample_rows, rng)
@@ -225,6 +230,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         skipped.append("layer-average probe: this model's blocks differ in width (a CNN's stages), so their "
                        "features cannot be averaged.")
     ty, vy = train_s.labels, valid_s.labels
+    lap("embedding")
 
     # 3) probes and transferability; the decision reads the probe on what a head-only model sees
     say("probing frozen features")
@@ -241,10 +247,22 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
              "logme": _scores.logme(bx["train"], ty), "h_score": _scores.h_score(bx["train"], ty),
              "learning_curve": _signals.learning_curve(bx["train"], ty, bx["valid"], vy, c, seed=config.seed),
              "train_rows": len(train_s), "valid_rows": len(valid_s)}
+    if task.modality == "text":  # a model that reads characters, for comparison (decide's change-model rule)
+        texts = {name: [f"{t}\n{p}" for t, p in zip(s.texts, s.pairs)] if s.pairs else
+                 _signals.visible_text(backbone.tokenizer, s.texts, config.max_length) for name, s in samples}
+        probe["ngram_accuracy"], probe["ngram_C"] = _signals.ngram_accuracy(texts["train"], ty, texts["valid"], vy,
+                                                                            seed=config.seed)
+        probe["ngram_method"] = "character 2-5-gram TF-IDF + linear SVM (no pretraining)"
+    else:
+        skipped.append("n-gram model: the character n-gram model compared against is for text; images have none.")
+
+    lap("probes")
 
     # 4) zero-shot
     zero_shot = _zero_shot(backbone, task, valid_s, mean_last["valid"], inputs["descriptions"], config,
                            device, skipped, say)
+
+    lap("zero_shot")
 
     # 5) domain shift
     say("measuring domain shift")
@@ -252,11 +270,14 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         shift = _image_shift(backbone, train_s, feats["last"]["train"], inputs, config, rng, skipped)
     else:
         shift = _shift(backbone, train_s, mean_last["train"], inputs, config, rng)
+    lap("shift")
 
     # 6) pilot fine-tuning, 7) cost
     expected, timings = _pilot(backbone, task, train_s, valid_s, feats["last"], c, probe, config, skipped, say)
+    lap("pilot")
     say("timing training steps")
     cost = _cost(backbone, task, train_s, valid_s, config, expected.get("suggested_unfrozen_layers"), device, timings)
+    lap("cost")
 
     # 8) decision
     chance = float(np.bincount(vy).max() / len(vy))
@@ -270,7 +291,8 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         thresholds=thresholds(chance, min_gain=config.min_gain, target_accuracy=config.target_accuracy,
                               budget_seconds=config.budget_seconds, max_unk_rate=config.max_unk_rate),
         data_fingerprint=task.fingerprint, skipped=skipped,
-        extra={"model": backbone.name, "num_blocks": backbone.num_blocks, "config": asdict(config)})
+        extra={"model": backbone.name, "num_blocks": backbone.num_blocks, "config": asdict(config),
+               "step_seconds": steps})
     if run_dir is not None:
         record.write(run_dir)
     return record

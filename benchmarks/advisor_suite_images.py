@@ -100,7 +100,7 @@ def main() -> None:
             if not cache_ratio:
                 cache_ratio = {str(k): m["uncached_seconds_per_epoch"] / m["seconds_per_epoch"]
                                for k, m in measured.items() if "uncached_seconds_per_epoch" in m}
-            row = task_row(name, task, advice, measured, advisor_seconds, backbone.num_blocks)
+            row = task_row(name, task, advice, measured, None, advisor_seconds, backbone.num_blocks)
             row["shift"] = {key: advice["shift"].get(key) for key in
                             ("size_ratio", "grayscale_share", "normalisation_gap", "contrast_ratio", "effective_rank")}
             results.append(row)
@@ -123,7 +123,7 @@ def summary(results: list[dict], cache_ratio: dict) -> dict:
     pairs = [(r["predicted_fine_tune"], r["measured_fine_tune"]) for r in results if r["predicted_fine_tune"] is not None]
     return {"benchmark": "advisor_suite_images", "model": "demo:efficientnet-lite0", "data": "demo:fashion-mnist",
             "min_gain": MIN_GAIN, "tasks": results, "complete": len(results) == 4,
-            "kendall_tau_fine_tune_accuracy": kendall_tau(results),
+            "kendall_tau_fine_tune_accuracy": kendall_tau(pairs),
             "decisions_agree": sum(r["agree"] for r in results), "cache_ratio_per_k": cache_ratio,
             "median_abs_error_fine_tune": float(np.median([abs(p - m) for p, m in pairs])) if pairs else None,
             "versions": library_versions()}

@@ -28,17 +28,17 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, *, seed: int = 0):
     from sklearn.preprocessing import StandardScaler
 
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return _fit_with_c(pipe, "logisticregression__C", train_x, train_y, None, seed)
+    return fit_with_c(pipe, "logisticregression__C", train_x, train_y, seed=seed)
 
 
-def _fit_with_c(estimator, param: str, x, y, c: float | None, seed: int):
-    """(`estimator` fitted with C = `c`, or with the C of C_GRID that stratified k-fold prefers,
+def fit_with_c(estimator, param: str, x, y, *, c: float | None = None, seed: int = 0, grid=C_GRID):
+    """(`estimator` fitted with C = `c`, or with the C of `grid` that stratified k-fold prefers,
     k = min(5, smallest class count); C = 1 when a class has a single row; the C used)."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     smallest = int(np.bincount(y).min()) if len(y) else 0
     if c is None and smallest >= 2:
-        search = GridSearchCV(estimator, {param: C_GRID}, n_jobs=1,
+        search = GridSearchCV(estimator, {param: grid}, n_jobs=1,
                               cv=StratifiedKFold(max(2, min(5, smallest)), shuffle=True, random_state=seed))
         search.fit(x, y)
         return search.best_estimator_, float(search.best_params_[param])
@@ -66,7 +66,7 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, num_labels: int, *, c: fl
 
     mu = train_x.mean(0)
     scale = float(np.sqrt(train_x.var(0).mean())) or 1.0
-    lr, c = _fit_with_c(LogisticRegression(max_iter=2000), "C", (train_x - mu) / scale, train_y, c, seed)
+    lr, c = fit_with_c(LogisticRegression(max_iter=2000), "C", (train_x - mu) / scale, train_y, c=c, seed=seed)
     coef, intercept = lr.coef_, lr.intercept_
     if len(lr.classes_) == 2:
         coef, intercept = np.vstack([-coef / 2, coef / 2]), np.r_[-intercept / 2, intercept / 2]

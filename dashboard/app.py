@@ -104,7 +104,8 @@ def show_advice(run: RunView) -> None:
                 (f"zero-shot ({a['zero_shot'].get('method', '')})", a["zero_shot"].get("accuracy"), None),
                 ("probe (frozen)", a["probe"].get("accuracy"), None),
                 ("kNN (frozen)", a["probe"].get("knn_accuracy"), None),
-                ("expected fine-tuned", expected.get("fine_tune_accuracy"), expected.get("uncertainty"))]
+                ("expected fine-tuned", expected.get("fine_tune_accuracy"), expected.get("uncertainty")),
+                ("n-gram model (no pretraining)", a["probe"].get("ngram_accuracy"), None)]
         bars = [b for b in bars if b[1] is not None]
         fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars],
                                error_y={"type": "data", "array": [b[2] or 0 for b in bars]},

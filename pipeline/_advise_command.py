@@ -80,13 +80,19 @@ def format_advice(r) -> str:
         f"probe (logistic, {r.probe['features']})   {pct(r.probe['accuracy'])}   kNN {pct(r.probe['knn_accuracy'])}"
         f"   LogME {r.probe['logme']:.3f}   H-score {r.probe['h_score']:.2f}",
         f"expected fine-tuned       {pct(e.get('fine_tune_accuracy'))}"
-        + (f" ± {e['uncertainty']:.3f}, top {e['suggested_unfrozen_layers'][0]}-{e['suggested_unfrozen_layers'][1]} "
-           f"blocks" if e else ""),
+        + (f" ± {e['uncertainty']:.3f} ({e.get('interval', 'interval')}), top "
+           f"{e['suggested_unfrozen_layers'][0]}-{e['suggested_unfrozen_layers'][1]} blocks" if e else ""),
+    ]
+    if "ngram_accuracy" in r.probe:
+        lines.append(f"n-gram model (no pretraining) {pct(r.probe['ngram_accuracy'])}")
+    steps = r.extra.get("step_seconds") or {}
+    lines += [
         format_shift(s),
         f"cost on {c['device']}: search ≈ {c['search_seconds']:.0f} s"
         + (f" (≈ {c['search_cost']:.2f} at the given hourly price)" if "search_cost" in c else "")
         + ", per epoch: " + ", ".join(f"k={k} {v:.0f}s" for k, v in c["per_epoch_seconds"].items()),
-        f"advisor took {r.advisor_seconds:.0f} s",
+        f"advisor took {r.advisor_seconds:.0f} s"
+        + (" (" + ", ".join(f"{k.replace('_', '-')} {v:.0f}s" for k, v in steps.items()) + ")" if steps else ""),
     ]
     lines += [f"skipped: {x}" for x in r.skipped]
     return "\n".join(lines)

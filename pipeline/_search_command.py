@@ -27,7 +27,7 @@ Re-running the same command resumes: --trials is the total of finished trials, n
 
 def register(sub) -> None:
     from core import DEFAULT_TRIALS
-    from search import PRUNERS
+    from search import HEAD_STARTS, PRUNERS
 
     from ._data_args import add_data_arguments
 
@@ -54,6 +54,9 @@ def register(sub) -> None:
     g.add_argument("--head-search", action="store_true",
                    help="when only a head trains (unfrozen_layers=0), search its hyperparameters with trials "
                         "instead of fitting it once in closed form")
+    g.add_argument("--head-start", choices=HEAD_STARTS, default="probe",
+                   help="where each trial's head starts: probe (default; the closed-form head on the frozen "
+                        "features, fitted once, then fine-tuned with the blocks: LP-FT) or random")
     g = p.add_argument_group("storage and workers")
     g.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///RUN/study.db)")
     g.add_argument("--study", default="search", help="study name in the storage (default: search)")
@@ -105,7 +108,8 @@ def run(args) -> int:
                           pruner=args.pruner, workers=args.workers, space=overrides, use_advice=not args.no_advice,
                           seed=args.seed, device=args.device, cache=args.cache, cache_gb=args.cache_gb,
                           cache_disk_gb=args.cache_disk_gb,
-                          heartbeat=args.heartbeat, head_search=args.head_search)
+                          heartbeat=args.heartbeat, head_search=args.head_search,
+                          head_start=args.head_start)
     for name, value in overrides.items():  # names, syntax and ranges checked before anything loads
         parse_param(name, value)
     RunDir(args.out).check()

@@ -6,10 +6,10 @@ feature cache shared by all trials, one or more worker processes, and retry of k
 it writes RUN/search.json and keeps the best model in RUN/best_model.
 """
 
-from ._search import PRUNERS, SearchConfig, keep_if_best, search, search_record
+from ._search import HEAD_STARTS, PRUNERS, SearchConfig, keep_if_best, search, search_record
 from ._space import DEFAULTS, SEARCHABLE, Param, SearchSpace, parse_param
 from ._study import STORAGE_ENV, check_storage, finished, open_storage, open_study, storage_url
 
-__all__ = ["SearchConfig", "search", "search_record", "keep_if_best", "PRUNERS", "SearchSpace", "Param",
+__all__ = ["SearchConfig", "search", "search_record", "keep_if_best", "PRUNERS", "HEAD_STARTS", "SearchSpace", "Param",
            "parse_param", "DEFAULTS", "SEARCHABLE", "open_storage", "open_study", "finished", "check_storage",
            "storage_url", "STORAGE_ENV"]

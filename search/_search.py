@@ -33,6 +33,7 @@ PRUNERS = ("hyperband", "median", "none")
 CACHES = ("auto", "memory", "disk", "off")
 INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C / SIGINT
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after an interrupt
+HEAD_STARTS = ("probe", "random")
 CLOSED_FORM = "closed-form logistic regression"  # the `method` of a head fitted without trials
 
 
@@ -66,6 +67,10 @@ class SearchConfig:
             space), search the head's hyperparameters with trials; by default the head is
             fitted once, in closed form (logistic regression on all frozen features, C by
             cross-validation), which is what those trials approach.
+        head_start: where every trial's head starts: "probe" (default) is the closed-form head on
+            the frozen model's pooled features of all training rows (LP-FT: Kumar et al.,
+            "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
+            ICLR 2022), fitted once per max_length; "random" a freshly initialised head.
         start_with: configurations tried first, in order, before TPE's own (each a {parameter:
             value} dict, e.g. a known-good baseline); missing parameters take TrainConfig's
             defaults and values are moved inside the space. Queued only into a new study.
@@ -88,6 +93,7 @@ class SearchConfig:
     heartbeat: int = 30
     patience: int = 2
     head_search: bool = False
+    head_start: str = "probe"
     start_with: tuple = ()
 
     def __post_init__(self):
@@ -101,6 +107,8 @@ class SearchConfig:
             (self.cache_gb > 0, f"--cache-gb {self.cache_gb} must be > 0."),
             (self.cache_disk_gb > 0, f"--cache-disk-gb {self.cache_disk_gb} must be > 0."),
             (bool(self.study.strip()), "--study must not be empty."),
+            (self.head_start in HEAD_STARTS,
+             f"--head-start '{self.head_start}' must be one of {', '.join(HEAD_STARTS)}."),
         ])
         if self.start_with:
             from core import TrainConfig  # torch: only when there is something to check
@@ -437,6 +445,21 @@ class _Objective:
                  device: str, worker: int):
         self.backbone, self.task, self.space, self.config = backbone, task, space, config
         self.cache, self.run_dir, self.device, self.worker = cache, run_dir, device, worker
+        self.heads = {}  # max_length -> the probe's head every trial starts from (head_start "probe")
+
+    def head_init(self, max_length: int):
+        """The closed-form head on the frozen model's pooled features of the training rows at this
+        length (None for head_start "random"); fitted once per length, shared by the trials."""
+        from core import fit_head
+
+        if self.config.head_start != "probe":
+            return None
+        if max_length not in self.heads:
+            features = self.cache.features(self.backbone, self.task.train, start=self.backbone.num_blocks,
+                                           max_length=max_length, progress=False).numpy()
+            weight, bias, _ = fit_head(features, self.task.train.labels, self.task.num_labels, seed=self.config.seed)
+            self.heads[max_length] = (weight, bias)
+        return self.heads[max_length]
 
     def __call__(self, trial) -> float:
         import optuna
@@ -459,7 +482,8 @@ class _Objective:
             _raise_pending_interrupt()
             _IN_TRAINING.set()
             try:
-                result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch, progress=False)
+                result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch,
+                               head_init=self.head_init(config.max_length), progress=False)
             finally:
                 _IN_TRAINING.clear()
         except optuna.TrialPruned:
@@ -614,7 +638,7 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
         trials=[_trial_row(t, fixed) for t in trials],
         finished=len(finished(trials)), target_trials=config.trials, best_model=_best_saved(run_dir, config.study),
         space=space.to_dict(),
-        extra={"pruner": config.pruner, "sampler": f"TPE(seed={config.seed}, reseeded per trial number)",
+        extra={"pruner": config.pruner, "head_start": config.head_start, "sampler": f"TPE(seed={config.seed}, reseeded per trial number)",
                "workers": config.workers, "seconds": seconds})
 
 

@@ -120,7 +120,11 @@ def test_advise_end_to_end_on_the_demo(tmp_path, capsys):
     assert advice["shift"]["unk_rate"] < 0.01
     assert set(advice["cost"]["per_epoch_seconds"]) == {str(k) for k in range(7)}
     assert advice["cost"]["search_cost"] > 0
-    assert f"decision: {advice['decision'].upper()}" in out
+    assert 0.5 < advice["probe"]["ngram_accuracy"] <= 1  # character n-grams read BBC topics too
+    steps = advice["step_seconds"]
+    assert set(steps) == {"embedding", "probes", "zero_shot", "shift", "pilot", "cost"}
+    assert sum(steps.values()) <= advice["advisor_seconds"]
+    assert f"decision: {advice['decision'].upper()}" in out and "n-gram model (no pretraining)" in out
     assert json.loads((run / "run.json").read_text())["commands"][0]["command"] == "advise"
 
 

@@ -49,6 +49,35 @@ def test_the_fit_recovers_a_known_scale_and_offset_and_the_interval_covers_80_pe
     assert np.mean(inside) == pytest.approx(0.8, abs=0.05)
 
 
+@pytest.mark.parametrize("noise", ["student-t3", "uniform"])
+def test_the_interval_of_an_11_task_suite_covers_80_percent_of_new_tasks(noise):
+    """Averaged over many suites of 11 tasks (the benchmark's size), a new task lands inside the
+    80% interval 80% of the time: not less (overconfident), and not much more (wider than it need
+    be), whether the residuals are heavy-tailed or flat."""
+    rng = np.random.default_rng(1)
+
+    def tasks(n):
+        probe, gain = rng.uniform(0.5, 0.8, n), rng.uniform(-0.05, 0.15, n)
+        error = 0.02 * rng.standard_t(3, n) if noise == "student-t3" else rng.uniform(-0.05, 0.05, n)
+        return [{"raw": p + g, "probe": p, "valid_rows": 120, "measured": float(np.clip(p + g + e, 0, 1))}
+                for p, g, e in zip(probe, gain, error)]
+
+    coverage = []
+    for _ in range(100):
+        fitted = _forecast.fit(tasks(11))
+        assert fitted["z_method"] == "conformal, leave one task out"
+        forecasts = [(r["measured"], *_forecast.calibrate(r["raw"], r["probe"], 120, fitted)) for r in tasks(200)]
+        coverage.append(np.mean([abs(m - p) <= half for m, p, half in forecasts]))
+    assert 0.78 <= np.mean(coverage) <= 0.86
+
+
+def test_under_four_tasks_the_interval_is_normal():
+    rows = [{"raw": 0.7, "probe": 0.6, "measured": 0.75, "valid_rows": 100},
+            {"raw": 0.85, "probe": 0.8, "measured": 0.9, "valid_rows": 100},
+            {"raw": 0.6, "probe": 0.6, "measured": 0.58, "valid_rows": 100}]
+    assert _forecast.fit(rows)["z"] == pytest.approx(1.2816)
+
+
 def test_few_tasks_are_shrunk_towards_the_raw_forecast():
     # two tasks that alone would ask for a scale of 3 move it only part of the way
     rows = [{"raw": 0.7, "probe": 0.6, "measured": 0.9, "valid_rows": 100},

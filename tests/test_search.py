@@ -498,3 +498,31 @@ def test_head_search_runs_trials_when_asked(tmp_path, minilm, topic_task):
     record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space, head_search=True,
                                                                     pruner="none"), progress=False, log=lambda s: None)
     assert len(record["trials"]) == 2 and all(t["params"]["unfrozen_layers"] == 0 for t in record["trials"])
+
+
+def test_trials_start_from_the_probes_head(tmp_path, minilm, topic_task):
+    """LP-FT: with a learning rate too small to move anything, a trial started from the probe's
+    head scores what the closed-form head scores; one started from a random head stays near chance."""
+    from core import FeatureCache, fit_head
+
+    space = {"unfrozen_layers": "1", "max_length": "32", "epochs": "1", "batch_size": "16",
+             "learning_rate": "1e-12", "head_lr_multiplier": "3", "warmup_ratio": "0"}
+    cache = FeatureCache()
+    x = {s: cache.features(minilm, getattr(topic_task, s), start=minilm.num_blocks, max_length=32,
+                           progress=False).numpy() for s in ("train", "valid")}
+    weight, bias, _ = fit_head(x["train"], topic_task.train.labels, topic_task.num_labels)
+    closed_form = float(np.mean((x["valid"] @ weight.T + bias).argmax(1) == topic_task.valid.labels))
+    values = {}
+    for start in ("probe", "random"):
+        record = search_json(minilm, topic_task, tmp_path / start,
+                             SearchConfig(trials=1, space=space, pruner="none", head_start=start),
+                             progress=False, log=lambda s: None)
+        assert record["head_start"] == start
+        values[start] = record["trials"][0]["value"]
+    assert values["probe"] == pytest.approx(closed_form, abs=0.02)
+    assert values["random"] < closed_form - 0.2
+
+
+def test_head_start_is_checked():
+    with pytest.raises(InputError, match="--head-start 'linear' must be one of probe, random"):
+        SearchConfig(head_start="linear")
