@@ -19,16 +19,17 @@
 
        forecast = clip(probe + scale (raw - probe) + offset, 0, 1)      (`calibrate`)
 
-4. Interval: forecast ± z sqrt(p (1 - p) / n_valid + sd^2); p (1 - p) / n_valid is the binomial
-   noise of an accuracy on the task's validation rows, sd the spread of the suite's residuals
-   beyond that noise (`fit`). z is not a normal quantile (a few odd tasks make the residuals
-   heavy-tailed, and in-sample residuals understate a new task's): it is the conformal quantile
-   of the suite's leave-one-task-out residuals, each divided by its own sigma, the
-   ceil(0.8 (n + 1))-th smallest of the n (the jackknife interval with normalised scores:
-   Barber, Candes, Ramdas & Tibshirani, "Predictive inference with the jackknife+", Ann. Statist.
-   49(1), 2021; Lei, G'Sell, Rinaldo, Tibshirani & Wasserman, "Distribution-Free Predictive
-   Inference for Regression", JASA 2018). A new task exchangeable with the suite's lands inside
-   with probability about 80%. Under 4 tasks no such quantile exists and z = 1.2816 (normal).
+4. Interval: forecast ± q, q the conformal quantile of the suite's leave-one-task-out absolute
+   errors, the ceil(0.8 (n + 1))-th smallest of the n (the jackknife interval: Barber, Candes,
+   Ramdas & Tibshirani, "Predictive inference with the jackknife+", Ann. Statist. 49(1), 2021;
+   Vovk, Gammerman & Shafer, "Algorithmic Learning in a Random World", 2005): a new task
+   exchangeable with the suite's lands inside with probability about 80%, whatever the errors'
+   distribution. The errors are not scaled by the binomial noise of the validation rows: the
+   pilot and the search are scored on the same rows, so that noise is shared, not added (on the
+   suite, the residuals' spread beyond binomial noise came out at zero while the largest errors
+   sat on the task with the most validation rows). Under 4 tasks no such quantile exists and the
+   interval is normal: ± 1.2816 sqrt(p (1 - p) / n_valid + sd^2), sd the residuals' spread
+   beyond binomial noise (`fit`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ CALIBRATION_FILE = Path(__file__).with_name("forecast.json")
 MAX_EXTRAPOLATION = 10.0  # the most the rows are multiplied along the power law
 Z80 = 1.2816  # two-sided 80% of a normal
 # Before any suite is fitted: the raw forecast as it is, and a residual spread of 5 points.
-IDENTITY = {"scale": 1.0, "offset": 0.0, "sd": 0.05, "z": Z80, "tasks": 0}
+IDENTITY = {"scale": 1.0, "offset": 0.0, "sd": 0.05, "z": Z80, "half_width": None, "tasks": 0}
 
 
 def error_exponent(curve: dict[str, float], n_rows: int, n_valid: int) -> float:
@@ -75,8 +76,9 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> dict:
 def calibrate(raw: float, probe: float, n_valid: int, calibration: dict) -> tuple[float, float]:
     """(forecast, half-width of its 80% interval) for a raw pilot forecast; module docstring, 3-4."""
     p = float(np.clip(probe + calibration["scale"] * (raw - probe) + calibration["offset"], 0.0, 1.0))
-    half = calibration["z"] * math.sqrt(p * (1 - p) / max(n_valid, 1) + calibration["sd"] ** 2)
-    return p, half
+    if calibration.get("half_width") is not None:
+        return p, float(calibration["half_width"])
+    return p, calibration["z"] * math.sqrt(p * (1 - p) / max(n_valid, 1) + calibration["sd"] ** 2)
 
 
 def fit(rows: list[dict], *, prior_tasks: float = 2.0, coverage: float = 0.8) -> dict:
@@ -84,21 +86,21 @@ def fit(rows: list[dict], *, prior_tasks: float = 2.0, coverage: float = 0.8) ->
     measured - probe on raw - probe, with a ridge prior worth `prior_tasks` tasks that pulls the
     scale towards 1 and the offset towards 0 (penalties prior_tasks x mean squared raw gain and
     prior_tasks), so a few tasks cannot swing it far. sd = sqrt(max(0, mean squared residual -
-    mean binomial variance)), at least 0.01. z: the conformal quantile of the normalised
-    leave-one-task-out residuals (module docstring, 4)."""
+    mean binomial variance)), at least 0.01. half_width: the conformal quantile of the
+    leave-one-task-out absolute errors (module docstring, 4); None under 4 tasks."""
     scale, offset, sd = _fit_line(rows, prior_tasks)
-    z, method = Z80, "normal"
+    half_width, method = None, "normal"
     if len(rows) >= 4:
-        scores = []
+        errors = []
         for i, row in enumerate(rows):
-            s_i, o_i, sd_i = _fit_line(rows[:i] + rows[i + 1:], prior_tasks)
-            p, half = calibrate(row["raw"], row["probe"], row["valid_rows"],
-                                {"scale": s_i, "offset": o_i, "sd": sd_i, "z": 1.0})
-            scores.append(abs(row["measured"] - p) / half)
+            s_i, o_i, _ = _fit_line(rows[:i] + rows[i + 1:], prior_tasks)
+            p, _ = calibrate(row["raw"], row["probe"], row["valid_rows"], {"scale": s_i, "offset": o_i, "half_width": 0})
+            errors.append(abs(row["measured"] - p))
         rank = math.ceil(coverage * (len(rows) + 1))
         if rank <= len(rows):
-            z, method = float(np.sort(scores)[rank - 1]), "conformal, leave one task out"
-    return {"scale": scale, "offset": offset, "sd": sd, "z": z, "z_method": method, "tasks": len(rows)}
+            half_width, method = float(np.sort(errors)[rank - 1]), "conformal, leave one task out"
+    return {"scale": scale, "offset": offset, "sd": sd, "z": Z80, "half_width": half_width, "interval_method": method,
+            "tasks": len(rows)}
 
 
 def _fit_line(rows: list[dict], prior_tasks: float) -> tuple[float, float, float]:

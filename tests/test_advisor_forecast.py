@@ -65,7 +65,7 @@ def test_the_interval_of_an_11_task_suite_covers_80_percent_of_new_tasks(noise):
     coverage = []
     for _ in range(100):
         fitted = _forecast.fit(tasks(11))
-        assert fitted["z_method"] == "conformal, leave one task out"
+        assert fitted["interval_method"] == "conformal, leave one task out"
         forecasts = [(r["measured"], *_forecast.calibrate(r["raw"], r["probe"], 120, fitted)) for r in tasks(200)]
         coverage.append(np.mean([abs(m - p) <= half for m, p, half in forecasts]))
     assert 0.78 <= np.mean(coverage) <= 0.86
@@ -75,7 +75,10 @@ def test_under_four_tasks_the_interval_is_normal():
     rows = [{"raw": 0.7, "probe": 0.6, "measured": 0.75, "valid_rows": 100},
             {"raw": 0.85, "probe": 0.8, "measured": 0.9, "valid_rows": 100},
             {"raw": 0.6, "probe": 0.6, "measured": 0.58, "valid_rows": 100}]
-    assert _forecast.fit(rows)["z"] == pytest.approx(1.2816)
+    fitted = _forecast.fit(rows)
+    assert fitted["half_width"] is None and fitted["interval_method"] == "normal"
+    p, half = _forecast.calibrate(0.7, 0.6, 100, fitted)
+    assert half == pytest.approx(1.2816 * np.sqrt(p * (1 - p) / 100 + fitted["sd"] ** 2))
 
 
 def test_few_tasks_are_shrunk_towards_the_raw_forecast():
