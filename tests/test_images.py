@@ -385,7 +385,7 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert advice["zero_shot"]["method"] == ("image-text" if family in ("clip", "siglip") else None)
     result = run_cli("search", "--model", model, "--data", shapes, "--out", run, "--trials", "2", "--device", "cpu",
                      "--space", "unfrozen_layers=1:3", "--space", "epochs=2", "--space", "augment=false,true",
-                     "--no-advice")
+                     "--no-advice", "--pruner", "none")
     assert result.returncode == 0, result.stderr
     search = json.loads((run / "search.json").read_text())
     assert search["n_trials"]["complete"] == 2
