@@ -237,7 +237,9 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     if np.bincount(ty, minlength=task.num_labels).min() < 2:
         skipped.append("probe: a class has fewer than 2 training rows, so C could not be cross-validated; "
                        "the probe used C = 1.")
-    probes = {name: _signals.probe_accuracy(f["train"], ty, f["valid"], vy, seed=config.seed) for name, f in feats.items()}
+    predicted = {name: _signals.probe_predictions(f["train"], ty, f["valid"], seed=config.seed)
+                 for name, f in feats.items()}
+    probes = {name: (float(np.mean(p == vy)), c) for name, (p, c) in predicted.items()}
     probes.setdefault("average", (None, None))
     bx = feats["last"]
     probe_acc, c = probes["last"]
@@ -250,8 +252,9 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     if task.modality == "text":  # a model that reads characters, for comparison (decide's change-model rule)
         texts = {name: [f"{t}\n{p}" for t, p in zip(s.texts, s.pairs)] if s.pairs else
                  _signals.visible_text(backbone.tokenizer, s.texts, config.max_length) for name, s in samples}
-        probe["ngram_accuracy"], probe["ngram_C"] = _signals.ngram_accuracy(texts["train"], ty, texts["valid"], vy,
-                                                                            seed=config.seed)
+        ngram, probe["ngram_C"] = _signals.ngram_predictions(texts["train"], ty, texts["valid"], seed=config.seed)
+        probe["ngram_accuracy"] = float(np.mean(ngram == vy))
+        probe["ngram_p_value"] = _scores.mcnemar_p_value(ngram == vy, predicted["last"][0] == vy)
         probe["ngram_method"] = "character 2-5-gram TF-IDF + linear SVM (no pretraining)"
     else:
         skipped.append("n-gram model: the character n-gram model compared against is for text; images have none.")
@@ -402,12 +405,10 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe, config, skipped, sa
 
     LP-FT (Kumar et al., ICLR 2022): a linear probe is fitted on the pilot rows' pooled
     last-layer features (`_signals.probe_head`, the cross-validated C), and the top k blocks are
-    fine-tuned from that head on `pilot_rows` rows (cached frozen layers, a few epochs), for
-    k = 1 and 2, and for k = L (every block) when going deeper pays: the k = 2 pilot beats k = 1 by
-    `min_gain`, or the layer-average probe beats the last layer's by `min_gain` (the task lives
-    in lower layers; Garbaciauskas et al., Findings ACL 2024, find layer-averaged transferability
-    ranks fine-tuned models best). The best pilot is carried from the pilot's rows to the task's
-    training rows along the probe's power-law learning curve, then calibrated across tasks, with
+    fine-tuned from that head on `pilot_rows` rows (cached frozen layers, a few epochs), at the
+    depths `next_pilot_depth` picks (k = 1, then 2 or every block). The share of the probe's
+    errors the best pilot removes on the pilot's rows is removed from the probe carried to the
+    task's training rows along its power-law learning curve, then calibrated across tasks, with
     an 80% interval (`_forecast`).
     """
     from core import TrainConfig, train
@@ -427,29 +428,24 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe, config, skipped, sa
     probe_pilot = float(np.mean((last["valid"] @ weight.T + bias).argmax(1) == valid_s.labels))
     pilot_task = TaskData(task.source, task.labels, pilot, valid_s, None, task.text_column, task.label_column,
                           task.text_pair_column)
+    layer_average = probe["accuracy_layer_average"]
+    lower_layers = layer_average is not None and layer_average - probe["accuracy"] >= config.min_gain
     accuracies, timings = {}, {}
-
-    def run(k: int, learning_rate: float) -> None:
+    while (k := next_pilot_depth(accuracies, backbone.num_blocks, lower_layers, config.min_gain)) is not None:
         say(f"pilot: fine-tuning the top {k} block(s) on {len(pilot)} rows, from the probe's head")
         result = train(backbone, pilot_task,
                        TrainConfig(unfrozen_layers=k, epochs=config.pilot_epochs, patience=0,
-                                   learning_rate=learning_rate, head_lr_multiplier=1.0, batch_size=config.batch_size,
+                                   learning_rate=1e-4 if k > 2 else 3e-4,  # many blocks move: a smaller step
+                                   head_lr_multiplier=1.0, batch_size=config.batch_size,
                                    max_length=config.max_length, device=config.device, seed=config.seed),
                        head_init=(weight, bias), progress=False)
-        accuracies[str(k)] = result.best_valid_accuracy
+        accuracies[k] = result.best_valid_accuracy
         timings[k] = _timing(result, len(pilot), len(valid_s), config.batch_size)
-
-    top = min(2, backbone.num_blocks)
-    for k in sorted({1, top}):
-        run(k, 3e-4)
-    layer_average = probe["accuracy_layer_average"]
-    deeper = (accuracies[str(top)] - accuracies["1"] >= config.min_gain
-              or (layer_average is not None and layer_average - probe["accuracy"] >= config.min_gain))
-    if deeper and backbone.num_blocks > top:
-        run(backbone.num_blocks, 1e-4)  # every block moves: a smaller step
+    accuracies = {str(k): v for k, v in sorted(accuracies.items())}
     best_k = max(accuracies, key=lambda k: (accuracies[k], -int(k)))
     exponent = _forecast.error_exponent(probe["learning_curve"], len(train_s), len(valid_s))
-    raw = _forecast.scale_to_rows(accuracies[best_k], len(pilot), len(task.train), exponent)
+    raw = _forecast.carry(accuracies[best_k], probe_pilot, probe["accuracy"], len(train_s), len(task.train), exponent,
+                          len(valid_s))
     calibration = _forecast.load_calibration()
     expected, half = _forecast.calibrate(raw, probe["accuracy"], len(task.valid), calibration)
     k = int(best_k)
@@ -459,6 +455,29 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe, config, skipped, sa
             "pilot_method": "LP-FT: fine-tuned from the probe's head", "error_exponent": exponent,
             "calibration": {key: calibration.get(key) for key in ("scale", "offset", "sd", "half_width", "tasks")},
             "suggested_unfrozen_layers": [max(1, k - 1), min(backbone.num_blocks, k + 2)]}, timings
+
+
+def next_pilot_depth(done: dict[int, float], num_blocks: int, lower_layers: bool, min_gain: float) -> int | None:
+    """The next number of top blocks the pilot fine-tunes, given the accuracies `done` maps k to,
+    or None when the pilot is over.
+
+    k = 1 first. When the layer probes already say the task lives in lower layers
+    (`lower_layers`: the layer-average probe beats the last layer's by `min_gain`; Garbaciauskas
+    et al., Findings ACL 2024, find layer-averaged transferability ranks fine-tuned models best),
+    every block (k = L) next, and nothing between: k = 2 would only confirm what the probes said,
+    at about a quarter of the pilot's cost. Otherwise k = 2, and k = L only when k = 2 beats k = 1 by
+    `min_gain` (going deeper pays).
+    """
+    top = min(2, num_blocks)
+    if 1 not in done:
+        return 1
+    if lower_layers and num_blocks > top:
+        return None if num_blocks in done else num_blocks
+    if top not in done:
+        return top
+    if num_blocks > top and num_blocks not in done and done[top] - done[1] >= min_gain:
+        return num_blocks
+    return None
 
 
 def _timing(result, train_rows: int, valid_rows: int, batch_size: int) -> tuple[float, float]:

@@ -6,9 +6,11 @@ The rule, in order (the first that applies wins):
    `max_unk_rate`, default 5%); or every accuracy signal sits near chance: the best of
    zero-shot, probe and expected fine-tuned accuracy is less than 10% of the way from the
    majority-class rate to 1; or a model with no pretraining reads the data clearly better: the
-   n-gram model (character n-grams + a linear SVM, advisor/_signals.py) beats that best by
-   more than `min_gain` and by more than two standard errors of the difference of two
-   accuracies on the validation rows, 2 sqrt((p1 (1 - p1) + p2 (1 - p2)) / n).
+   n-gram model (character n-grams + a linear SVM, advisor/_signals.py) beats the measured
+   best (zero-shot, probe) by more than `min_gain`, beats the probe beyond noise on the same
+   validation rows (one-sided exact McNemar test, p < `NGRAM_ALPHA`; advisor/_scores.py), and
+   beats the top of the fine-tuned forecast's interval (expected + its uncertainty, at least
+   `min_gain` above the expected): what fine-tuning would reach in its good case.
 2. zero-shot: zero-shot accuracy reaches `target_accuracy`, or training buys less than
    `min_gain`: zero-shot >= max(probe, expected fine-tuned) - min_gain.
 3. head-only: the probe reaches `target_accuracy`; or fine-tuning is expected to beat the probe
@@ -26,10 +28,10 @@ the gain is not sure.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 NEAR_CHANCE = 0.10
+NGRAM_ALPHA = 0.05  # McNemar's level for "the n-gram model beats the probe"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Signals:
     fine_tune_uncertainty: float | None = None
     ngram: float | None = None
     valid_rows: int | None = None
+    ngram_p_value: float | None = None
 
     @classmethod
     def from_advice(cls, advice: dict) -> "Signals":
@@ -57,7 +60,8 @@ class Signals:
                    expected.get("fine_tune_accuracy"), advice["shift"]["unk_rate"] or 0.0,
                    advice["cost"]["search_seconds"], tuple(layers) if layers else None,
                    advice["probe"].get("accuracy_layer_average"), expected.get("uncertainty"),
-                   advice["probe"].get("ngram_accuracy"), advice["probe"].get("valid_rows"))
+                   advice["probe"].get("ngram_accuracy"), advice["probe"].get("valid_rows"),
+                   advice["probe"].get("ngram_p_value"))
 
 
 def thresholds(chance: float, *, min_gain: float = 0.01, target_accuracy: float | None = None,
@@ -87,14 +91,16 @@ def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None 
         return "change-model", [f"Every signal sits near chance: the best accuracy is {best:.3f} against "
                                 f"{s.chance:.3f} for always answering the most common class (needed: {floor:.3f}). "
                                 "This model's features do not carry the task; pick another model."]
-    if s.ngram is not None and s.valid_rows:
-        margin = max(min_gain, 2 * math.sqrt((s.ngram * (1 - s.ngram) + best * (1 - best)) / s.valid_rows))
-        if s.ngram - best > margin:
+    if s.ngram is not None and s.ngram_p_value is not None:
+        measured = max(zs, s.probe)
+        top = ft + max(s.fine_tune_uncertainty or 0.0, min_gain) if ft is not None else measured
+        if s.ngram - measured > min_gain and s.ngram_p_value < NGRAM_ALPHA and s.ngram > top:
+            tuned = (f" and the top of fine-tuning's forecast, {top:.3f}" if ft is not None else "")
             return "change-model", [f"A model with no pretraining (character n-grams + a linear SVM) reaches "
-                                    f"{s.ngram:.3f}, {s.ngram - best:+.3f} over the best this model is expected "
-                                    f"to reach, {best:.3f} (beyond noise: {margin:.3f}): this model loses what the task "
-                                    "needs. Pick a model pretrained on text like this (or one that reads characters), "
-                                    "or use the n-gram model."]
+                                    f"{s.ngram:.3f}, {s.ngram - measured:+.3f} over the best this model measured, {measured:.3f} "
+                                    f"(McNemar p = {s.ngram_p_value:.3g} on the same rows){tuned}: this model loses "
+                                    "what the task needs. Pick a model pretrained on text like this (or one that reads "
+                                    "characters), or use the n-gram model."]
 
     reasons = []
     if s.zero_shot is not None:

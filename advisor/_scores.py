@@ -129,12 +129,38 @@ def proxy_a_distance(x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from core import one_blas_thread
+
     z = np.concatenate([x, y])
     d = np.r_[np.zeros(len(x)), np.ones(len(y))]
     folds = StratifiedKFold(n_splits=min(5, len(x), len(y)), shuffle=True, random_state=seed)
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    error = 1.0 - float(np.mean(cross_val_score(clf, z, d, cv=folds)))
+    with one_blas_thread():
+        error = 1.0 - float(np.mean(cross_val_score(clf, z, d, cv=folds)))
     return float(np.clip(2.0 * (1.0 - 2.0 * error), 0.0, 2.0))
+
+
+def mcnemar_p_value(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
+    """One-sided exact McNemar test that model a is more accurate than model b on the same rows.
+
+    Only the rows where the two disagree count: n_ab rows a gets right and b wrong, n_ba the
+    reverse. Under equal accuracy each such row is a fair coin, so
+
+        p = P(X >= n_ab),  X ~ Binomial(n_ab + n_ba, 1/2)          (1 when they never disagree).
+
+    Paired on the rows, it is far more powerful than comparing two accuracies as if they came
+    from different rows. Sources: Q. McNemar, "Note on the sampling error of the difference
+    between correlated proportions or percentages", Psychometrika 12, 1947; T. Dietterich,
+    "Approximate Statistical Tests for Comparing Supervised Classification Learning Algorithms",
+    Neural Computation 10(7), 1998 (McNemar's test for two classifiers on one test set).
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    n_ab, n_ba = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    if n_ab + n_ba == 0:
+        return 1.0
+    return float(binomtest(n_ab, n_ab + n_ba, 0.5, alternative="greater").pvalue)
 
 
 def effective_rank(features: np.ndarray) -> float:

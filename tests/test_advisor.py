@@ -145,6 +145,23 @@ def test_too_few_rows_per_class_skips_with_a_reason_and_still_decides(tmp_path, 
     assert record["expected"] == {}
 
 
+@pytest.mark.parametrize("blocks, lower_layers, results, expected", [
+    (6, False, [0.80, 0.85], [1, 2, 6]),  # k = 2 beats k = 1 by min_gain: every block is tried
+    (6, False, [0.80, 0.805], [1, 2]),  # going deeper does not pay
+    (6, True, [0.80], [1, 6]),  # the layer probes point deeper: straight to every block, no k = 2
+    (2, True, [0.80, 0.70], [1, 2]),  # two blocks: k = 2 is every block
+    (1, False, [0.80], [1]),
+])
+def test_the_pilot_picks_its_depths(blocks, lower_layers, results, expected):
+    from advisor._advise import next_pilot_depth
+
+    done, order = {}, []
+    while (k := next_pilot_depth(done, blocks, lower_layers, min_gain=0.01)) is not None:
+        order.append(k)
+        done[k] = results[len(done)] if len(done) < len(results) else 0.9
+    assert order == expected
+
+
 def _word_order_task(tmp_path, rows: int):
     """BBC sentences, half with their words shuffled: order is what mean-pooled frozen features
     blur and what fine-tuning learns (measured on MiniLM: probe ~0.84, all blocks tuned ~0.99)."""

@@ -32,6 +32,17 @@ def test_scaling_to_more_rows_follows_the_power_law():
     assert _forecast.scale_to_rows(0.8, 100, 100_000, 0.5) == pytest.approx(1 - 0.2 * 10 ** -0.5)
 
 
+def test_carry_removes_the_pilots_share_of_the_probes_errors_at_the_tasks_rows():
+    # the pilot halves the errors of the probe on its own rows (0.2 -> 0.1); the probe, error 0.3
+    # on 100 rows with exponent 0.5, has error 0.15 on 400 rows: fine-tuned, half of that
+    assert _forecast.carry(0.9, 0.8, 0.7, 100, 400, 0.5, 1000) == pytest.approx(1 - 0.5 * 0.15)
+    # a pilot no better than its probe forecasts the carried probe; a worse one, below it
+    assert _forecast.carry(0.8, 0.8, 0.7, 100, 400, 0.5, 1000) == pytest.approx(0.85)
+    assert _forecast.carry(0.6, 0.8, 0.7, 100, 400, 0.5, 1000) < 0.85
+    # a perfect pilot counts half a validation row of error, not none
+    assert _forecast.carry(1.0, 0.8, 0.7, 100, 100, 0.0, 100) == pytest.approx(1 - 0.005 / 0.2 * 0.3)
+
+
 def test_the_fit_recovers_a_known_scale_and_offset_and_the_interval_covers_80_percent():
     rng = np.random.default_rng(0)
     rows = []

@@ -127,3 +127,17 @@ def test_the_ngram_model_reads_characters_a_tokenizer_would_not_know():
     assert accuracy >= 0.95 and c in (0.1, 1.0)
     shuffled, _ = ngram_accuracy(texts[:300], rng.permutation(y[:300]), texts[300:], y[300:])
     assert shuffled < 0.7
+
+
+def test_mcnemar_counts_only_the_rows_where_the_models_disagree():
+    from advisor._scores import mcnemar_p_value
+
+    # 10 disagreements, a right on 9 of them: P(X >= 9), X ~ Bin(10, 1/2) = 11/1024
+    a = np.r_[np.ones(9), 0, np.ones(90)].astype(bool)
+    b = np.r_[np.zeros(9), 1, np.ones(90)].astype(bool)
+    assert mcnemar_p_value(a, b) == pytest.approx(11 / 1024)
+    # the rows both get right or both wrong change nothing
+    assert mcnemar_p_value(np.r_[a, np.zeros(500, bool)], np.r_[b, np.zeros(500, bool)]) == pytest.approx(11 / 1024)
+    # one-sided: b better than a is no evidence that a is better
+    assert mcnemar_p_value(b, a) == pytest.approx(1 - 1 / 1024)
+    assert mcnemar_p_value(a, a) == 1.0
