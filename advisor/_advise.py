@@ -279,7 +279,9 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     expected, timings = _pilot(backbone, task, train_s, valid_s, feats["last"], c, probe, config, skipped, say)
     lap("pilot")
     say("timing training steps")
-    cost = _cost(backbone, task, train_s, valid_s, config, expected.get("suggested_unfrozen_layers"), device, timings)
+    embed_row = steps["embedding"] / (len(train_s) + len(valid_s))
+    cost = _cost(backbone, task, train_s, valid_s, config, expected.get("suggested_unfrozen_layers"), device, timings,
+                 embed_row)
     lap("cost")
 
     # 8) decision
@@ -487,14 +489,16 @@ def _timing(result, train_rows: int, valid_rows: int, batch_size: int) -> tuple[
             result.cache_seconds / (train_rows + valid_rows))
 
 
-def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings) -> dict:
-    """Seconds per epoch for each k, from a few timed training steps.
+def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings, embed_row: float) -> dict:
+    """Seconds per epoch for each k, from timed training steps.
 
-    Steps are timed for k in {0, 1, 2, L} (the pilot's runs, else 4 steps with cached frozen
-    layers; an epoch's time includes its validation pass, so this errs high); a step's cost
-    grows linearly with k (every block costs the same), so other k are interpolated. Then
-    per_epoch(k) = ceil(n_train / batch) * step(k), cache(k) = rows * cache-time per row, and
-    search = trials * epochs * mean per_epoch over the suggested k + one cache per k.
+    Steps are timed for k = 1 and L (the pilot's runs, else 4 steps with cached frozen layers; an
+    epoch's time includes its validation pass, so this errs high); k = 0 trains a head on cached
+    pooled features (no forward pass: its step counts as 0) whose cache is the embedding pass
+    (`embed_row` seconds a row); a step's cost grows linearly with k (every block costs the
+    same), so other k are interpolated. Then per_epoch(k) = ceil(n_train / batch) * step(k),
+    cache(k) = rows * cache-time per row, and search = trials * epochs * mean per_epoch over the
+    suggested k + one cache per k.
     """
     from core import TrainConfig, train
 
@@ -502,8 +506,8 @@ def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings) 
     rows = min(len(train_s), 4 * config.batch_size)
     mini = TaskData(task.source, task.labels, train_s.subset(range(rows)), valid_s.subset(range(min(8, len(valid_s)))),
                     None, task.text_column, task.label_column, task.text_pair_column)
-    measured = dict(timings)
-    for k in sorted({0, min(1, n_blocks), min(2, n_blocks), n_blocks} - set(measured)):
+    measured = {0: (0.0, embed_row), **timings}
+    for k in sorted({min(1, n_blocks), n_blocks} - set(measured)):
         result = train(backbone, mini, TrainConfig(unfrozen_layers=k, epochs=1, patience=0, batch_size=config.batch_size,
                                                    max_length=config.max_length, device=config.device), progress=False)
         measured[k] = _timing(result, rows, len(mini.valid), config.batch_size)

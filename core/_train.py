@@ -310,14 +310,13 @@ class _Fit:
         return EpochRecord(epoch, float(np.mean(losses)), accuracy, time.perf_counter() - t0)
 
     def evaluate(self) -> float:
-        """Accuracy on the validation split."""
+        """Accuracy on the validation split, in batches of similar length (least padding)."""
         self.model.eval()
-        n, size, correct = len(self.task.valid), self.config.batch_size * 2, 0
+        correct = 0
         with torch.no_grad():
-            for s in range(0, n, size):
-                idx = np.arange(s, min(n, s + size))
+            for idx in self.data.encoded["valid"].sorted_batches(self.config.batch_size * 2):
                 correct += (self.logits("valid", idx).argmax(-1).cpu() == self.labels["valid"][idx]).sum().item()
-        return correct / n
+        return correct / len(self.task.valid)
 
     def close(self) -> None:
         """Drop the optimizer state and the injected features (memory for the next run)."""
