@@ -40,14 +40,9 @@ def probe_predictions(train_x, train_y, valid_x, *, seed: int = 0) -> tuple[np.n
 
 def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
     """Logistic-regression probe with a given C (the learning curve reuses the cross-validated C)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from core import fit_probe
 
-    from core import one_blas_thread
-
-    with one_blas_thread():
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(train_x, train_y)
+    model, _ = fit_probe(train_x, train_y, c=c)
     return float(model.score(valid_x, valid_y))
 
 

@@ -116,6 +116,7 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     for y in by_topic:
         by_topic[y] = [by_topic[y][i] for i in rng.permutation(len(by_topic[y]))]
     topics = sorted(by_topic)
+
     def two_topics(n, rng):
         pairs = []
         for _ in range(n):

@@ -22,12 +22,12 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def fit_probe(train_x: np.ndarray, train_y: np.ndarray, *, seed: int = 0):
+def fit_probe(train_x: np.ndarray, train_y: np.ndarray, *, c: float | None = None, seed: int = 0):
     """Logistic-regression probe on standardised features, C by stratified k-fold.
 
     p(y = c | x) = softmax_c(W z + b), z = (x - mu) / sigma per feature, W and b minimising the
-    cross-entropy + ||W||^2 / (2 C). C is searched over 10^-3..10^2 with k = min(5, smallest class
-    count) folds; with a class of one row no fold can hold it, and C = 1.
+    cross-entropy + ||W||^2 / (2 C). C is `c` when given, else searched over 10^-3..10^2 with
+    k = min(5, smallest class count) folds; with a class of one row no fold can hold it, and C = 1.
 
     Returns:
         (fitted sklearn pipeline StandardScaler -> LogisticRegression, chosen C).
@@ -37,7 +37,7 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, *, seed: int = 0):
     from sklearn.preprocessing import StandardScaler
 
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return fit_with_c(pipe, "logisticregression__C", train_x, train_y, seed=seed)
+    return fit_with_c(pipe, "logisticregression__C", train_x, train_y, c=c, seed=seed)
 
 
 def fit_with_c(estimator, param: str, x, y, *, c: float | None = None, seed: int = 0, grid=C_GRID):
