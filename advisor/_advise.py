@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import DEFAULT_TRIALS, AdviceRecord, InputError, Split, TaskData, stratified_indices
+from core import DEFAULT_TRIALS, AdviceRecord, InputError, Split, TaskData, default_cache_dir, stratified_indices
 
 from . import _scores, _signals
 from ._decide import Signals, decide, thresholds
@@ -52,6 +52,9 @@ class AdvisorConfig:
         batch_size: training batch size, for the pilot and the cost.
         device: "auto", "cpu", "cuda" or "mps".
         seed: seed of the samples and the pilot.
+        cache_dir: folder of the feature cache the search reads (default $FINETUNE_ADVISOR_CACHE or
+            ~/.cache/finetune-advisor): the pooled features of the sample are kept there, so a
+            head fitted afterwards embeds only the other rows; "" keeps nothing.
     """
 
     min_gain: float = 0.01
@@ -72,6 +75,7 @@ class AdvisorConfig:
     batch_size: int = 16
     device: str = "auto"
     seed: int = 0
+    cache_dir: str | None = None
 
     def __post_init__(self):
         checks = [
@@ -191,7 +195,7 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     Raises:
         InputError: bad optional files (see read_inputs).
     """
-    from core import resolve_device
+    from core import FeatureCache, resolve_device
 
     t_start = time.perf_counter()
     inputs = inputs if inputs is not None else read_inputs(task, config)
@@ -230,6 +234,10 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         skipped.append("layer-average probe: this model's blocks differ in width (a CNN's stages), so their "
                        "features cannot be averaged.")
     ty, vy = train_s.labels, valid_s.labels
+    if config.cache_dir != "":
+        store = FeatureCache(pooled_dir=config.cache_dir or default_cache_dir())
+        for name, s in samples:
+            store.store_pooled(backbone, s, feats["last"][name], max_length=config.max_length)
     lap("embedding")
 
     # 3) probes and transferability; the decision reads the probe on what a head-only model sees

@@ -46,9 +46,10 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.inputs["input_ids"]])
 
-    def sorted_batches(self, batch_size: int) -> list[np.ndarray]:
-        """Row indices in batches of similar length, longest first (least padding)."""
-        order = np.argsort(-self.lengths, kind="stable")
+    def sorted_batches(self, batch_size: int, rows=None) -> list[np.ndarray]:
+        """Row indices (of `rows`, default all) in batches of similar length, longest first (least padding)."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        order = rows[np.argsort(-self.lengths[rows], kind="stable")]
         return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
     def batch(self, indices, device=None) -> dict:
@@ -83,9 +84,9 @@ class Pixels:
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def sorted_batches(self, batch_size: int) -> list[np.ndarray]:
-        """Row indices in order, `batch_size` a batch (every image has the same size)."""
-        order = np.arange(len(self))
+    def sorted_batches(self, batch_size: int, rows=None) -> list[np.ndarray]:
+        """Row indices (of `rows`, default all) in order, `batch_size` a batch (every image has the same size)."""
+        order = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
     def batch(self, indices, device=None) -> dict:

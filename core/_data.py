@@ -89,27 +89,38 @@ class Split:
     labels: np.ndarray
     pairs: list[str] | None = None
     modality: str = "text"
+    origin: str | None = None  # fingerprint of the split this one was sampled from (None: itself)
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def _row_bytes(self, i: int) -> bytes:
+        """Row i's inputs as bytes: text (or image path with its file's size and modification time,
+        so a replaced file differs) and paired text."""
+        out = self.texts[i].encode()
+        if self.modality == "image":
+            st = Path(self.texts[i]).stat()
+            out += f"\x1f{st.st_size}\x1f{st.st_mtime_ns}".encode()
+        return out + b"\x1f" + (self.pairs[i].encode() if self.pairs else b"") + b"\x1e"
+
     @property
     def fingerprint(self) -> str:
-        """sha256 of the inputs (not the labels): the key of cached features for this split. For
-        images: each path with its file's size and modification time (a replaced file changes it)."""
+        """sha256 of the inputs (not the labels): the key of cached features for this split."""
         h = hashlib.sha256()
-        for i, text in enumerate(self.texts):
-            h.update(text.encode())
-            if self.modality == "image":
-                st = Path(text).stat()
-                h.update(f"\x1f{st.st_size}\x1f{st.st_mtime_ns}".encode())
-            h.update(b"\x1f" + (self.pairs[i].encode() if self.pairs else b"") + b"\x1e")
+        for i in range(len(self)):
+            h.update(self._row_bytes(i))
         return h.hexdigest()[:16]
+
+    def row_keys(self) -> list[str]:
+        """One key per row, of its inputs alone (sha256): rows met again in another sample of the
+        same data (the advisor's, then the search's) are known by it."""
+        return [hashlib.sha256(self._row_bytes(i)).hexdigest()[:20] for i in range(len(self))]
 
     def subset(self, indices) -> Split:
         idx = [int(i) for i in indices]
         return Split(self.name, [self.texts[i] for i in idx], self.labels[idx],
-                     [self.pairs[i] for i in idx] if self.pairs else None, self.modality)
+                     [self.pairs[i] for i in idx] if self.pairs else None, self.modality,
+                     self.origin or self.fingerprint)
 
 
 @dataclass

@@ -52,8 +52,9 @@ class SearchConfig:
         use_advice: narrow unfrozen_layers to RUN/advice.json's suggestion and try it first.
         seed: TPE's seed (worker i uses seed + i) and every trial's training seed.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
-        cache: frozen-feature cache: "auto" (memory for one worker, disk for several), "memory",
-            "disk" or "off".
+        cache: frozen-feature cache: "auto" (the inputs of blocks in memory for one worker, on
+            disk for several; pooled features on disk, where the advisor left those of its sample),
+            "memory", "disk" or "off" (no cache, nothing shared).
         cache_dir: folder of the disk cache (default ~/.cache/finetune-advisor).
         cache_gb: the most GiB of frozen features a worker holds in memory; beyond it the least
             recently used k's features are dropped and read from disk or computed again when a
@@ -221,6 +222,17 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     return record
 
 
+def _feature_cache(config: SearchConfig):
+    """The worker's feature cache, as config.cache says (see SearchConfig)."""
+    from core import FeatureCache, default_cache_dir
+
+    folder = config.cache_dir or default_cache_dir()
+    blocks_on_disk = config.cache == "disk" or (config.cache == "auto" and config.workers > 1)
+    return FeatureCache(folder if blocks_on_disk else None,
+                        pooled_dir=folder if config.cache in ("auto", "disk") else None,
+                        max_bytes=int(config.cache_gb * 2**30), disk_max_bytes=int(config.cache_disk_gb * 2**30))
+
+
 def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchConfig, run_dir: RunDir, log,
                       progress: bool) -> None:
     """Head-only in closed form: the frozen model's pooled features of every training row, a
@@ -231,7 +243,7 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
     import numpy as np
     import optuna
 
-    from core import Classifier, FeatureCache, TrainConfig, fit_head, set_head
+    from core import Classifier, TrainConfig, fit_head, set_head
 
     t0 = time.perf_counter()
     length = _clip({}, space).get("max_length", space["max_length"].fixed)
@@ -239,9 +251,12 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
         f"{len(task.train)} training rows ({length} tokens)"
     log(f"head-only: fitting the head in closed form on the frozen features of {rows}; --head-search searches "
         "its hyperparameters with trials instead")
-    cache = FeatureCache()
+    cache = _feature_cache(config)
     features = {s: cache.features(backbone, getattr(task, s), start=backbone.num_blocks, max_length=length,
                                   progress=progress).numpy() for s in ("train", "valid")}
+    if cache.rows_reused:
+        log(f"head-only: the features of {cache.rows_reused} rows came from the cache (the advisor's sample, or an "
+            f"earlier run), {cache.rows_computed} were computed")
     weight, bias, c = fit_head(features["train"], task.train.labels, task.num_labels, seed=config.seed)
     accuracy = float(np.mean((features["valid"] @ weight.T + bias).argmax(1) == task.valid.labels))
     searched = {p.name: p for p in space.params if p.fixed is None}
@@ -314,8 +329,6 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     """One worker: run trials until the study has job.config.trials finished ones."""
     import optuna
 
-    from core import FeatureCache, default_cache_dir
-
     config = job.config
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(job.url, heartbeat=config.heartbeat)
@@ -327,9 +340,7 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     max_epochs = max(space["epochs"].values)
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
                               pruner=make_pruner(config.pruner, max_epochs))
-    cache_mode = config.cache if config.cache != "auto" else ("memory" if config.workers == 1 else "disk")
-    cache = FeatureCache((config.cache_dir or default_cache_dir()) if cache_mode == "disk" else None,
-                         max_bytes=int(config.cache_gb * 2**30), disk_max_bytes=int(config.cache_disk_gb * 2**30))
+    cache = _feature_cache(config)
     objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker)
 
     def stop_at_total(study, trial):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from helpers import make_tiny_model, run_cli, topic_rows, write_csv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the feature cache the stages share, fresh for each session: no test reads what another session left
+os.environ.setdefault("FINETUNE_ADVISOR_CACHE", tempfile.mkdtemp(prefix="finetune-advisor-cache-"))
 
 # Fixtures that run real searches or exports (tens of seconds each, the first time): a test that
 # uses one is slow, whatever else it does, so `pytest -m "not slow"` stays a quick check.

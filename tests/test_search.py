@@ -495,6 +495,27 @@ def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic
     assert len(again["trials"]) == 1
 
 
+def test_the_closed_form_head_starts_from_the_advisors_embedded_sample(tmp_path, monkeypatch, minilm, topic_task):
+    """advise then search share one feature cache: the head-only search embeds only the training
+    rows the advisor's sample left out, and fits the same head as from scratch."""
+    from advisor import AdvisorConfig, advise
+
+    monkeypatch.setenv("FINETUNE_ADVISOR_CACHE", str(tmp_path / "cache"))
+    space = {"unfrozen_layers": "0", "max_length": "32"}
+    fresh = search_json(minilm, topic_task, tmp_path / "fresh", SearchConfig(trials=1, space=space, cache="memory"),
+                        progress=False, log=lambda s: None)
+    advice = advise(minilm, topic_task, AdvisorConfig(max_length=32, sample_rows=20, pilot_epochs=1),
+                    progress=False).to_json()
+    lines = []
+    record = search_json(minilm, topic_task, tmp_path / "run", SearchConfig(trials=1, space=space), progress=False,
+                         log=lines.append)
+    sampled = advice["probe"]["train_rows"] + advice["probe"]["valid_rows"]
+    assert advice["probe"]["train_rows"] < len(topic_task.train)
+    reused = [line for line in lines if "came from the cache" in line]
+    assert reused and f"features of {sampled} rows" in reused[0], lines
+    assert record["best"]["value"] == pytest.approx(fresh["best"]["value"], abs=1e-9)
+
+
 def test_head_search_runs_trials_when_asked(tmp_path, minilm, topic_task):
     space = {"unfrozen_layers": "0", "max_length": "32", "epochs": "1", "batch_size": "16"}
     record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space, head_search=True,

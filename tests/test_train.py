@@ -266,6 +266,48 @@ def test_a_bad_cache_file_is_named_dropped_and_recomputed(damage, tiny_model, to
     assert torch.load(file, weights_only=True)[0].shape == good[0].shape  # rewritten, good again
 
 
+def test_pooled_rows_stored_for_a_sample_are_served_to_the_whole_split(tiny_model, topic_task, tmp_path):
+    """The advisor's sample stored, the search's whole split reads those rows and computes only
+    the others; another split of other rows reads none of them."""
+    import torch
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    top, train = backbone.num_blocks, topic_task.train
+    truth = FeatureCache().features(backbone, train, start=top, max_length=32, progress=False)
+    sample = train.subset(range(0, len(train), 2))
+    marked = truth[::2] + 1.0  # stored rows differ from computed ones, so a reused row is seen
+    FeatureCache(pooled_dir=tmp_path).store_pooled(backbone, sample, marked.numpy(), max_length=32)
+
+    cache = FeatureCache(pooled_dir=tmp_path)
+    got = cache.features(backbone, train, start=top, max_length=32, progress=False)
+    assert (cache.rows_reused, cache.rows_computed) == (len(sample), len(train) - len(sample))
+    assert torch.equal(got[::2], marked)
+    torch.testing.assert_close(got[1::2], truth[1::2], rtol=1e-4, atol=1e-5)
+    again = FeatureCache(pooled_dir=tmp_path)  # a later process: everything on disk now
+    assert torch.equal(again.features(backbone, train, start=top, max_length=32, progress=False), got)
+    assert (again.hits, again.misses, again.rows_computed) == (1, 0, 0)
+    other = FeatureCache(pooled_dir=tmp_path)
+    other.features(backbone, topic_task.valid, start=top, max_length=32, progress=False)
+    assert other.rows_reused == 0
+    with pytest.raises(ValueError, match="shape"):
+        other.store_pooled(backbone, sample, marked[:, :3].numpy(), max_length=32)
+
+
+def test_a_bad_file_of_pooled_rows_is_named_dropped_and_recomputed(tiny_model, topic_task, tmp_path):
+    import torch
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    top = backbone.num_blocks
+    good = FeatureCache(tmp_path).features(backbone, topic_task.train, start=top, max_length=32, progress=False)
+    (file,) = tmp_path.glob("pooled-*.pt")
+    file.write_bytes(file.read_bytes()[:100])
+    notes = []
+    cache = FeatureCache(tmp_path, log=notes.append)
+    got = cache.features(backbone, topic_task.train, start=top, max_length=32, progress=False)
+    assert len(notes) == 1 and str(file) in notes[0] and "computing them again" in notes[0]
+    assert cache.rows_computed == len(topic_task.train) and torch.equal(got, good)
+
+
 def test_the_disk_cache_stays_under_its_bound(tiny_model, topic_task, tmp_path):
     backbone = load_backbone(str(tiny_model("bert")))
     FeatureCache(tmp_path).features(backbone, topic_task.train, start=1, max_length=32, progress=False)
