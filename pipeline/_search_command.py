@@ -64,7 +64,8 @@ def register(sub) -> None:
     g.add_argument("--heartbeat", type=int, default=30, metavar="S",
                    help="seconds between heartbeats; a trial silent for 5 is retried (default 30)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    g.add_argument("--cache", default="auto", help="frozen-feature cache: auto, memory, disk or off (default auto)")
+    g.add_argument("--cache", default="auto", help="frozen-feature cache: auto (pooled features on disk, shared with advise; the rest in "
+                        "memory for one worker, on disk for several), memory, disk or off (default auto)")
     g.add_argument("--cache-gb", type=float, default=2.0,
                    help="most GiB of cached features held in memory per worker (default 2)")
     g.add_argument("--cache-disk-gb", type=float, default=10.0,
