@@ -2,7 +2,8 @@
 
 Steps: 1) read the optional files (label descriptions, reference, unlabeled), every problem at
 once; 2) embed a stratified sample of the training and validation rows once (mean pooling, every
-layer); 3) probes, transferability, learning curve; 4) zero-shot; 5) domain shift; 6) a pilot
+layer; the last layer's pooled features are kept in the feature cache, where the search's head
+finds them); 3) probes, transferability, learning curve; 4) zero-shot; 5) domain shift; 6) a pilot
 fine-tuning of the top 1-2 blocks on cached features (and of every block when deeper pays), and
 the forecast of fine-tuned accuracy from it (advisor/_forecast.py); 7) timed steps per k for the
 cost; 8) the decision (see advisor/_decide.py).

@@ -235,6 +235,7 @@ def main() -> None:
         for name, run in runs:
             folder = Path(tmp) / name.replace("+", "_")
             folder.mkdir()
+            os.environ["FINETUNE_ADVISOR_CACHE"] = str(folder / "cache")  # each run starts cold, from its own cache
             results[name] = run(task, args.trials, folder, sampler)
             r = results[name]
             print(f"{name}: {r['seconds']:.0f} s, best {r['best_value']:.4f}", flush=True)
