@@ -289,8 +289,10 @@ def test_pooled_rows_stored_for_a_sample_are_served_to_the_whole_split(tiny_mode
     other = FeatureCache(pooled_dir=tmp_path)
     other.features(backbone, topic_task.valid, start=top, max_length=32, progress=False)
     assert other.rows_reused == 0
-    with pytest.raises(ValueError, match="shape"):
-        other.store_pooled(backbone, sample, marked[:, :3].numpy(), max_length=32)
+    notes, files = [], set(tmp_path.glob("*.pt"))
+    FeatureCache(pooled_dir=tmp_path, log=notes.append).store_pooled(backbone, sample, marked[:, :3].numpy(),
+                                                                     max_length=32)
+    assert len(notes) == 1 and "not cached" in notes[0] and set(tmp_path.glob("*.pt")) == files
 
 
 def test_a_bad_file_of_pooled_rows_is_named_dropped_and_recomputed(tiny_model, topic_task, tmp_path):
