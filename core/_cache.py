@@ -90,7 +90,7 @@ class FeatureCache:
             value = self._pooled_rows(backbone, split, encoded, max_length, progress)
         else:
             file = self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt" if self.directory else None
-            value = self._read(file, encoded, backbone, start) if file is not None and file.exists() else None
+            value = self._read(file, encoded, backbone) if file is not None and file.exists() else None
             if value is not None:
                 self.hits += 1
             else:
@@ -114,7 +114,7 @@ class FeatureCache:
                      f"{backbone.hidden_size}; not cached")
             return
         self._write({"rows": split.row_keys(), "features": value.contiguous()},
-                    self._pooled_file(backbone, split, max_length, split.fingerprint), trim=self.pooled_dir)
+                    self._pooled_file(backbone, split, max_length, split.fingerprint))
 
     def _pooled_file(self, backbone: Backbone, split, max_length: int, name: str) -> Path:
         """pooled-<model, length, pooling>-<data set>-<name>.pt: one file per embedding pass (an
@@ -143,40 +143,37 @@ class FeatureCache:
             found.update(zip((keys[i] for i in missing), computed))
             part = hashlib.sha256("".join(keys[i] for i in missing).encode()).hexdigest()[:16]
             self._write({"rows": [keys[i] for i in missing], "features": computed},
-                        self._pooled_file(backbone, split, max_length, part), trim=self.pooled_dir)
+                        self._pooled_file(backbone, split, max_length, part))
         else:
             self.hits += 1
         return torch.stack([found[key] for key in keys])
 
     def _read_rows(self, file: Path, hidden: int) -> list:
-        """(row key, features) pairs of a file of pooled rows; [] (the file removed, with a note)
-        when it cannot be read or holds something else."""
-        try:
-            value = torch.load(file, weights_only=True)
-            rows, feats = value["rows"], value["features"]
+        """(row key, features) pairs of a file of pooled rows; [] when it cannot be used (see _load)."""
+
+        def problem(value) -> str:
+            rows, feats = value.get("rows"), value.get("features")
             ok = (isinstance(rows, list) and all(isinstance(r, str) for r in rows) and isinstance(feats, torch.Tensor)
                   and tuple(feats.shape) == (len(rows), hidden) and feats.dtype == torch.float32)
-            problem = "" if ok else f"expected row keys and a float32 [rows, {hidden}] tensor"
-        except FileNotFoundError:  # removed by another process's bound since the listing
-            return []
-        except Exception as e:
-            problem = f"{type(e).__name__}: {first_line(e)}"
-        if problem:
-            self.log(f"warning: cached features '{file}' cannot be used ({problem[:200]}); "
-                     "removed, computing them again")
-            file.unlink(missing_ok=True)
-            return []
-        with contextlib.suppress(OSError):
-            os.utime(file)  # most recently used, for the disk bound
-        return list(zip(rows, feats))
+            return "" if ok else f"expected row keys and a float32 [rows, {hidden}] tensor"
 
-    def _read(self, file: Path, encoded: Encoded, backbone: Backbone, start: int):
-        """Features from a cache file, or None (the file removed, with a note) when it cannot be read
-        or does not hold what this key needs. Never raises: a bad file costs a recomputation."""
+        value = self._load(file, problem)
+        return [] if value is None else list(zip(value["rows"], value["features"]))
+
+    def _read(self, file: Path, encoded: Encoded, backbone: Backbone):
+        """Features entering a block from a cache file, or None when it cannot be used (see _load)."""
+        lengths = encoded.lengths if backbone.modality == "text" else None
+        return self._load(file, lambda value: _shape_problem(value, lengths, backbone.hidden_size, rows=len(encoded)))
+
+    def _load(self, file: Path, problem_of):
+        """The value in a cache file, or None (the file removed, with a note) when it cannot be read
+        or `problem_of(value)` names what is wrong with it. Never raises: a bad file costs a
+        recomputation; one removed by another process's disk bound since it was listed, too."""
         try:
             value = torch.load(file, weights_only=True)
-            problem = _shape_problem(value, encoded.lengths if backbone.modality == "text" else None,
-                                     backbone.hidden_size, rows=len(encoded))
+            problem = problem_of(value)
+        except FileNotFoundError:
+            return None
         except Exception as e:
             problem = f"{type(e).__name__}: {first_line(e)}"
         if problem:
@@ -184,16 +181,17 @@ class FeatureCache:
                      "removed, computing them again")
             file.unlink(missing_ok=True)
             return None
-        os.utime(file)  # most recently used, for the disk bound
+        with contextlib.suppress(OSError):
+            os.utime(file)  # most recently used, for the disk bound
         return value
 
-    def _write(self, value, file: Path, trim: Path | None = None) -> None:
+    def _write(self, value, file: Path) -> None:
         try:
             _save_atomic(value, file)
         except OSError as e:  # a full disk or a read-only folder: the features are still in memory
             self.log(f"warning: cannot write the feature cache '{file}' ({e.strerror or e}); going on without it")
             return
-        self._trim_disk(trim or self.directory, keep=file)
+        self._trim_disk(file.parent, keep=file)
 
     def _trim_disk(self, folder: Path, keep: Path) -> None:
         """Remove the least recently used feature files until the folder is under disk_max_bytes."""
