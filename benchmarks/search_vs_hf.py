@@ -90,19 +90,31 @@ def rss_bytes() -> int:
     return 0
 
 
-def per_trial(trials, sampler: RssSampler, t0: float) -> list[dict]:
-    """Finished trials in the order they ended, with seconds from the run's start to their end and
-    their score: the best epoch's accuracy (intermediate values), or the value of a trial without."""
+def per_trial(study, sampler: RssSampler, t0: float) -> list[dict]:
+    """A study's finished trials in the order they ended, with seconds from the run's start to their
+    end and their score: the best whole epoch's accuracy (a report inside epoch 1, where the
+    pruner's steps are fractions of an epoch, is no epoch: a trial stopped there has no score), or
+    the value of a trial without reports."""
+    from core import STEPS_PER_EPOCH
+
+    steps_per_epoch = study.user_attrs.get(STEPS_PER_EPOCH, 1)
     rows = []
-    for t in sorted((t for t in trials if t.datetime_complete), key=lambda t: t.datetime_complete):
+    for t in sorted((t for t in study.get_trials(deepcopy=False) if t.datetime_complete),
+                    key=lambda t: t.datetime_complete):
         start, end = t.datetime_start.timestamp(), t.datetime_complete.timestamp()
         peak = sampler.peak_between(start, end)
-        score = max(t.intermediate_values.values()) if t.intermediate_values else t.value
+        epochs = {step // steps_per_epoch: v for step, v in t.intermediate_values.items() if step % steps_per_epoch == 0}
+        score = max(epochs.values(), default=None) if t.intermediate_values else t.value
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "score": score,
                      "params": t.params, "seconds": end - start, "ended_at_s": end - t0,
-                     "epochs_run": len(t.intermediate_values),
-                     "peak_rss_mb": None if peak is None else peak / 2**20})
+                     "epochs_run": len(epochs), "peak_rss_mb": None if peak is None else peak / 2**20})
     return rows
+
+
+def trial_line(rows: list[dict]) -> str:
+    """#number k=.. state score @end for each trial, for the printed table."""
+    return ", ".join(f"#{t['number']} k={t['params'].get('unfrozen_layers', '-')} {t['state'][0]} "
+                     f"{'-' if t['score'] is None else format(t['score'], '.3f')} @{t['ended_at_s']:.0f}s" for t in rows)
 
 
 def time_to(rows: list[dict], target: float) -> float | None:
@@ -110,7 +122,8 @@ def time_to(rows: list[dict], target: float) -> float | None:
     return next((r["ended_at_s"] for r in rows if r["score"] is not None and r["score"] >= target - 1e-12), None)
 
 
-def run_ours(task, trials: int, folder: Path, sampler: RssSampler, *, advise_first: bool) -> dict:
+def run_ours(task, trials: int, folder: Path, sampler: RssSampler, *, advise_first: bool,
+             first_rung: float = 1 / 3) -> dict:
     import optuna
 
     from advisor import AdvisorConfig, advise
@@ -124,12 +137,12 @@ def run_ours(task, trials: int, folder: Path, sampler: RssSampler, *, advise_fir
         space.pop("unfrozen_layers")
         advice = advise(backbone, task, AdvisorConfig(), progress=False, run_dir=folder)
     advise_seconds = time.time() - t0
-    record = search(backbone, task, folder, SearchConfig(trials=trials, space=space, seed=0, start_with=START),
-                    progress=False, log=lambda s: None)
+    config = SearchConfig(trials=trials, space=space, seed=0, start_with=START, first_rung=first_rung)
+    record = search(backbone, task, folder, config, progress=False, log=lambda s: None)
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{folder / 'study.db'}")
     return {"seconds": time.time() - t0, "advise_seconds": advise_seconds if advise_first else None,
-            "decision": advice.decision if advice else None,
-            "trials": per_trial(study.get_trials(deepcopy=False), sampler, t0),
+            "decision": advice.decision if advice else None, "first_rung": first_rung,
+            "trials": per_trial(study, sampler, t0),
             "best_value": record.best["value"], "best_params": record.best["params"]}
 
 
@@ -209,7 +222,7 @@ def run_hf(task, trials: int, folder: Path, sampler: RssSampler) -> dict:
         sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=max(3, min(10, trials // 3))),
         pruner=optuna.pruners.MedianPruner())
     study = optuna.load_study(study_name="hf", storage=storage)
-    return {"seconds": time.time() - t0, "trials": per_trial(study.get_trials(deepcopy=False), sampler, t0),
+    return {"seconds": time.time() - t0, "trials": per_trial(study, sampler, t0),
             "best_value": best.objective, "best_params": best.hyperparameters}
 
 
@@ -284,8 +297,7 @@ def main() -> None:
         print(f"{name:>14} vs Trainer: to {c['target']:.4f}: ours {_seconds(t['ours'])}, Trainer {_seconds(t['hf'])} "
               f"({ratio}); totals {c['total_s']['ours']:.0f} s vs {c['total_s']['hf']:.0f} s")
     for name, r in results.items():
-        print(f"{name}: " + ", ".join(f"#{t['number']} k={t['params'].get('unfrozen_layers', '-')} "
-                                      f"{t['state'][0]} {t['score']:.3f} @{t['ended_at_s']:.0f}s" for t in r["trials"]))
+        print(f"{name}: {trial_line(r['trials'])}")
     print(f"wrote {args.out}")
 
 

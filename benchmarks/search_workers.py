@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
-from search_vs_hf import SPACE, START, TOLERANCE, per_trial, time_to  # noqa: E402
+from search_vs_hf import SPACE, START, TOLERANCE, per_trial, time_to, trial_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_workers.json"
 
@@ -54,7 +54,7 @@ def run(workers: int, task, data_config: DataConfig, trials: int, folder: Path) 
     seconds = time.time() - t0
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{folder / 'study.db'}")
     return {"workers": workers, "threads_per_worker": (os.cpu_count() or 1) // workers, "seconds": seconds,
-            "trials": per_trial(study.get_trials(deepcopy=False), _NoRss(), t0), "best_value": record.best["value"]}
+            "trials": per_trial(study, _NoRss(), t0), "best_value": record.best["value"]}
 
 
 def main() -> None:
@@ -93,8 +93,7 @@ def main() -> None:
         "versions": library_versions()})
     for w, r in results.items():
         print(f"{w} worker(s): to {target:.4f} in {to_target[w] or float('nan'):.0f} s, total {r['seconds']:.0f} s, "
-              "trials " + ", ".join(f"#{t['number']} k={t['params'].get('unfrozen_layers')} {t['state'][0]} "
-                                    f"{t['score']:.3f} @{t['ended_at_s']:.0f}s" for t in r["trials"]))
+              f"trials {trial_line(r['trials'])}")
     print(f"two workers: {summary['two_workers_speedup_total']:.2f}x the total, "
           f"{summary['two_workers_speedup_to_target'] or float('nan'):.2f}x to the target")
     print(f"wrote {RESULTS}")

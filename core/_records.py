@@ -30,6 +30,7 @@ EXPORT_DIR = "export"
 EXPORT_FILE = "export.json"
 
 FAIL_REASON = "fail_reason"  # a trial's user attribute: why it failed by itself (not killed)
+STEPS_PER_EPOCH = "pruner_steps_per_epoch"  # a study's user attribute: trial.report's steps per epoch
 DEFAULT_TRIALS = 20  # the search's trials: what `search` and `run` do and what the advisor's cost assumes
 DECISIONS = ("zero-shot", "head-only", "fine-tune", "change-model")
 

@@ -144,7 +144,8 @@ class TrainResult:
 
 
 def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cache: FeatureCache | None = None,
-          on_epoch: Callable[[int, float], None] | None = None, head_init=None, progress: bool = True) -> TrainResult:
+          on_epoch: Callable[[float, float], None] | None = None, head_init=None, first_rung: float = 1.0,
+          progress: bool = True) -> TrainResult:
     """Fine-tune the top `config.unfrozen_layers` blocks and a head on `task.train`.
 
     Args:
@@ -159,6 +160,10 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
             linear probe fitted on the pooled frozen features (LP-FT: Kumar et al., "Fine-Tuning
             can Distort Pretrained Features and Underperform Out-of-Distribution", ICLR 2022);
             None = a random head.
+        first_rung: below 1, `on_epoch` is also called once inside the first epoch, after this
+            share of its steps, with the share as the epoch (e.g. 1/3): a pruner can stop a poor
+            run after a third of the data (successive halving on data size for the first rung).
+            That check is not an epoch: it is not in the history and never restored as the best.
         progress: show a progress bar.
 
     Returns:
@@ -180,7 +185,10 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
     try:
         with context:
             for epoch in range(1, config.epochs + 1):
-                record = fit.epoch(epoch, bar)
+                check, steps = None, max(1, round(first_rung * fit.steps_per_epoch))
+                if epoch == 1 and on_epoch is not None and steps < fit.steps_per_epoch:
+                    check = (steps, lambda accuracy: on_epoch(first_rung, accuracy))
+                record = fit.epoch(epoch, bar, check)
                 history.append(record)
                 if record.valid_accuracy > best[0]:
                     best = (record.valid_accuracy, epoch, _trainable_state(model))
@@ -282,13 +290,17 @@ class _Fit:
         with autocast(d.device, d.amp):
             return model(**batch)
 
-    def epoch(self, epoch: int, bar) -> EpochRecord:
-        """One pass over the training rows (seeded order), then the validation accuracy."""
-        config, device = self.config, self.data.device
-        t0 = time.perf_counter()
+    def train_mode(self) -> None:
         self.model.train()
         for module in self.frozen:  # no dropout in what is frozen
             module.eval()
+
+    def epoch(self, epoch: int, bar, check=None) -> EpochRecord:
+        """One pass over the training rows (seeded order), then the validation accuracy.
+        check: (steps, callback): after that many steps, callback(validation accuracy then)."""
+        config, device = self.config, self.data.device
+        t0 = time.perf_counter()
+        self.train_mode()
         order = np.random.default_rng(config.seed + epoch).permutation(len(self.task.train))
         losses = []
         for s in range(0, len(order), config.batch_size):
@@ -305,6 +317,9 @@ class _Fit:
             self.step_losses.append(loss.item())
             losses.append(self.step_losses[-1])
             bar.update(1)
+            if check is not None and len(losses) == check[0]:
+                check[1](self.evaluate())
+                self.train_mode()
         accuracy = self.evaluate()
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid_acc=f"{accuracy:.3f}")
         return EpochRecord(epoch, float(np.mean(losses)), accuracy, time.perf_counter() - t0)

@@ -19,8 +19,8 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run dashboard/app.py` from a checkout
 
 from core import InputError, first_line  # noqa: E402
-from dashboard._runs import (RunView, compare_rows, fixed_params, layer_points, load_run, run_paths,  # noqa: E402
-                             table, trial_rows, validation_errors)
+from dashboard._runs import (RunView, compare_rows, epoch_axis, fixed_params, layer_points, load_run,  # noqa: E402
+                             run_paths, steps_per_epoch, table, trial_rows, validation_errors)
 
 REFRESH_SECONDS = 5
 
@@ -222,7 +222,8 @@ def search_section(run: RunView) -> None:
         left, right = st.columns(2)
         left.plotly_chart(vis.plot_optimization_history(study), key=f"history-{key}")
         right.plotly_chart(layers_chart(trials, fixed_params(study).get("unfrozen_layers")), key=f"layers-{key}")
-        left.plotly_chart(vis.plot_intermediate_values(study), key=f"intermediate-{key}")
+        curves = epoch_axis(vis.plot_intermediate_values(study), steps_per_epoch(study))
+        left.plotly_chart(curves, key=f"intermediate-{key}")
         if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 2:
             try:
                 with warnings.catch_warnings():  # few trials: optuna warns that importances are equal

@@ -50,6 +50,9 @@ def register(sub) -> None:
                    help="override one parameter's range (repeatable; see below)")
     g.add_argument("--space-file", metavar="FILE", help='JSON {"NAME": "VALUE", …} of overrides')
     g.add_argument("--pruner", choices=PRUNERS, default="hyperband", help="default: hyperband")
+    g.add_argument("--first-rung", default="1/3", metavar="1/N",
+                   help="share of the first epoch after which a trial first reports to the pruner, so a poor "
+                        "one stops after that much data (default 1/3; 1 = after whole epochs only)")
     g.add_argument("--no-advice", action="store_true", help="ignore RUN/advice.json")
     g.add_argument("--head-search", action="store_true",
                    help="when only a head trains (unfrozen_layers=0), search its hyperparameters with trials "
@@ -98,6 +101,17 @@ def space_overrides(pairs: list[str], file: str | None) -> dict[str, str]:
     return overrides
 
 
+def first_rung(text: str) -> float:
+    """--first-rung as a number: "1/3", "0.5" or "1"."""
+    from core import InputError
+
+    top, sep, bottom = text.partition("/")
+    try:
+        return float(top) / float(bottom) if sep else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"--first-rung '{text}' is not a share of an epoch; give 1/N, e.g. 1/3, or 1.") from None
+
+
 def run(args) -> int:
     from core import BEST_MODEL_DIR, SEARCH_FILE, RunDir, load_backbone, load_task
     from search import SearchConfig, check_storage, parse_param, search, storage_url
@@ -106,7 +120,8 @@ def run(args) -> int:
 
     overrides = space_overrides(args.space, args.space_file)
     config = SearchConfig(trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
-                          pruner=args.pruner, workers=args.workers, space=overrides, use_advice=not args.no_advice,
+                          pruner=args.pruner, first_rung=first_rung(args.first_rung), workers=args.workers,
+                          space=overrides, use_advice=not args.no_advice,
                           seed=args.seed, device=args.device, cache=args.cache, cache_gb=args.cache_gb,
                           cache_disk_gb=args.cache_disk_gb,
                           heartbeat=args.heartbeat, head_search=args.head_search,

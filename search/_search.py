@@ -4,7 +4,10 @@ One trial = one `core.train` run. Trials in a process share the backbone (loaded
 trial trains a copy, so every trial starts from the pretrained weights) and the frozen-layer
 feature cache (per k and max length), so after the first trial with a given k, its frozen part
 costs nothing. Each epoch's validation accuracy is reported to the pruner (Hyperband by
-default). Only the best model so far is kept on disk, in RUN/best_model.
+default), and once before that, after the first third of the first epoch's steps (`first_rung`),
+so a poor trial can stop after a third of the data. The pruner's steps are therefore thirds of an
+epoch (search.json keys a trial's reports by epoch: 0.3333, 1, 2, ...). Only the best model so far
+is kept on disk, in RUN/best_model.
 
 `--trials N` is the total of finished trials in the study (complete, pruned, or failed by
 themselves), so re-running the same command resumes. With several workers, trials already
@@ -23,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from core import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DEFAULT_TRIALS, SEARCH_FILE, AdviceRecord, InputError,
-                  RunDir, SearchRecord, atomic_folder, clean_stale_temp, mask_url, read_json, write_json_atomic)
+                  RunDir, SearchRecord, STEPS_PER_EPOCH, atomic_folder, clean_stale_temp, mask_url, read_json, write_json_atomic)
 
 from ._space import SearchSpace
 from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study,
@@ -47,6 +50,10 @@ class SearchConfig:
         storage: an Optuna storage URL; None = sqlite:///RUN/study.db.
         study: the study's name in the storage.
         pruner: "hyperband", "median" or "none"; epochs are the resource.
+        first_rung: the share of the first epoch's steps after which a trial first reports its
+            validation accuracy to the pruner: successive halving on data size for the first rung
+            (Li et al., "Hyperband", JMLR 2018, take training rows as the resource as well as
+            iterations). 1/n for a whole n (the pruner's steps are 1/n epoch); 1 = epochs only.
         workers: worker processes on this machine (on several GPUs, one GPU each in turn).
         space: {parameter: "LO:HI" | "A,B" | "V"} on top of the defaults (see search._space).
         use_advice: narrow unfrozen_layers to RUN/advice.json's suggestion and try it first.
@@ -82,6 +89,7 @@ class SearchConfig:
     storage: str | None = None
     study: str = "search"
     pruner: str = "hyperband"
+    first_rung: float = 1 / 3
     workers: int = 1
     space: dict = field(default_factory=dict)
     use_advice: bool = True
@@ -97,11 +105,18 @@ class SearchConfig:
     head_start: str = "probe"
     start_with: tuple = ()
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """The pruner's steps per epoch: 1 / first_rung."""
+        return round(1 / self.first_rung)
+
     def __post_init__(self):
         InputError.check([
             (self.trials >= 1, f"--trials {self.trials} must be >= 1."),
             (self.timeout is None or self.timeout > 0, f"--timeout {self.timeout} must be > 0 seconds."),
             (self.pruner in PRUNERS, f"--pruner '{self.pruner}' must be one of {', '.join(PRUNERS)}."),
+            (0 < self.first_rung <= 1 and abs(self.first_rung * round(1 / self.first_rung) - 1) < 1e-6,
+             f"--first-rung {self.first_rung:g} must be 1/n for a whole n >= 1, e.g. 1/3 (or 1: epochs only)."),
             (self.workers >= 1, f"--workers {self.workers} must be >= 1."),
             (self.cache in CACHES, f"--cache '{self.cache}' must be one of {', '.join(CACHES)}."),
             (self.heartbeat >= 1, f"--heartbeat {self.heartbeat} must be >= 1 second."),
@@ -182,7 +197,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, mo
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)
     identity = {"metric": METRIC, "space": space.to_dict(), "model": model_identity(backbone),
-                "data_fingerprint": task.fingerprint}
+                "data_fingerprint": task.fingerprint, STEPS_PER_EPOCH: config.steps_per_epoch}
     study = open_study(storage, config.study, identity=identity)
     if not study.get_trials(deepcopy=False):
         for params in ([first_params] if first_params else []) + list(config.start_with):
@@ -339,7 +354,7 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
         sampler = trial_seeded_tpe(config.seed, n_startup_trials=n_startup)
     max_epochs = max(space["epochs"].values)
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
-                              pruner=make_pruner(config.pruner, max_epochs))
+                              pruner=make_pruner(config.pruner, max_epochs * config.steps_per_epoch))
     cache = _feature_cache(config)
     objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker)
 
@@ -481,11 +496,11 @@ class _Objective:
         trial.set_user_attr("worker", self.worker)
         t0 = time.perf_counter()
 
-        def on_epoch(epoch: int, accuracy: float) -> None:
+        def on_epoch(epoch: float, accuracy: float) -> None:
             _raise_pending_interrupt()
-            trial.report(accuracy, epoch)
+            trial.report(accuracy, round(epoch * self.config.steps_per_epoch))
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} at validation accuracy {accuracy:.4f}")
+                raise optuna.TrialPruned(f"pruned after {epoch_text(epoch)} at validation accuracy {accuracy:.4f}")
 
         try:
             config = TrainConfig(**{"patience": self.config.patience, **params}, seed=self.config.seed,
@@ -494,7 +509,8 @@ class _Objective:
             _IN_TRAINING.set()
             try:
                 result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch,
-                               head_init=self.head_init(config.max_length), progress=False)
+                               head_init=self.head_init(config.max_length), first_rung=self.config.first_rung,
+                               progress=False)
             finally:
                 _IN_TRAINING.clear()
         except optuna.TrialPruned:
@@ -646,18 +662,24 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
                   "running": counts["running"], "waiting": counts["waiting"]},
         best=None if best is None else {"number": best.number, "value": best.value,
                                         "params": {**fixed, **best.params}},
-        trials=[_trial_row(t, fixed) for t in trials],
+        trials=[_trial_row(t, fixed, study.user_attrs.get(STEPS_PER_EPOCH, 1)) for t in trials],
         finished=len(finished(trials)), target_trials=config.trials, best_model=_best_saved(run_dir, config.study),
         space=space.to_dict(),
-        extra={"pruner": config.pruner, "head_start": config.head_start, "sampler": f"TPE(seed={config.seed}, reseeded per trial number)",
+        extra={"pruner": config.pruner, "first_rung": config.first_rung, "head_start": config.head_start, "sampler": f"TPE(seed={config.seed}, reseeded per trial number)",
                "workers": config.workers, "seconds": seconds})
 
 
-def _trial_row(t, fixed: dict) -> dict:
-    """One trial; its params include the space's fixed values, so each row is a whole configuration."""
+def epoch_text(epoch: float) -> str:
+    """"epoch 2", or "0.33 of epoch 1" for a first rung's report."""
+    return f"epoch {epoch:g}" if epoch == int(epoch) else f"{epoch:.2g} of epoch 1"
+
+
+def _trial_row(t, fixed: dict, steps_per_epoch: int) -> dict:
+    """One trial; its params include the space's fixed values, so each row is a whole configuration;
+    its reports to the pruner keyed by epoch (0.3333 = a third of the first epoch)."""
     row = {"number": t.number, "state": t.state.name, "value": t.value, "params": {**fixed, **t.params},
            "seconds": t.user_attrs.get("seconds"),
-           "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())}}
+           "intermediate": {f"{k / steps_per_epoch:.4g}": v for k, v in sorted(t.intermediate_values.items())}}
     if FAIL_REASON in t.user_attrs:
         row["fail_reason"] = t.user_attrs[FAIL_REASON]
     if "failed_trial" in t.system_attrs:

@@ -149,12 +149,14 @@ def finished(trials) -> list:
             or (t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs)]
 
 
-def make_pruner(name: str, max_epochs: int):
-    """'hyperband' (default), 'median' or 'none', with epochs as the resource."""
+def make_pruner(name: str, max_steps: int):
+    """'hyperband' (default), 'median' or 'none', with the trial's reports as the resource: one
+    step per `SearchConfig.steps_per_epoch`-th of an epoch, `max_steps` in the longest trial (at
+    3 steps per epoch and 4 epochs, Hyperband's rungs fall at 1/3, 1 and 3 epochs)."""
     import optuna
 
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_epochs), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_steps), reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     return optuna.pruners.NopPruner()

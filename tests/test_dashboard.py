@@ -252,6 +252,29 @@ def test_a_head_only_search_is_drawn_at_k_0_and_empty_cells_read_as_a_dash(tmp_p
     assert list(shown["seconds"]) == ["–", 2.5]
 
 
+def test_learning_curves_are_drawn_in_epochs_when_a_trial_reports_inside_epoch_one(tmp_path):
+    """search's first rung: steps are thirds of an epoch; the table counts whole epochs and the
+    curves' x axis reads epochs, not pruner steps."""
+    import optuna
+    import optuna.visualization as vis
+
+    from core import STEPS_PER_EPOCH
+    from dashboard._runs import epoch_axis, steps_per_epoch, trial_rows
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr(STEPS_PER_EPOCH, 3)
+    dist = {"epochs": optuna.distributions.IntDistribution(1, 3)}
+    study.add_trial(optuna.trial.create_trial(params={"epochs": 2}, distributions=dist, value=0.9,
+                                              intermediate_values={1: 0.5, 3: 0.8, 6: 0.9}))
+    study.add_trial(optuna.trial.create_trial(params={"epochs": 3}, distributions=dist, value=0.3,
+                                              state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 0.3}))
+    assert [r["epochs run"] for r in trial_rows(study)] == [2, 0]
+    fig = epoch_axis(vis.plot_intermediate_values(study), steps_per_epoch(study))
+    xs = sorted(tuple(t.x) for t in fig.data if t.x is not None)
+    assert xs == [(1 / 3,), (1 / 3, 1, 2)] and fig.layout.xaxis.title.text == "epoch"
+    assert steps_per_epoch(optuna.create_study()) == 1  # a study from before the first rung
+
+
 def test_an_image_run_shows_the_image_shift_measures(tmp_path, monkeypatch):
     """An image task's advice (no tokens, no reference set: MMD absent) draws its own shift table."""
     run = tmp_path / "images"

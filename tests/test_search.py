@@ -87,6 +87,9 @@ def test_search_config_checks():
     with pytest.raises(InputError, match="--trials 0") as e:
         SearchConfig(trials=0, pruner="random", workers=0)
     assert "--pruner 'random'" in str(e.value) and "--workers 0" in str(e.value)
+    with pytest.raises(InputError, match="--first-rung 0.4 must be 1/n"):
+        SearchConfig(first_rung=0.4)
+    assert SearchConfig(first_rung=1 / 4).steps_per_epoch == 4 and SearchConfig(first_rung=1).steps_per_epoch == 1
 
 
 # --------------------------------------------------------------------------- one process
@@ -115,6 +118,8 @@ def test_search_json_follows_the_contract(searched):
     for t in record["trials"]:
         assert set(t) >= {"number", "state", "value", "params", "seconds"}
         assert 0 <= t["params"]["unfrozen_layers"] <= 2 and t["params"]["max_length"] == 32
+        # the pruner heard from the trial after a third of its first epoch, then after each epoch
+        assert list(t["intermediate"]) == ["0.3333"] + [str(e) for e in range(1, t["params"]["epochs"] + 1)]
     best = max(record["trials"], key=lambda t: (t["value"], -t["number"]))
     assert record["best"]["number"] == best["number"] and record["best"]["value"] == best["value"]
     assert (run / "search.json").exists()
@@ -155,6 +160,9 @@ def test_a_study_that_searches_something_else_is_refused(searched, minilm, topic
     with pytest.raises(InputError, match="study 'search' already exists and searches something else.*space"):
         search(minilm, topic_task, run, SearchConfig(trials=8, space={**QUICK, "epochs": "1:3"}),
                progress=False, log=lambda s: None)
+    with pytest.raises(InputError, match="pruner_steps_per_epoch: stored 3, now 1"):  # its steps would mix
+        search(minilm, topic_task, run, SearchConfig(trials=8, space=QUICK, first_rung=1), progress=False,
+               log=lambda s: None)
 
 
 def test_a_study_with_another_direction_is_refused(tmp_path, minilm, topic_task):
@@ -213,8 +221,10 @@ def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
                          progress=False, log=lambda s: None)
     assert pruned["n_trials"]["pruned"] >= 1
     for t in pruned["trials"]:
-        epochs = len(t["intermediate"])
+        epochs = sum(float(e).is_integer() for e in t["intermediate"])
         assert epochs < 3 if t["state"] == "PRUNED" else epochs >= 1  # pruned trials stopped early
+    # a trial far behind is stopped at the first rung, after a third of the data
+    assert any(list(t["intermediate"]) == ["0.3333"] for t in pruned["trials"] if t["state"] == "PRUNED")
     kept = search_json(minilm, topic_task, tmp_path / "none", SearchConfig(trials=4, space=space, pruner="none"),
                   progress=False, log=lambda s: None)
     assert kept["n_trials"]["pruned"] == 0
@@ -286,6 +296,8 @@ def quick_flags():
     (["--space", "depth=3"], "'depth' is not a searchable parameter"),
     (["--space", "augment=false,true"], "flips and crops are for images"),
     (["--trials", "0"], "--trials 0 must be >= 1"),
+    (["--first-rung", "1/0"], "--first-rung '1/0' is not a share of an epoch"),
+    (["--first-rung", "0.4"], "--first-rung 0.4 must be 1/n for a whole n"),
 ])
 def test_bad_search_input_exits_2_and_writes_nothing(tmp_path, topics_file, flags, match):
     import re

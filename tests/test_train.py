@@ -106,6 +106,40 @@ def test_on_epoch_sees_validation_accuracy_and_can_stop_training(tiny_model, top
     assert [e for e, _ in seen] == [1, 2] and all(0 <= a <= 1 for _, a in seen)
 
 
+def test_a_first_rung_reports_inside_epoch_one_and_changes_nothing_else(tiny_model, topic_task):
+    backbone = load_backbone(str(tiny_model("bert")))
+    config = TrainConfig(unfrozen_layers=1, **{**FAST, "epochs": 2, "patience": 0})
+    seen, plain = [], []
+    checked = train(backbone, topic_task, config, on_epoch=lambda e, a: seen.append((e, a)), first_rung=1 / 3,
+                    progress=False)
+    whole = train(backbone, topic_task, config, on_epoch=lambda e, a: plain.append((e, a)), progress=False)
+    assert [e for e, _ in seen] == [1 / 3, 1, 2] and [e for e, _ in plain] == [1, 2]
+    assert seen[1:] == plain  # the early look is a validation pass only: same steps, same accuracies
+    np.testing.assert_array_equal(losses(checked), losses(whole))
+    assert [h.epoch for h in checked.history] == [1, 2] and checked.best_epoch in (1, 2)
+
+
+def test_a_first_rung_can_stop_training_after_a_share_of_the_data(tiny_model, topic_task, monkeypatch):
+    import torch
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    config = TrainConfig(unfrozen_layers=1, **{**FAST, "epochs": 3, "patience": 0})
+    steps_per_epoch = -(-len(topic_task.train) // config.batch_size)
+    steps, seen, loss = [], [], torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **k: steps.append(1) or loss(*a, **k))
+
+    class Pruned(Exception):
+        pass
+
+    def on_epoch(epoch, accuracy):
+        seen.append(epoch)
+        raise Pruned
+
+    with pytest.raises(Pruned):
+        train(backbone, topic_task, config, on_epoch=on_epoch, first_rung=1 / 3, progress=False)
+    assert seen == [1 / 3] and len(steps) == round(steps_per_epoch / 3) < steps_per_epoch
+
+
 def test_nan_loss_raises_training_error(tiny_model, topic_task):
     backbone = load_backbone(str(tiny_model("bert")))
     with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch 1.*Lower the learning rate"):
