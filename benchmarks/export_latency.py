@@ -38,6 +38,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "export_latency.json"
 STATIC = "model.static-int8.onnx"
 
 
+def vector_extensions() -> list[str]:
+    """The CPU's vector extensions that set int8's speed-up (VNNI multiplies int8 in one
+    instruction; AVX2 alone needs two): those of /proc/cpuinfo's flags, [] where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        return []
+    return [x for x in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if x in flags]
+
+
 def trained_model(run: Path, task) -> Path:
     """RUN/best_model, trained here first when the run has none."""
     from core import TrainConfig, load_backbone, train
@@ -161,7 +172,8 @@ def main() -> None:
                                  "timing": "each figure [q1, median, q3] ms; contenders in turn in every round (export._variants.time_in_turn)",
                                  "variants": rows, "summary": summary, "fusion": record["fusion"],
                                  "quantization": record["quantization"],
-                                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                             "vector_extensions": vector_extensions()},
                                  "versions": library_versions()})
     print(f"{'variant':<24} {'accuracy':>8} {'b1 ms':>7} {'b32 ms':>8} {'valid ms':>9} {'b1 x':>5} {'b32 x':>6} "
           f"{'valid x':>7}")

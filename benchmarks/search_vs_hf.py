@@ -7,7 +7,8 @@ budget (12), the same space (unfrozen_layers 0..6, learning rate 1e-5..3e-4 log,
 side (START), then TPE (seed 0, 4 start-up trials) on each. The same objective on both sides:
 the best epoch's validation accuracy of a trial (the Trainer's compute_objective keeps the best
 epoch so far, which is also what its pruner sees). Each side prunes as its users get it: this
-project with its default (Hyperband over epochs), the Trainer with Optuna's default pruner
+project with its default (Hyperband, a trial's first report after a third of epoch 1, then
+one per epoch), the Trainer with Optuna's default pruner
 (MedianPruner). The training recipe is the same: mean pooling + linear head (the Trainer trains
 this project's Classifier, since transformers' own heads cannot mean-pool), AdamW, linear decay,
 no warm-up, one learning rate for head and blocks, gradient clipping at 1.
