@@ -68,6 +68,8 @@ class TrainConfig:
         augment: images only: each training image is flipped left-right at random and cropped at a
             random offset from its copy padded by 1/8 of its side, anew every step (`augment_pixels`).
             The frozen part then sees new pixels each time, so nothing is cached.
+        group_by_length: texts only: each training batch holds texts of similar length, so it is
+            padded less (`length_grouped_batches`); the batches still come in a seeded random order.
     """
 
     unfrozen_layers: int = 2
@@ -89,6 +91,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     augment: bool = False
+    group_by_length: bool = False
 
     def __post_init__(self):
         checks = [
@@ -250,6 +253,23 @@ def _prepare(backbone: Backbone, task, config: TrainConfig, cache: FeatureCache 
     return _Prepared(device, amp, n_blocks - k, cached, encoded, features, time.perf_counter() - t0, notes)
 
 
+def length_grouped_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng,
+                           group: int = 50) -> list[np.ndarray]:
+    """Batches of rows of similar length from a random `order`: the order is cut into groups of
+    `group` batches, each group sorted longest first and cut into batches, then all batches are
+    shuffled. transformers' `group_by_length` (LengthGroupedSampler) sorts the same groups of 50
+    batches; shuffling the batches as well keeps long and short batches from alternating in a
+    fixed pattern. A batch then pads to nearly its own texts' length instead of the longest of a
+    random draw."""
+    size = group * batch_size
+    batches = []
+    for s in range(0, len(order), size):
+        chunk = order[s:s + size]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _build_model(backbone: Backbone, task, config: TrainConfig, head_init) -> Classifier:
     """A private copy of the backbone under a seeded head (from `head_init` when given)."""
     torch.manual_seed(config.seed)
@@ -301,16 +321,13 @@ class _Fit:
         config, device = self.config, self.data.device
         t0 = time.perf_counter()
         self.train_mode()
-        order = np.random.default_rng(config.seed + epoch).permutation(len(self.task.train))
         losses = []
-        for s in range(0, len(order), config.batch_size):
-            idx = order[s:s + config.batch_size]
+        for step, idx in enumerate(self.batches(epoch), 1):
             loss = torch.nn.functional.cross_entropy(self.logits("train", idx).float(),
                                                      self.labels["train"][idx].to(device))
             if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step "
-                                    f"{s // config.batch_size + 1} (learning rate {config.learning_rate}). "
-                                    "Lower the learning rate.")
+                raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step {step} "
+                                    f"(learning rate {config.learning_rate}). Lower the learning rate.")
             self.optimizer.zero_grad(set_to_none=True)
             _backward_step(loss, self.model, self.optimizer, self.scaler, config.max_grad_norm)
             self.scheduler.step()
@@ -323,6 +340,18 @@ class _Fit:
         accuracy = self.evaluate()
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid_acc=f"{accuracy:.3f}")
         return EpochRecord(epoch, float(np.mean(losses)), accuracy, time.perf_counter() - t0)
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """The training rows' batches of one epoch, in a seeded random order; grouped by length
+        (`config.group_by_length`) where blocks train on text, whose batches pad to their longest
+        text (a head alone reads pooled features of one size; images have one size)."""
+        config = self.config
+        rng = np.random.default_rng(config.seed + epoch)
+        order = rng.permutation(len(self.task.train))
+        lengths = getattr(self.data.encoded["train"], "lengths", None)
+        if config.group_by_length and lengths is not None and config.unfrozen_layers > 0:
+            return length_grouped_batches(order, lengths, config.batch_size, rng)
+        return [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
 
     def evaluate(self) -> float:
         """Accuracy on the validation split, in batches of similar length (least padding)."""

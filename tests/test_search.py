@@ -210,6 +210,20 @@ def test_a_nan_loss_fails_the_trial_with_its_reason(tmp_path, minilm, topic_task
     assert record["best"] is None and not (tmp_path / "best_model").exists()
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_trials_train_on_batches_grouped_by_length_unless_asked_not_to(tmp_path, minilm, topic_task, monkeypatch,
+                                                                      grouped):
+    import core._train
+
+    calls = []
+    real = core._train.length_grouped_batches
+    monkeypatch.setattr(core._train, "length_grouped_batches", lambda *a, **k: calls.append(1) or real(*a, **k))
+    space = {**QUICK, "unfrozen_layers": "1", "epochs": "1"}
+    search_json(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=space, group_by_length=grouped),
+                progress=False, log=lambda s: None)
+    assert bool(calls) == grouped
+
+
 @pytest.mark.slow
 def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
 

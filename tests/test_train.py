@@ -140,6 +140,39 @@ def test_a_first_rung_can_stop_training_after_a_share_of_the_data(tiny_model, to
     assert seen == [1 / 3] and len(steps) == round(steps_per_epoch / 3) < steps_per_epoch
 
 
+def test_length_grouped_batches_cover_every_row_once_and_pad_less():
+    from core._train import length_grouped_batches
+
+    lengths = np.random.default_rng(0).integers(5, 120, 1000)
+    order = np.random.default_rng(1).permutation(1000)
+    batches = length_grouped_batches(order, lengths, 16, np.random.default_rng(2), group=10)
+    assert sorted(np.concatenate(batches)) == list(range(1000)) and len(batches) == 63  # ceil(1000 / 16)
+    assert sum(len(b) < 16 for b in batches) == 1
+
+    def padded(bs):
+        return sum(len(b) * lengths[b].max() for b in bs)
+
+    random = [order[s:s + 16] for s in range(0, 1000, 16)]
+    assert padded(batches) < 0.7 * padded(random)  # a batch pads to about its own rows' length
+    again = length_grouped_batches(order, lengths, 16, np.random.default_rng(2), group=10)
+    assert all((a == b).all() for a, b in zip(batches, again))  # seeded
+
+
+def test_grouped_batches_change_the_batches_not_what_is_computed(tiny_model, topic_task):
+    """Grouped by length, cached and uncached training still give the same losses; a head alone
+    (pooled features of one size) is not grouped, so its losses do not move."""
+    backbone = load_backbone(str(tiny_model("bert")))
+    grouped = dict(FAST, group_by_length=True)
+    cached = train(backbone, topic_task, TrainConfig(unfrozen_layers=1, **grouped), progress=False)
+    plain = train(backbone, topic_task, TrainConfig(unfrozen_layers=1, cache="off", **grouped), progress=False)
+    np.testing.assert_allclose(losses(cached), losses(plain), rtol=1e-4, atol=1e-5)
+    random = train(backbone, topic_task, TrainConfig(unfrozen_layers=1, **FAST), progress=False)
+    assert len(random.step_losses) == len(cached.step_losses) and random.step_losses != cached.step_losses
+    head = [train(backbone, topic_task, TrainConfig(unfrozen_layers=0, **FAST, group_by_length=g), progress=False)
+            for g in (False, True)]
+    np.testing.assert_array_equal(losses(head[0]), losses(head[1]))
+
+
 def test_nan_loss_raises_training_error(tiny_model, topic_task):
     backbone = load_backbone(str(tiny_model("bert")))
     with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch 1.*Lower the learning rate"):
