@@ -344,12 +344,13 @@ class _Fit:
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The training rows' batches of one epoch, in a seeded random order; grouped by length
         (`config.group_by_length`) where blocks train on text, whose batches pad to their longest
-        text (a head alone reads pooled features of one size; images have one size)."""
+        text (a head alone reads pooled features of one size; images have one size; texts that
+        all reach max_length pad nothing either way and keep the random batches)."""
         config = self.config
         rng = np.random.default_rng(config.seed + epoch)
         order = rng.permutation(len(self.task.train))
         lengths = getattr(self.data.encoded["train"], "lengths", None)
-        if config.group_by_length and lengths is not None and config.unfrozen_layers > 0:
+        if config.group_by_length and lengths is not None and config.unfrozen_layers > 0 and np.ptp(lengths) > 0:
             return length_grouped_batches(order, lengths, config.batch_size, rng)
         return [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
 
