@@ -462,10 +462,10 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
     from optuna.trial import TrialState
 
     out = tmp_path / "run"
-    # trials of several seconds each (k >= 1, 20 epochs, no early stop): on an idle machine a 3-epoch trial of a
-    # cached head ended before the signal reached it
+    # trials of many seconds each (k >= 1, 80 epochs, no early stop): on an idle machine a 3-epoch trial of a
+    # cached head ended before the signal reached it, and 20-epoch trials (2-5 s) ended between two polls
     args = ["search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out), "--trials", "3",
-            "--pruner", "none", *quick_flags(), "--space", "epochs=20", "--space", "patience=20",
+            "--pruner", "none", *quick_flags(), "--space", "epochs=80", "--space", "patience=80",
             "--space", "unfrozen_layers=1:2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.PIPE,
