@@ -96,15 +96,15 @@ def per_trial(study, sampler: RssSampler, t0: float) -> list[dict]:
     end and their score: the best whole epoch's accuracy (a report inside epoch 1, where the
     pruner's steps are fractions of an epoch, is no epoch: a trial stopped there has no score), or
     the value of a trial without reports."""
-    from core import STEPS_PER_EPOCH
+    from core import epoch_reports, steps_per_epoch
 
-    steps_per_epoch = study.user_attrs.get(STEPS_PER_EPOCH, 1)
+    per_epoch = steps_per_epoch(study)
     rows = []
     for t in sorted((t for t in study.get_trials(deepcopy=False) if t.datetime_complete),
                     key=lambda t: t.datetime_complete):
         start, end = t.datetime_start.timestamp(), t.datetime_complete.timestamp()
         peak = sampler.peak_between(start, end)
-        epochs = {step // steps_per_epoch: v for step, v in t.intermediate_values.items() if step % steps_per_epoch == 0}
+        epochs = epoch_reports(t.intermediate_values, per_epoch)
         score = max(epochs.values(), default=None) if t.intermediate_values else t.value
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "score": score,
                      "params": t.params, "seconds": end - start, "ended_at_s": end - t0,

@@ -16,7 +16,7 @@ from ._errors import InputError, first_line
 from ._head import fit_head, fit_probe, fit_with_c, one_blas_thread
 from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR,
                        EXPORT_FILE, FAIL_REASON, RUN_FILE, SEARCH_FILE, STEPS_PER_EPOCH, STUDY_FILE, AdviceRecord,
-                       ExportRecord, SearchRecord, sqlite_url)
+                       ExportRecord, SearchRecord, epoch_reports, sqlite_url, steps_per_epoch)
 from ._rundir import (RunDir, atomic_folder, default_cache_dir, check_replaceable, check_writable, clean_stale_temp, library_versions,
                       mask_secrets, mask_url, read_json, write_json_atomic)
 
@@ -34,7 +34,7 @@ _LAZY = {
     "is_out_of_memory": "_device",
 }
 
-__all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord", "sqlite_url", "ADVICE_FILE", "BEST_MODEL_DIR",
+__all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord", "epoch_reports", "sqlite_url", "steps_per_epoch", "ADVICE_FILE", "BEST_MODEL_DIR",
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE", "STEPS_PER_EPOCH",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
            "stratified_indices", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",

@@ -35,6 +35,17 @@ DEFAULT_TRIALS = 20  # the search's trials: what `search` and `run` do and what 
 DECISIONS = ("zero-shot", "head-only", "fine-tune", "change-model")
 
 
+def steps_per_epoch(study) -> int:
+    """The pruner's steps per epoch of a search's study: 3 when trials first report after a third
+    of epoch 1 (`search --first-rung 1/3`), 1 for studies written before there was a first rung."""
+    return study.user_attrs.get(STEPS_PER_EPOCH, 1)
+
+
+def epoch_reports(intermediate_values: dict, per_epoch: int) -> dict[int, float]:
+    """{epoch: accuracy} of a trial's reports at whole epochs (a first rung's report is none)."""
+    return {step // per_epoch: v for step, v in intermediate_values.items() if step % per_epoch == 0}
+
+
 @dataclass
 class _Record:
     """Shared reading and writing; subclasses list the contract's keys as fields."""

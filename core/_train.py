@@ -185,13 +185,13 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
     context = model.starting_at(data.start) if data.cached and config.unfrozen_layers > 0 else contextlib.nullcontext()
     bar = tqdm(total=fit.steps_per_epoch * config.epochs, desc=f"training k={config.unfrozen_layers}", unit="step",
                disable=not progress, leave=False)
+    rung_steps = max(1, round(first_rung * fit.steps_per_epoch))
+    check = (rung_steps, lambda accuracy: on_epoch(first_rung, accuracy)) if (
+        on_epoch is not None and rung_steps < fit.steps_per_epoch) else None
     try:
         with context:
             for epoch in range(1, config.epochs + 1):
-                check, steps = None, max(1, round(first_rung * fit.steps_per_epoch))
-                if epoch == 1 and on_epoch is not None and steps < fit.steps_per_epoch:
-                    check = (steps, lambda accuracy: on_epoch(first_rung, accuracy))
-                record = fit.epoch(epoch, bar, check)
+                record = fit.epoch(epoch, bar, check if epoch == 1 else None)
                 history.append(record)
                 if record.valid_accuracy > best[0]:
                     best = (record.valid_accuracy, epoch, _trainable_state(model))

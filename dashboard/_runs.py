@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import (ADVICE_FILE, EXPORT_DIR, EXPORT_FILE, FAIL_REASON, SEARCH_FILE, STEPS_PER_EPOCH, STUDY_FILE,
-                  AdviceRecord, ExportRecord, InputError, SearchRecord, sqlite_url)
+from core import (ADVICE_FILE, EXPORT_DIR, EXPORT_FILE, FAIL_REASON, SEARCH_FILE, STUDY_FILE, AdviceRecord,
+                  ExportRecord, InputError, SearchRecord, epoch_reports, sqlite_url, steps_per_epoch)
 
 RUNS_ENV = "FINETUNE_ADVISOR_RUNS"  # run directories for the app, os.pathsep-separated
 
@@ -142,9 +142,8 @@ def trial_rows(study) -> list[dict]:
     per_epoch = steps_per_epoch(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        epochs = sum(step % per_epoch == 0 for step in t.intermediate_values)
         row = {"trial": t.number, "state": t.state.name, "accuracy": t.value,
-               "epochs run": epochs, "seconds": t.user_attrs.get("seconds")}
+               "epochs run": len(epoch_reports(t.intermediate_values, per_epoch)), "seconds": t.user_attrs.get("seconds")}
         row.update({**fixed, **t.params})
         if "method" in t.user_attrs:
             row["method"] = t.user_attrs["method"]
@@ -152,12 +151,6 @@ def trial_rows(study) -> list[dict]:
             row["fail reason"] = t.user_attrs[FAIL_REASON]
         rows.append(row)
     return rows
-
-
-def steps_per_epoch(study) -> int:
-    """The pruner's steps per epoch of a study (search's first rung: 3 when a trial first reports
-    after a third of epoch 1; 1 for studies written before that)."""
-    return study.user_attrs.get(STEPS_PER_EPOCH, 1)
 
 
 def epoch_axis(fig, per_epoch: int):

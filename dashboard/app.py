@@ -18,9 +18,9 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run dashboard/app.py` from a checkout
 
-from core import InputError, first_line  # noqa: E402
+from core import InputError, first_line, steps_per_epoch  # noqa: E402
 from dashboard._runs import (RunView, compare_rows, epoch_axis, fixed_params, layer_points, load_run,  # noqa: E402
-                             run_paths, steps_per_epoch, table, trial_rows, validation_errors)
+                             run_paths, table, trial_rows, validation_errors)
 
 REFRESH_SECONDS = 5
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from core import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DEFAULT_TRIALS, SEARCH_FILE, AdviceRecord, InputError,
-                  RunDir, SearchRecord, STEPS_PER_EPOCH, atomic_folder, clean_stale_temp, mask_url, read_json, write_json_atomic)
+                  RunDir, SearchRecord, STEPS_PER_EPOCH, atomic_folder, clean_stale_temp, mask_url, read_json, steps_per_epoch,
+                  write_json_atomic)
 
 from ._space import SearchSpace
 from ._study import (DIRECTION, FAIL_REASON, METRIC, finished, make_pruner, open_storage, open_study,
@@ -666,7 +667,7 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
                   "running": counts["running"], "waiting": counts["waiting"]},
         best=None if best is None else {"number": best.number, "value": best.value,
                                         "params": {**fixed, **best.params}},
-        trials=[_trial_row(t, fixed, study.user_attrs.get(STEPS_PER_EPOCH, 1)) for t in trials],
+        trials=[_trial_row(t, fixed, steps_per_epoch(study)) for t in trials],
         finished=len(finished(trials)), target_trials=config.trials, best_model=_best_saved(run_dir, config.study),
         space=space.to_dict(),
         extra={"pruner": config.pruner, "first_rung": config.first_rung, "head_start": config.head_start, "sampler": f"TPE(seed={config.seed}, reseeded per trial number)",

@@ -258,8 +258,8 @@ def test_learning_curves_are_drawn_in_epochs_when_a_trial_reports_inside_epoch_o
     import optuna
     import optuna.visualization as vis
 
-    from core import STEPS_PER_EPOCH
-    from dashboard._runs import epoch_axis, steps_per_epoch, trial_rows
+    from core import STEPS_PER_EPOCH, steps_per_epoch
+    from dashboard._runs import epoch_axis, trial_rows
 
     study = optuna.create_study(direction="maximize")
     study.set_user_attr(STEPS_PER_EPOCH, 3)
