@@ -6,8 +6,10 @@ A-distance, effective rank), a pilot fine-tuning and the cost per epoch, then de
 zero-shot / head-only / fine-tune / change-model with reasons (rule: advisor/_decide.py).
 """
 
-from ._advise import AdvisorConfig, advise, read_inputs
+from ._advise import advise
+from ._config import AdvisorConfig
 from ._decide import Signals, decide, thresholds
+from ._inputs import read_inputs
 from ._scores import effective_rank, h_score, logme, mmd2, proxy_a_distance, tokenizer_coverage
 
 __all__ = ["AdvisorConfig", "advise", "read_inputs", "Signals", "decide", "thresholds", "logme", "h_score", "mmd2",

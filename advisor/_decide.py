@@ -6,9 +6,9 @@ The rule, in order (the first that applies wins):
    `max_unk_rate`, default 5%); or every accuracy signal sits near chance: the best of
    zero-shot, probe and expected fine-tuned accuracy is less than 10% of the way from the
    majority-class rate to 1; or a model with no pretraining reads the data clearly better: the
-   n-gram model (character n-grams + a linear SVM, advisor/_signals.py) beats the measured
+   baseline (text: character n-grams + a linear SVM, advisor/_signals.py) beats the measured
    best (zero-shot, probe) by more than `min_gain`, beats the probe beyond noise on the same
-   validation rows (one-sided exact McNemar test, p < `NGRAM_ALPHA`; advisor/_scores.py), and
+   validation rows (one-sided exact McNemar test, p < `BASELINE_ALPHA`; advisor/_scores.py), and
    beats the top of the fine-tuned forecast's interval (expected + its uncertainty, at least
    `min_gain` above the expected): what fine-tuning would reach in its good case.
 2. zero-shot: zero-shot accuracy reaches `target_accuracy`, or training buys less than
@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NEAR_CHANCE = 0.10
-NGRAM_ALPHA = 0.05  # McNemar's level for "the n-gram model beats the probe"
+BASELINE_ALPHA = 0.05  # McNemar's level for "the model without pretraining beats the probe"
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,21 @@ class Signals:
     suggested_layers: tuple[int, int] | None = None
     probe_layer_average: float | None = None
     fine_tune_uncertainty: float | None = None
-    ngram: float | None = None
+    baseline: float | None = None
     valid_rows: int | None = None
-    ngram_p_value: float | None = None
+    baseline_p_value: float | None = None
+    baseline_method: str = "a model with no pretraining"
 
     @classmethod
-    def from_advice(cls, advice: dict) -> "Signals":
-        """The signals of an advice record's parts (advice.json's keys: chance_accuracy, zero_shot,
-        probe, expected, shift, cost)."""
-        expected, layers = advice["expected"], advice["expected"].get("suggested_unfrozen_layers")
-        return cls(advice["chance_accuracy"], advice["zero_shot"]["accuracy"], advice["probe"]["accuracy"],
-                   expected.get("fine_tune_accuracy"), advice["shift"]["unk_rate"] or 0.0,
-                   advice["cost"]["search_seconds"], tuple(layers) if layers else None,
-                   advice["probe"].get("accuracy_layer_average"), expected.get("uncertainty"),
-                   advice["probe"].get("ngram_accuracy"), advice["probe"].get("valid_rows"),
-                   advice["probe"].get("ngram_p_value"))
+    def from_advice(cls, advice) -> "Signals":
+        """The signals of an advice record (`core.AdviceRecord`: chance_accuracy, zero_shot, probe,
+        expected, shift, cost)."""
+        probe, expected = advice.probe, advice.expected
+        layers = expected.suggested_unfrozen_layers
+        return cls(advice.chance_accuracy, advice.zero_shot.accuracy, probe.accuracy, expected.fine_tune_accuracy,
+                   advice.shift.unk_rate or 0.0, advice.cost.search_seconds, tuple(layers) if layers else None,
+                   probe.accuracy_layer_average, expected.uncertainty, probe.baseline_accuracy, probe.valid_rows,
+                   probe.baseline_p_value, probe.baseline_method or cls.baseline_method)
 
 
 def thresholds(chance: float, *, min_gain: float = 0.01, target_accuracy: float | None = None,
@@ -91,16 +91,16 @@ def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None 
         return "change-model", [f"Every signal sits near chance: the best accuracy is {best:.3f} against "
                                 f"{s.chance:.3f} for always answering the most common class (needed: {floor:.3f}). "
                                 "This model's features do not carry the task; pick another model."]
-    if s.ngram is not None and s.ngram_p_value is not None:
+    if s.baseline is not None and s.baseline_p_value is not None:
         measured = max(zs, s.probe)
         top = ft + max(s.fine_tune_uncertainty or 0.0, min_gain) if ft is not None else measured
-        if s.ngram - measured > min_gain and s.ngram_p_value < NGRAM_ALPHA and s.ngram > top:
+        if s.baseline - measured > min_gain and s.baseline_p_value < BASELINE_ALPHA and s.baseline > top:
             tuned = (f" and the top of fine-tuning's forecast, {top:.3f}" if ft is not None else "")
-            return "change-model", [f"A model with no pretraining (character n-grams + a linear SVM) reaches "
-                                    f"{s.ngram:.3f}, {s.ngram - measured:+.3f} over the best this model measured, {measured:.3f} "
-                                    f"(McNemar p = {s.ngram_p_value:.3g} on the same rows){tuned}: this model loses "
-                                    "what the task needs. Pick a model pretrained on text like this (or one that reads "
-                                    "characters), or use the n-gram model."]
+            return "change-model", [f"A model with no pretraining ({s.baseline_method}) reaches "
+                                    f"{s.baseline:.3f}, {s.baseline - measured:+.3f} over the best this model measured, "
+                                    f"{measured:.3f} (McNemar p = {s.baseline_p_value:.3g} on the same rows){tuned}: "
+                                    "this model loses what the task needs. Pick a model pretrained on data like this, "
+                                    "or use the model without pretraining."]
 
     reasons = []
     if s.zero_shot is not None:

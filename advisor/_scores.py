@@ -129,7 +129,7 @@ def proxy_a_distance(x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from core import one_blas_thread
+    from ..core import one_blas_thread
 
     z = np.concatenate([x, y])
     d = np.r_[np.zeros(len(x)), np.ones(len(y))]

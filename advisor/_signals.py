@@ -32,7 +32,7 @@ def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tupl
 
 def probe_predictions(train_x, train_y, valid_x, *, seed: int = 0) -> tuple[np.ndarray, float]:
     """The classes `probe_accuracy`'s probe predicts for the validation rows, and its C."""
-    from core import fit_probe
+    from ..core import fit_probe
 
     model, c = fit_probe(train_x, train_y, seed=seed)
     return model.predict(valid_x), c
@@ -40,7 +40,7 @@ def probe_predictions(train_x, train_y, valid_x, *, seed: int = 0) -> tuple[np.n
 
 def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
     """Logistic-regression probe with a given C (the learning curve reuses the cross-validated C)."""
-    from core import fit_probe
+    from ..core import fit_probe
 
     model, _ = fit_probe(train_x, train_y, c=c)
     return float(model.score(valid_x, valid_y))
@@ -55,7 +55,7 @@ def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray,
     Returns:
         (weight [num_labels, hidden], bias [num_labels]).
     """
-    from core import fit_head
+    from ..core import fit_head
 
     weight, bias, _ = fit_head(train_x, train_y, num_labels, c=c)
     return weight, bias
@@ -110,7 +110,7 @@ def ngram_predictions(train_texts, train_y, valid_texts, *, seed: int = 0) -> tu
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.svm import LinearSVC
 
-    from core import fit_with_c
+    from ..core import fit_with_c
 
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, dtype=np.float32)
     x = vectorizer.fit_transform(list(train_texts))
@@ -121,7 +121,7 @@ def ngram_predictions(train_texts, train_y, valid_texts, *, seed: int = 0) -> tu
 def learning_curve(train_x, train_y, valid_x, valid_y, c: float, *, fractions=(0.25, 0.5, 1.0),
                    seed: int = 0) -> dict[str, float]:
     """Probe accuracy with 25/50/100% of the training rows (stratified, at least 2 rows per class)."""
-    from core import stratified_indices
+    from ..core import stratified_indices
 
     rng = np.random.default_rng(seed)
     curve = {}
@@ -185,7 +185,7 @@ def head_or_nli_zero_shot(source, method, texts, valid_y, labels, *, device, max
     does for single-label tasks; Yin, Hay, Roth, "Benchmarking Zero-shot Text Classification",
     EMNLP 2019).
     """
-    from core import sequence_classifier_logits
+    from ..core import sequence_classifier_logits
 
     if method == "head":
         result = sequence_classifier_logits(source, texts, device=device, max_length=max_length,
@@ -216,7 +216,7 @@ def image_head_zero_shot(source, spec, paths, valid_y, labels, *, device) -> flo
     its logits restricted to the classes that name the task's labels, argmax; accuracy =
     mean[prediction = y]. The images get the same preprocessing as training (`spec`, the
     backbone's core._images.ImageSpec)."""
-    from core import image_classifier_logits
+    from ..core import image_classifier_logits
 
     result = image_classifier_logits(source, spec, paths, device=device)
     index = _image_label_index(result.id2label)
@@ -231,7 +231,7 @@ def image_text_zero_shot(source, spec, paths, valid_y, labels, descriptions=None
     Transferable Visual Models From Natural Language Supervision", ICML 2021, section 3.1.4; the
     sigmoid of SigLIP, Zhai et al., ICCV 2023, is monotone in the same cosine, so the argmax is
     the same.)"""
-    from core import image_text_logits
+    from ..core import image_text_logits
 
     prompts = [descriptions[label] if descriptions else IMAGE_TEXT_TEMPLATE.format(label) for label in labels]
     scores = image_text_logits(source, spec, paths, prompts, device=device)

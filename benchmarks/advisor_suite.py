@@ -70,11 +70,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from advisor import AdvisorConfig, Signals, advise, decide  # noqa: E402
-from advisor import _forecast  # noqa: E402
-from core import (DEFAULT_TRIALS, DataConfig, TrainConfig, library_versions, load_backbone, load_task,  # noqa: E402
+from finetune_advisor.advisor import AdvisorConfig, Signals, advise, decide  # noqa: E402
+from finetune_advisor.advisor import _forecast  # noqa: E402
+from finetune_advisor.core import (DEFAULT_TRIALS, AdviceRecord, DataConfig, TrainConfig, library_versions, load_backbone, load_task,  # noqa: E402
                   train, write_json_atomic)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite.json"
@@ -248,7 +247,7 @@ def measure(backbone, task, say=lambda msg: None) -> dict:
     the validation rows), it is trained again with the extra seeds and its accuracy is the mean
     over the seeds. k = 0's seconds per epoch are those of one epoch of a head on cached features
     (what the search's k = 0 trials cost)."""
-    from core import FeatureCache, fit_head
+    from finetune_advisor.core import FeatureCache, fit_head
 
     full = backbone.num_blocks
     cache = FeatureCache()
@@ -283,7 +282,7 @@ def ngram(backbone, task) -> float:
     """The advisor's n-gram model (advisor/_signals.py) on all training rows, reading what the model
     reads (its first MAX_LENGTH tokens): another model's measured accuracy, so the ground truth can
     say change-model."""
-    from advisor._signals import ngram_accuracy, visible_text
+    from finetune_advisor.advisor._signals import ngram_accuracy, visible_text
 
     train_texts, valid_texts = (visible_text(backbone.tokenizer, s.texts, MAX_LENGTH) for s in (task.train, task.valid))
     return ngram_accuracy(train_texts, task.train.labels, valid_texts, task.valid.labels)[0]
@@ -371,7 +370,8 @@ def leave_one_out(results: list[dict]) -> None:
         forecast, half = _forecast.calibrate(row["raw_fine_tune"], row["probe"], row["valid_rows"], calibration)
         advice = {**row["advice"], "expected": {**row["advice"]["expected"], "fine_tune_accuracy": forecast,
                                                 "uncertainty": half}}
-        decision, _ = decide(Signals.from_advice(advice), min_gain=MIN_GAIN)
+        record = AdviceRecord.from_json({"decision": row["decision"], "reasons": [], "advisor_seconds": 0.0, **advice})
+        decision, _ = decide(Signals.from_advice(record), min_gain=MIN_GAIN)
         row["loo"] = {"forecast": forecast, "uncertainty": half, "decision": decision,
                       "agree": decision == row["measured_choice"], "calibration": calibration}
 
@@ -440,7 +440,7 @@ def task_row(name: str, task, advice: dict, measured: dict, ngram_accuracy: floa
             "predicted_fine_tune": advice["expected"].get("fine_tune_accuracy"),
             "suggested_unfrozen_layers": advice["expected"].get("suggested_unfrozen_layers"),
             "measured_fine_tune": tuned[best_k], "measured_best_k": best_k, "measured_head": head,
-            "measured_ngram": ngram_accuracy, "ngram": advice["probe"].get("ngram_accuracy"),
+            "measured_ngram": ngram_accuracy, "ngram": advice["probe"].get("baseline_accuracy"),
             "measured": {str(k): v for k, v in measured.items()},
             "uncertainty": advice["expected"].get("uncertainty"),
             "raw_fine_tune": advice["expected"].get("raw_fine_tune_accuracy"),

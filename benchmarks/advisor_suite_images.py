@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from advisor_suite import MIN_GAIN, _f, kendall_tau, task_row  # noqa: E402
 
-from advisor import AdvisorConfig, advise  # noqa: E402
-from core import DataConfig, TrainConfig, library_versions, load_backbone, load_task, train, write_json_atomic  # noqa: E402
+from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
+from finetune_advisor.core import DataConfig, TrainConfig, library_versions, load_backbone, load_task, train, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite_images.json"
 TRAIN, VALID, FEW = 50, 20, 5  # images a class

@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import DataConfig, library_versions, load_task, write_json_atomic  # noqa: E402
+from finetune_advisor.core import DataConfig, library_versions, load_task, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_latency.json"
 STATIC = "model.static-int8.onnx"
@@ -51,7 +50,7 @@ def vector_extensions() -> list[str]:
 
 def trained_model(run: Path, task) -> Path:
     """RUN/best_model, trained here first when the run has none."""
-    from core import TrainConfig, load_backbone, train
+    from finetune_advisor.core import TrainConfig, load_backbone, train
 
     if (run / "best_model" / "head.safetensors").exists():
         return run / "best_model"
@@ -81,8 +80,8 @@ def static_int8(folder: Path, base: str, source, task) -> Path:
 
 def dynamic_int8(folder: Path, base: str) -> Path:
     """The export's own int8 (dynamic, of the fused graph), remade when its gate refused it."""
-    from export._variants import INT8
-    from export._variants import dynamic_int8 as make
+    from finetune_advisor.export._variants import INT8
+    from finetune_advisor.export._variants import dynamic_int8 as make
 
     make(folder / base, folder / INT8)
     return folder / INT8
@@ -98,10 +97,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from core import RunDir, load_export_source
-    from export import ExportConfig, Predictor, export
-    from export._checks import ort_session
-    from export._variants import INT8, time_in_turn
+    from finetune_advisor.core import RunDir, load_export_source
+    from finetune_advisor.export import ExportConfig, Predictor, export
+    from finetune_advisor.export._checks import ort_session
+    from finetune_advisor.export._variants import INT8, time_in_turn
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.run:  # the run's own data, so its validation rows were not trained on

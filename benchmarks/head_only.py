@@ -29,17 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
+from finetune_advisor.core import library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "head_only.json"
 
 
 def main() -> None:
-    from advisor import AdvisorConfig, advise
-    from advisor._signals import probe_accuracy
-    from search import SearchConfig, search
+    from finetune_advisor.advisor import AdvisorConfig, advise
+    from finetune_advisor.advisor._signals import probe_accuracy
+    from finetune_advisor.search import SearchConfig, search
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=12)
@@ -72,7 +71,7 @@ def main() -> None:
                 print(f"{label:<16} {name:<12} {sides[name]['seconds']:7.1f} s  best accuracy "
                       f"{record.best['value']:.4f}  ({len(record.trials)} trial(s))", flush=True)
         # the advisor's probe (per-feature standardisation, C by CV) on the same pooled features
-        from core import FeatureCache
+        from finetune_advisor.core import FeatureCache
 
         cache = FeatureCache()
         x = {s: cache.features(backbone, getattr(task, s), start=backbone.num_blocks, max_length=args.max_length,

@@ -24,10 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core import DataConfig, library_versions, load_task, write_json_atomic  # noqa: E402
+from finetune_advisor.core import DataConfig, library_versions, load_task, write_json_atomic  # noqa: E402
 from search_vs_hf import SPACE, START, TOLERANCE, RssSampler, run_ours, time_to, trial_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_first_rung.json"

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_memory.json"
 ROWS, TRIALS = 500, 15
@@ -36,9 +35,9 @@ def child(cache_gb: float) -> None:
     import optuna
     from search_vs_hf import RssSampler, rss_bytes
 
-    import core
-    from core import DataConfig, load_backbone, load_task
-    from search import SearchConfig, search
+    from finetune_advisor import core
+    from finetune_advisor.core import DataConfig, load_backbone, load_task
+    from finetune_advisor.search import SearchConfig, search
 
     caches = []
 
@@ -85,7 +84,7 @@ def _last_before(samples, t):
 
 
 def main() -> None:
-    from core import library_versions, write_json_atomic
+    from finetune_advisor.core import library_versions, write_json_atomic
 
     results = {}
     for name, gb in BUDGETS.items():

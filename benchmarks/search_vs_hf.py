@@ -41,9 +41,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
+from finetune_advisor.core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_vs_hf.json"
 SPACE = {"learning_rate": "1e-5:3e-4", "batch_size": "16,32", "epochs": "1:3", "weight_decay": "0:0.1",
@@ -96,7 +95,7 @@ def per_trial(study, sampler: RssSampler, t0: float) -> list[dict]:
     end and their score: the best whole epoch's accuracy (a report inside epoch 1, where the
     pruner's steps are fractions of an epoch, is no epoch: a trial stopped there has no score), or
     the value of a trial without reports."""
-    from core import epoch_reports, steps_per_epoch
+    from finetune_advisor.core import epoch_reports, steps_per_epoch
 
     per_epoch = steps_per_epoch(study)
     rows = []
@@ -127,8 +126,8 @@ def run_ours(task, trials: int, folder: Path, sampler: RssSampler, *, advise_fir
              first_rung: float = 1 / 3) -> dict:
     import optuna
 
-    from advisor import AdvisorConfig, advise
-    from search import SearchConfig, search
+    from finetune_advisor.advisor import AdvisorConfig, advise
+    from finetune_advisor.search import SearchConfig, search
 
     t0 = time.time()
     backbone = load_backbone("demo:minilm")
@@ -154,7 +153,7 @@ def run_hf(task, trials: int, folder: Path, sampler: RssSampler) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    from core import Classifier, freeze_top_k
+    from finetune_advisor.core import Classifier, freeze_top_k
 
     class Wrapped(torch.nn.Module):
         """The project's Classifier (mean pooling + linear head) with the loss the Trainer expects."""

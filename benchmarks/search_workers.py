@@ -24,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
+from finetune_advisor.core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
 from search_vs_hf import SPACE, START, TOLERANCE, per_trial, time_to, trial_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_workers.json"
@@ -43,7 +42,7 @@ class _NoRss:
 def run(workers: int, task, data_config: DataConfig, trials: int, folder: Path) -> dict:
     import optuna
 
-    from search import SearchConfig, search
+    from finetune_advisor.search import SearchConfig, search
 
     os.environ["FINETUNE_ADVISOR_CACHE"] = str(folder / "cache")
     t0 = time.time()

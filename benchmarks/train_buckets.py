@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import DataConfig, TrainConfig, library_versions, load_backbone, load_task, train, write_json_atomic  # noqa: E402
+from finetune_advisor.core import DataConfig, TrainConfig, library_versions, load_backbone, load_task, train, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_buckets.json"
 
@@ -66,8 +65,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from core import FeatureCache, fit_head
-    from core._train import length_grouped_batches
+    from finetune_advisor.core import FeatureCache, fit_head
+    from finetune_advisor.core._train import length_grouped_batches
 
     backbone = load_backbone("demo:minilm")
     with tempfile.TemporaryDirectory() as tmp:

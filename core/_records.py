@@ -1,25 +1,27 @@
-"""The run directory's records as types: `AdviceRecord`, `SearchRecord`, `ExportRecord`.
+"""The run directory's records as types, typed down to their nested parts.
 
-Each record is the one way its file is written and read. The stage that owns a record builds it,
-writes it (atomically) and returns it; every other reader (a later stage, the dashboard) reads it
-through `read`, which checks the keys of DESIGN.md's contract and keeps keys added later (by a
-newer version) in `extra`, so that an older reader neither breaks nor drops them. Nested values
-stay plain JSON (dicts and lists): their keys are listed in README's "What each output file holds".
+`RunRecord` (run.json), `AdviceRecord` (advice.json), `SearchRecord` (search.json),
+`TrialRecord` (best_model/trial.json) and `ExportRecord` (export/export.json). Each record is the
+one way its file is written and read: the stage that owns it builds it, writes it atomically and
+returns it; every other reader (a later stage, the CLI's summaries, the Predictor, the
+dashboard) reads it through `read` and then reads attributes: `AdviceRecord.read(run).probe.accuracy`.
+Keys a newer version wrote are kept in each part's `extra`; keys an earlier version wrote under
+another name (`probe.ngram_accuracy`, now `probe.baseline_accuracy`) are read into today's field.
 
 This module imports neither torch nor any other heavy library: the dashboard uses it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ._errors import InputError
-from ._rundir import read_json, write_json_atomic
+from ._files import read_json, write_json_atomic
+from ._typed import Part
 
-# The run directory's files (DESIGN.md, "Run directory contract").
+# The run directory's files.
 RUN_FILE = "run.json"
 ADVICE_FILE = "advice.json"
 SEARCH_FILE = "search.json"
@@ -47,42 +49,27 @@ def epoch_reports(intermediate_values: dict, per_epoch: int) -> dict[int, float]
 
 
 @dataclass
-class _Record:
-    """Shared reading and writing; subclasses list the contract's keys as fields."""
+class _Record(Part):
+    """A whole file: read from and written to a path."""
 
     FILE: ClassVar[str] = ""
-    extra: dict = field(default_factory=dict, kw_only=True)  # keys this version does not know
 
     @classmethod
-    def from_json(cls, data: Any, *, source: str = "") -> "_Record":
-        """The record from parsed JSON; InputError naming the file and the missing key when it is
-        not one. Unknown keys are kept in `extra`."""
-        where = source or cls.FILE
+    def from_json(cls, data: Any, *, source: str = "", where: str = "") -> "_Record":
+        """The record from parsed JSON; InputError naming the file and the key when it is not one."""
+        place = source or where or cls.FILE
         if not isinstance(data, dict):
-            raise InputError(f"{where} holds a JSON {type(data).__name__}, not the object this tool writes.")
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
-        required = [f.name for f in dataclasses.fields(cls) if f.name != "extra"
-                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise InputError(f"{where} lacks the entr{'y' if len(missing) == 1 else 'ies'} "
-                             f"{', '.join(repr(k) for k in missing)}: it was written by another version or edited.")
-        record = cls(**{k: data[k] for k in names if k in data},
-                     extra={k: v for k, v in data.items() if k not in names})
-        record.check(where)
+            raise InputError(f"{place} holds a JSON {type(data).__name__}, not the object this tool writes.")
+        record = super().from_json(data, where=f"{place}:")
+        record.check(place)
         return record
 
     def check(self, where: str) -> None:
         """Raise InputError when a value cannot be what this tool writes (subclasses add checks)."""
 
-    def to_json(self) -> dict:
-        """The record as written: its fields (contract keys first), then the extra keys."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        return {**data, **{k: v for k, v in self.extra.items() if k not in data}}
-
     @classmethod
     def read(cls, path: str | Path) -> "_Record":
-        """Read the record file at `path` (the file, or the run directory holding it)."""
+        """Read the record file at `path` (the file, or the folder holding it)."""
         path = Path(path)
         if path.is_dir():
             path = path / cls.FILE
@@ -96,10 +83,182 @@ class _Record:
         return write_json_atomic(path, self.to_json())
 
 
-def _need(checks: list[tuple[bool, str]], where: str) -> None:
-    problems = [f"{where}: {message}" for ok, message in checks if not ok]
-    if problems:
-        raise InputError(problems)
+# --------------------------------------------------------------------------- run.json
+
+
+@dataclass
+class RunData(Part):
+    """The data a run was made on: where it is (absolute), how it was read, its fingerprint."""
+
+    source: str
+    config: dict
+    fingerprint: str | None = None
+
+
+@dataclass
+class RunCommand(Part):
+    """One command run in the directory."""
+
+    command: str
+    argv: list = field(default_factory=list)
+    configs: dict = field(default_factory=dict)  # each stage's config as written (dataclass -> JSON)
+    data_fingerprint: str | None = None
+    started: str | None = None  # ISO time, UTC
+
+
+@dataclass
+class RunRecord(_Record):
+    """run.json: what was asked in this directory, on what data, with which libraries."""
+
+    FILE: ClassVar[str] = RUN_FILE
+    commands: list[RunCommand] = field(default_factory=list)
+    data_fingerprint: str | None = None
+    data: RunData | None = None
+    versions: dict[str, str | None] = field(default_factory=dict)
+
+    def data_used(self) -> RunData | None:
+        """The data this run was made on; for run.json of earlier versions, from its commands' configs."""
+        if self.data is not None:
+            return self.data
+        for command in reversed(self.commands):
+            source = command.configs.get("data_source")
+            if isinstance(source, str) and isinstance(command.configs.get("data"), dict):
+                return RunData(source=source, config=command.configs["data"], fingerprint=self.data_fingerprint)
+        return None
+
+
+# --------------------------------------------------------------------------- advice.json
+
+
+@dataclass
+class ZeroShot(Part):
+    """The base model with no training: its own head, NLI, label embeddings or image-text prompts."""
+
+    method: str | None = None  # None: no zero-shot applies to this model and data
+    accuracy: float | None = None
+    descriptions: str | None = None  # "file", "template" or None
+
+
+@dataclass
+class Probe(Part):
+    """Frozen features: a linear probe (the head-only model), kNN, transferability, and a baseline
+    without pretraining (text: character n-grams + a linear SVM)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"ngram_accuracy": "baseline_accuracy", "ngram_method": "baseline_method",
+                                         "ngram_p_value": "baseline_p_value", "ngram_C": "baseline_C"}
+    accuracy: float
+    knn_accuracy: float | None = None
+    logme: float | None = None
+    h_score: float | None = None
+    features: str | None = None
+    C: float | None = None
+    accuracy_last_layer: float | None = None
+    accuracy_layer_average: float | None = None
+    learning_curve: dict[str, float] = field(default_factory=dict)  # {fraction of training rows: accuracy}
+    train_rows: int | None = None
+    valid_rows: int | None = None
+    baseline_accuracy: float | None = None
+    baseline_method: str | None = None
+    baseline_p_value: float | None = None  # McNemar: the baseline beats the probe on the same rows
+    baseline_C: float | None = None
+
+
+@dataclass
+class ShiftSample(Part):
+    """Distance between the training features and another sample (unlabeled production data)."""
+
+    rows: int
+    mmd2: float
+    mmd_p_value: float
+    pad: float
+    unk_rate: float | None = None
+    fertility: float | None = None
+
+
+@dataclass
+class ImageStats(Part):
+    """Pixel statistics of a sample of images."""
+
+    images: int
+    width: list[int]  # [min, median, max]
+    height: list[int]
+    modes: dict[str, int]
+    grayscale_share: float
+    mean: list[float]
+    std: list[float]
+
+
+@dataclass
+class Shift(Part):
+    """How far the data is from the model's world."""
+
+    unk_rate: float | None
+    fertility: float | None
+    mmd2: float | None
+    mmd_p_value: float | None
+    pad: float | None
+    effective_rank: float | None = None
+    hidden_size: int | None = None
+    reference: str | None = None
+    reference_rows: int | None = None
+    unlabeled: ShiftSample | None = None
+    images: ImageStats | None = None
+    model_input: list[int] | None = None  # images: the model's input size [h, w]
+    size_ratio: float | None = None
+    grayscale_share: float | None = None
+    normalisation_gap: float | None = None
+    contrast_ratio: float | None = None
+
+
+@dataclass
+class Expected(Part):
+    """The forecast of fine-tuned accuracy from the pilot (empty when no pilot could run)."""
+
+    fine_tune_accuracy: float | None = None
+    uncertainty: float | None = None  # half-width of the interval
+    interval: str | None = None
+    gain_over_probe: float | None = None
+    raw_fine_tune_accuracy: float | None = None
+    pilot_accuracy: dict[str, float] = field(default_factory=dict)  # {k: accuracy}
+    pilot_probe_accuracy: float | None = None
+    pilot_rows: int | None = None
+    pilot_method: str | None = None
+    error_exponent: float | None = None
+    calibration: dict = field(default_factory=dict)
+    suggested_unfrozen_layers: list[int] | None = None
+
+
+@dataclass
+class SearchCost(Part):
+    """The search whose cost is estimated."""
+
+    trials: int
+    epochs: int
+    unfrozen_layers: list[int]
+
+
+@dataclass
+class Cost(Part):
+    """Measured seconds of training, per epoch and k, and of the estimated search."""
+
+    search_seconds: float | None
+    per_epoch_seconds: dict[str, float]
+    device: str
+    cache_seconds: dict[str, float] = field(default_factory=dict)
+    search: SearchCost | None = None
+    search_cost: float | None = None
+
+
+@dataclass
+class Thresholds(Part):
+    """The numbers the decision rule compared against."""
+
+    near_chance: float | None = None
+    near_chance_floor: float | None = None
+    max_unk_rate: float | None = None
+    min_gain: float | None = None
+    target_accuracy: float | None = None
+    budget_seconds: float | None = None
 
 
 @dataclass
@@ -108,29 +267,76 @@ class AdviceRecord(_Record):
 
     FILE: ClassVar[str] = ADVICE_FILE
     decision: str
-    reasons: list
-    zero_shot: dict
-    probe: dict
-    shift: dict
-    expected: dict
-    cost: dict
+    reasons: list[str]
+    zero_shot: ZeroShot
+    probe: Probe
+    shift: Shift
+    expected: Expected
+    cost: Cost
     advisor_seconds: float
     chance_accuracy: float | None = None
-    thresholds: dict = field(default_factory=dict)  # the rule's thresholds (advisor.decide)
+    thresholds: Thresholds | None = None
     data_fingerprint: str | None = None
-    skipped: list = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    model: str | None = None
+    num_blocks: int | None = None
+    config: dict = field(default_factory=dict)  # the AdvisorConfig
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
     def check(self, where: str) -> None:
-        _need([(self.decision in DECISIONS, f"decision {self.decision!r} is not one of {', '.join(DECISIONS)}"),
-               (isinstance(self.reasons, list), "reasons must be a list of sentences"),
-               *[(isinstance(getattr(self, k), dict), f"'{k}' must be an object")
-                 for k in ("zero_shot", "probe", "shift", "expected", "cost", "thresholds")]], where)
+        if self.decision not in DECISIONS:
+            raise InputError(f"{where}: decision {self.decision!r} is not one of {', '.join(DECISIONS)}")
 
     @property
     def suggested_layers(self) -> tuple[int, int] | None:
         """(lo, hi): the range of top blocks the advice suggests to fine-tune, if any."""
-        pair = self.expected.get("suggested_unfrozen_layers")
+        pair = self.expected.suggested_unfrozen_layers
         return (int(pair[0]), int(pair[1])) if pair else None
+
+
+# --------------------------------------------------------------------------- search.json, trial.json
+
+
+@dataclass
+class TrialCounts(Part):
+    complete: int
+    pruned: int
+    fail: int
+    running: int = 0
+    waiting: int = 0
+
+
+@dataclass
+class BestTrial(Part):
+    number: int
+    value: float
+    params: dict  # every hyperparameter of the configuration, the space's fixed ones too
+
+
+@dataclass
+class TrialRow(Part):
+    """One trial of the study."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    value: float | None
+    params: dict
+    seconds: float | None = None
+    intermediate: dict[str, float] = field(default_factory=dict)  # {epoch ("0.3333", "1"): accuracy}
+    fail_reason: str | None = None
+    retry_of: int | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class TrialRecord(_Record):
+    """best_model/trial.json: which trial of which study the saved best model is."""
+
+    FILE: ClassVar[str] = BEST_TRIAL_FILE
+    study: str
+    number: int
+    value: float
+    params: dict
 
 
 @dataclass
@@ -142,19 +348,53 @@ class SearchRecord(_Record):
     storage: str
     direction: str
     metric: str
-    n_trials: dict
-    best: dict | None
-    trials: list
+    n_trials: TrialCounts
+    best: BestTrial | None
+    trials: list[TrialRow]
     finished: int = 0
     target_trials: int | None = None
-    best_model: dict | None = None
-    space: dict = field(default_factory=dict)
+    best_model: TrialRecord | None = None
+    space: dict = field(default_factory=dict)  # {name: "LO:HI" | "A,B" | "V"}
+    pruner: str | None = None
+    first_rung: float | None = None  # the share of epoch 1 after which trials first report
+    head_start: str | None = None
+    sampler: str | None = None
+    workers: int | None = None
+    seconds: float | None = None
 
-    def check(self, where: str) -> None:
-        _need([(isinstance(self.n_trials, dict), "'n_trials' must be an object"),
-               (isinstance(self.trials, list) and all(isinstance(t, dict) for t in self.trials),
-                "'trials' must be a list of objects"),
-               (self.best is None or isinstance(self.best, dict), "'best' must be an object or null")], where)
+
+# --------------------------------------------------------------------------- export.json
+
+
+@dataclass
+class Latency(Part):
+    """Median milliseconds per batch."""
+
+    batch_1: float
+    batch_32: float
+
+
+@dataclass
+class Variant(Part):
+    """One ONNX file: its checks, accuracy and latency; refused ones say why and are not shipped."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"from": "made_from"}
+    file: str
+    precision: str
+    passed: bool
+    why: str = ""
+    max_abs_diff: float | None = None
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    latency_ms: Latency | None = None
+    latency_spread_ms: dict[str, list[float]] = field(default_factory=dict)  # {batch_b: [q1, q3]}
+    made_from: str | None = None  # the file it was quantised from ("from" in export.json)
+    quantized_nodes: dict[str, int] = field(default_factory=dict)
+    fused_operators: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = super().to_json()
+        return {("from" if k == "made_from" else k): v for k, v in data.items()}
 
 
 @dataclass
@@ -164,18 +404,22 @@ class ExportRecord(_Record):
     FILE: ClassVar[str] = EXPORT_FILE
     source: str
     opset: int
-    variants: list
-    torch_latency_ms: dict
+    variants: list[Variant]
+    torch_latency_ms: Latency
     recommended: str
     torch_accuracy: float | None = None
     sequence_length: int | None = None
-    speedup_over_torch: dict = field(default_factory=dict)
+    speedup_over_torch: dict[str, float] = field(default_factory=dict)
+    atol: float | None = None
+    torch_latency_spread_ms: dict[str, list[float]] = field(default_factory=dict)
+    recommendation_note: str = ""
+    fusion: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)
+    static_quantization: dict = field(default_factory=dict)
+    versions: dict[str, str | None] = field(default_factory=dict)
 
-    def check(self, where: str) -> None:
-        _need([(isinstance(self.variants, list) and all(isinstance(v, dict) and "file" in v for v in self.variants),
-                "'variants' must be a list of objects with a 'file'"),
-               (isinstance(self.torch_latency_ms, dict), "'torch_latency_ms' must be an object"),
-               (isinstance(self.recommended, str), "'recommended' must be a file name")], where)
+    def variant(self, file: str) -> Variant | None:
+        return next((v for v in self.variants if v.file == file), None)
 
 
 def sqlite_url(run_dir: str | Path) -> str:

@@ -1,221 +1,16 @@
-"""The run directory: the only channel between the stages (see DESIGN.md, "Run directory contract").
-
-Every JSON record is written atomically: to a temporary file in the same folder, flushed to disk,
-then renamed over the target, so a reader (the dashboard, a resumed search) never sees half a file.
-"""
+"""The run directory: the only channel between the stages (RUN/run.json, advice.json, study.db,
+search.json, best_model/, export/; each record's type is in core/_records.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
-import os
-import platform
-import re
-import shutil
 import sys
-import tempfile
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError, first_line
-
-# Libraries whose versions go into run.json, read from package metadata (no import needed).
-_VERSIONED = ("finetune-advisor", "torch", "transformers", "tokenizers", "scikit-learn", "numpy",
-              "optuna", "onnxruntime")
-
-
-def write_json_atomic(path: str | Path, record: Any) -> Path:
-    """Write `record` as indented JSON to `path` atomically (temp file in the same folder + rename).
-
-    Dataclasses are converted with `dataclasses.asdict`; paths become strings.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(record), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-@contextlib.contextmanager
-def atomic_folder(target: str | Path, *, marker: str, flag: str = "--out"):
-    """Build a folder beside `target` and swap it in only when the block succeeds.
-
-    Yields a temporary folder in the same parent; on success it replaces `target` (rename away,
-    rename in), on any error it is removed and `target` stays as it was, so no reader ever sees
-    a half-written folder. Temporary folders left by a killed process (`.NAME.PID.tmp`) are
-    removed first.
-
-    Args:
-        target: the folder to (re)place.
-        marker: the file that only this tool writes inside such a folder (e.g. "export.json");
-            an existing `target` without it is someone else's and is never replaced.
-        flag: how the user named `target`, for the error message.
-
-    Raises:
-        InputError: `target` is a file, or a non-empty folder this tool did not write.
-    """
-    target = Path(target)
-    check_replaceable(target, marker=marker, flag=flag)
-    clean_stale_temp(target)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    old = target.parent / f".{target.name}.{os.getpid()}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        check_replaceable(target, marker=marker, flag=flag)  # still ours after the work
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def check_replaceable(target: str | Path, *, marker: str, flag: str = "--out") -> None:
-    """Raise InputError unless `target` is absent, an empty folder, or a folder holding `marker`
-    (one this tool wrote), and its parent can be written."""
-    target = Path(target)
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise InputError(f"{flag} '{target}' is a file, not a folder. Give a new folder's path, or remove the file.")
-    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
-        raise InputError(f"{flag} '{target}' is a folder that finetune-advisor did not write (it has no {marker}), "
-                         "so it is left untouched. Give a new or empty folder, or remove this one yourself.")
-    check_writable(target, flag=flag)
-
-
-def check_writable(path: str | Path, *, flag: str = "--out") -> None:
-    """Raise InputError unless the folder `path` exists and can be written, or can be created.
-
-    The nearest existing ancestor is tried by creating (and removing) a temporary file in it, so
-    read-only folders and file systems (including /proc) are found before any work is done.
-    """
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{flag} '{path}' is a file, not a folder. Give a folder's path.")
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"{flag} '{path}': '{probe}' is a file, so no folder can be made below it. Give another path.")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".finetune-advisor-probe.", dir=probe)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as e:
-        raise InputError(f"{flag} '{path}' cannot be written ({e.strerror or e} in '{probe}'). "
-                         "Give a folder you can write to.") from None
-
-
-def clean_stale_temp(target: str | Path) -> list[Path]:
-    """Remove `.NAME.PID.tmp` / `.old` folders beside `target` left by processes that no longer run
-    (a kill -9 during a save); those of live processes are another worker's work in progress."""
-    target = Path(target)
-    removed = []
-    if not target.parent.is_dir():
-        return removed
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.(tmp|old)$")
-    for entry in target.parent.iterdir():
-        match = pattern.match(entry.name)
-        if match and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists, owned by someone else
-    return True
-
-
-def read_json(path: str | Path, *, expect: type | None = dict) -> Any:
-    """Read a JSON record written by `write_json_atomic`.
-
-    Raises:
-        InputError: the file cannot be read, is not JSON, or (with `expect`) holds another type;
-            the message names the file.
-    """
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"'{path}' does not exist.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"'{path}' is not a readable JSON record ({first_line(e)}). "
-                         "Remove it and run the command that writes it again.") from None
-    if expect is not None and not isinstance(value, expect):
-        raise InputError(f"'{path}' holds a JSON {type(value).__name__}, not the {expect.__name__} this "
-                         "tool writes. Remove it and run the command that writes it again.")
-    return value
-
-
-# Query parameters of a database URL that carry a secret.
-_SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword", "secret", "token")
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"]+)")
-
-
-def mask_url(url: str) -> str:
-    """`url` with its password hidden, in the user part and in query parameters (`?password=`)."""
-    masked = re.sub(r"(?<=://)([^/@\s:]*):([^/@\s]*)@", lambda m: f"{m.group(1)}:***@", url)
-    keys = "|".join(_SECRET_KEYS)
-    return re.sub(rf"(?i)(?<=[?&;])({keys})=[^&;\s]*", lambda m: f"{m.group(1)}=***", masked)
-
-
-def mask_secrets(value: Any) -> Any:
-    """`value` (strings, lists, dicts) with every URL password masked (see `mask_url`)."""
-    if isinstance(value, str):
-        return _URL.sub(lambda m: mask_url(m.group(1)), value) if "://" in value else value
-    if isinstance(value, dict):
-        return {k: mask_secrets(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [mask_secrets(v) for v in value]
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return value.item()
-    return value
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries that decide a run's results (None when not installed)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+from ._errors import InputError
+from ._files import check_writable, jsonable, library_versions, mask_secrets, read_json, write_json_atomic
+from ._records import RUN_FILE, RunCommand, RunData, RunRecord
 
 
 class RunDir:
@@ -252,15 +47,15 @@ class RunDir:
         check_writable(self.path, flag=flag)
         self.run_record()
 
-    def run_record(self) -> dict:
-        """run.json as written so far ({"commands": []} when there is none)."""
-        if not self.exists("run.json"):
-            return {"commands": []}
-        record = self.read("run.json")
-        if not isinstance(record.get("commands"), list):
-            raise InputError(f"'{self.file('run.json')}' has no list of commands: it was not written by this "
-                             "tool, or was edited. Remove it (it only records what was run) and run again.")
-        return record
+    def run_record(self) -> RunRecord:
+        """run.json as written so far (an empty record when there is none)."""
+        if not self.exists(RUN_FILE):
+            return RunRecord()
+        try:
+            return RunRecord.read(self.file(RUN_FILE))
+        except InputError as e:
+            raise InputError(f"{e} Remove '{self.file(RUN_FILE)}' (it only records what was run) and run "
+                             "again.") from None
 
     def write_run_record(self, *, command: str, configs: dict[str, Any], data_fingerprint: str | None = None,
                          data_source: str | None = None, data_config: Any = None) -> Path:
@@ -268,19 +63,17 @@ class RunDir:
 
         A later command in the same run directory (advise, then search) adds its own entry under
         "commands" instead of overwriting the earlier one. With `data_source`, the data the run
-        uses (source, how it was read, fingerprint) is recorded for later stages: `data_used`.
+        uses (source, how it was read, fingerprint) is recorded for later stages: `load_task`.
         """
-        entry = {"command": command, "argv": mask_secrets(sys.argv[1:]), "configs": mask_secrets(_jsonable(configs)),
-                 "data_fingerprint": data_fingerprint,
-                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         record = self.run_record()
-        record["commands"].append(_jsonable(entry))
-        record["data_fingerprint"] = data_fingerprint or record.get("data_fingerprint")
+        record.commands.append(RunCommand(
+            command=command, argv=mask_secrets(sys.argv[1:]), configs=mask_secrets(jsonable(configs)),
+            data_fingerprint=data_fingerprint, started=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        record.data_fingerprint = data_fingerprint or record.data_fingerprint
         if data_source is not None:
-            record["data"] = {"source": data_source, "config": _jsonable(data_config),
-                              "fingerprint": data_fingerprint}
-        record["versions"] = library_versions()
-        return self.write("run.json", record)
+            record.data = RunData(source=data_source, config=jsonable(data_config), fingerprint=data_fingerprint)
+        record.versions = library_versions()
+        return record.write(self.file(RUN_FILE))
 
     def load_task(self):
         """The TaskData this run was made on (see `data_used`).
@@ -290,36 +83,17 @@ class RunDir:
         """
         from ._data import DataConfig, load_task
 
-        used = self.data_used()
+        used = self.run_record().data_used()
         if used is None:
-            raise InputError(f"'{self.file('run.json')}' does not say which data this run used: give --data D.")
-        source, config, fingerprint = used
+            raise InputError(f"'{self.file(RUN_FILE)}' does not say which data this run used: give --data D.")
+        source, fingerprint = used.source, used.fingerprint
         try:
-            config = DataConfig(**config)
+            config = DataConfig(**used.config)
         except TypeError:
-            raise InputError(f"'{self.file('run.json')}' records the data's settings in a form this version does "
+            raise InputError(f"'{self.file(RUN_FILE)}' records the data's settings in a form this version does "
                              "not know: give --data D.") from None
         task = load_task(source, config)
         if fingerprint and task.fingerprint != fingerprint:
             raise InputError(f"the run's data '{source}' changed since it was used here (its fingerprint differs): "
                              "give --data D to say which data you mean.")
         return task
-
-    def data_used(self) -> tuple[str, dict, str | None] | None:
-        """(source, data config as a dict, fingerprint) of the data this run was made on, or None."""
-        record = self.run_record()
-        data = record.get("data")
-        if data is None:  # run.json of an earlier version: the data is in its commands' configs
-            entry = next((c["configs"] for c in reversed(record["commands"]) if isinstance(c, dict)
-                          and isinstance(c.get("configs"), dict) and c["configs"].get("data_source")), None)
-            data = entry and {"source": entry["data_source"], "config": entry.get("data"),
-                              "fingerprint": record.get("data_fingerprint")}
-        if not isinstance(data, dict) or not isinstance(data.get("source"), str) \
-                or not isinstance(data.get("config"), dict):
-            return None
-        return data["source"], data["config"], data.get("fingerprint")
-
-
-def default_cache_dir() -> Path:
-    """$FINETUNE_ADVISOR_CACHE, else ~/.cache/finetune-advisor."""
-    return Path(os.environ.get("FINETUNE_ADVISOR_CACHE", "~/.cache/finetune-advisor")).expanduser()

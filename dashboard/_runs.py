@@ -10,8 +10,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from core import (ADVICE_FILE, EXPORT_DIR, EXPORT_FILE, FAIL_REASON, SEARCH_FILE, STUDY_FILE, AdviceRecord,
+from ..core import (ADVICE_FILE, EXPORT_DIR, EXPORT_FILE, FAIL_REASON, SEARCH_FILE, STUDY_FILE, AdviceRecord,
                   ExportRecord, InputError, SearchRecord, epoch_reports, sqlite_url, steps_per_epoch)
 
 RUNS_ENV = "FINETUNE_ADVISOR_RUNS"  # run directories for the app, os.pathsep-separated
@@ -29,7 +30,7 @@ class RunView:
     """One run directory as the dashboard sees it."""
 
     path: Path
-    records: dict[str, dict] = field(default_factory=dict)  # stage -> record, for the stages that wrote one
+    records: dict[str, Any] = field(default_factory=dict)  # stage -> its record type, for the stages that wrote one
     problems: list[str] = field(default_factory=list)  # about the whole run, said plainly
     broken: dict[str, str] = field(default_factory=dict)  # stage -> why its record cannot be used
 
@@ -38,15 +39,15 @@ class RunView:
         return self.path.name or str(self.path)
 
     @property
-    def advice(self) -> dict | None:
+    def advice(self) -> AdviceRecord | None:
         return self.records.get("advice")
 
     @property
-    def search(self) -> dict | None:
+    def search(self) -> SearchRecord | None:
         return self.records.get("search")
 
     @property
-    def export(self) -> dict | None:
+    def export(self) -> ExportRecord | None:
         return self.records.get("export")
 
     def missing(self, stage: str) -> str:
@@ -64,7 +65,7 @@ class RunView:
         """The study's storage: RUN/study.db, else search.json's URL when it carries no hidden password."""
         if (self.path / STUDY_FILE).exists():
             return sqlite_url(self.path)
-        url = (self.search or {}).get("storage")
+        url = self.search.storage if self.search else None
         return url if url and "***" not in url else None
 
     def study(self):
@@ -76,7 +77,7 @@ class RunView:
 
         storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
         names = optuna.get_all_study_names(storage)
-        name = (self.search or {}).get("study_name") or ("search" if "search" in names else (names or [None])[0])
+        name = self.search.study_name if self.search else ("search" if "search" in names else (names or [None])[0])
         if name not in names:
             return None
         return optuna.load_study(study_name=name, storage=storage)
@@ -99,7 +100,7 @@ def load_run(path: str | Path) -> RunView:
             view.broken[stage] = f"{target} cannot be read ({e}). Make it again with: {view.command(stage)}"
             continue
         try:  # the record's own checks: the contract's keys, the types the pages draw from
-            view.records[stage] = record_type.from_json(record, source=str(target)).to_json()
+            view.records[stage] = record_type.from_json(record, source=str(target))
         except InputError as e:
             view.broken[stage] = f"{e} Make it again with: {view.command(stage)}"
     return view
@@ -208,8 +209,8 @@ def validation_errors(view: RunView, worst: int = 20) -> Errors:
     import numpy as np
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    from core import RunDir
-    from export import Predictor, PredictorError
+    from ..core import RunDir
+    from ..export import Predictor, PredictorError
 
     task = RunDir(view.path).load_task()
     try:
@@ -228,7 +229,7 @@ def validation_errors(view: RunView, worst: int = 20) -> Errors:
     wrong = np.flatnonzero(pred != gold)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:worst]
     if valid.modality == "image":  # a thumbnail to look at, and the file to open
-        from core._images import thumbnail_uri
+        from ..core._images import thumbnail_uri
 
         shown = [{"image": thumbnail_uri(valid.texts[i]), "file": valid.texts[i]} for i in wrong]
     else:
@@ -245,15 +246,16 @@ def compare_rows(runs: list[RunView]) -> list[dict]:
     """One row per run with the numbers worth comparing."""
     rows = []
     for r in runs:
-        a, s, e = r.advice or {}, r.search or {}, r.export or {}
-        best = s.get("best") or {}
-        rec = e.get("recommended")
+        a, s, e = r.advice, r.search, r.export
+        best = s.best if s else None
         rows.append({
-            "run": str(r.path), "decision": a.get("decision"),
-            "zero-shot": (a.get("zero_shot") or {}).get("accuracy"), "probe": (a.get("probe") or {}).get("accuracy"),
-            "expected fine-tuned": (a.get("expected") or {}).get("fine_tune_accuracy"),
-            "search best": best.get("value"), "best k": (best.get("params") or {}).get("unfrozen_layers"),
-            "trials": sum((s.get("n_trials") or {}).values()) if s else None,
-            "export": rec, "speed-up": (e.get("speedup_over_torch") or {}).get(rec),
+            "run": str(r.path), "decision": a.decision if a else None,
+            "zero-shot": a.zero_shot.accuracy if a else None, "probe": a.probe.accuracy if a else None,
+            "expected fine-tuned": a.expected.fine_tune_accuracy if a else None,
+            "search best": best.value if best else None,
+            "best k": best.params.get("unfrozen_layers") if best else None,
+            "trials": s.n_trials.complete + s.n_trials.pruned + s.n_trials.fail + s.n_trials.running
+            + s.n_trials.waiting if s else None,
+            "export": e.recommended if e else None, "speed-up": e.speedup_over_torch.get(e.recommended) if e else None,
         })
     return rows

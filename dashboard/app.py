@@ -16,10 +16,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run dashboard/app.py` from a checkout
 
-from core import InputError, first_line, steps_per_epoch  # noqa: E402
-from dashboard._runs import (RunView, compare_rows, epoch_axis, fixed_params, layer_points, load_run,  # noqa: E402
+from finetune_advisor.core import InputError, first_line, steps_per_epoch  # noqa: E402
+from finetune_advisor.dashboard._runs import (RunView, compare_rows, epoch_axis, fixed_params, layer_points, load_run,  # noqa: E402
                              run_paths, table, trial_rows, validation_errors)
 
 REFRESH_SECONDS = 5
@@ -94,18 +93,18 @@ def show_advice(run: RunView) -> None:
     if a is None:
         st.info(run.missing("advice"))
         return
-    st.header(f"Decision: {a['decision'].upper()}")
-    for reason in a.get("reasons", []):
+    st.header(f"Decision: {a.decision.upper()}")
+    for reason in a.reasons:
         st.markdown(f"- {reason}")
     left, right = st.columns([3, 2])
+    expected, cost = a.expected, a.cost
     with left:
-        expected = a.get("expected") or {}
-        bars = [("chance", a.get("chance_accuracy"), None),
-                (f"zero-shot ({a['zero_shot'].get('method', '')})", a["zero_shot"].get("accuracy"), None),
-                ("probe (frozen)", a["probe"].get("accuracy"), None),
-                ("kNN (frozen)", a["probe"].get("knn_accuracy"), None),
-                ("expected fine-tuned", expected.get("fine_tune_accuracy"), expected.get("uncertainty")),
-                ("n-gram model (no pretraining)", a["probe"].get("ngram_accuracy"), None)]
+        bars = [("chance", a.chance_accuracy, None),
+                (f"zero-shot ({a.zero_shot.method or ''})", a.zero_shot.accuracy, None),
+                ("probe (frozen)", a.probe.accuracy, None),
+                ("kNN (frozen)", a.probe.knn_accuracy, None),
+                ("expected fine-tuned", expected.fine_tune_accuracy, expected.uncertainty),
+                (f"no pretraining ({a.probe.baseline_method})", a.probe.baseline_accuracy, None)]
         bars = [b for b in bars if b[1] is not None]
         fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars],
                                error_y={"type": "data", "array": [b[2] or 0 for b in bars]},
@@ -114,62 +113,60 @@ def show_advice(run: RunView) -> None:
                           margin={"t": 20, "b": 20})
         st.plotly_chart(fig, key=f"advice-{run.path}")
     with right:
-        cost = a.get("cost") or {}
-        st.subheader(f"Cost on {cost.get('device', '?')}")
+        st.subheader(f"Cost on {cost.device}")
         c1, c2 = st.columns(2)
-        c1.metric("search (estimated)", f"{cost.get('search_seconds', 0):.0f} s")
-        c2.metric("advisor took", f"{a.get('advisor_seconds', 0):.0f} s")
-        if "search_cost" in cost:
-            st.metric("search cost at the given hourly price", f"{cost['search_cost']:.2f}")
-        per_epoch = cost.get("per_epoch_seconds") or {}
-        if per_epoch:
-            st.dataframe(pd.DataFrame({"blocks trained (k)": list(per_epoch),
-                                       "seconds per epoch": list(per_epoch.values())}), hide_index=True)
-        if a["decision"] == "fine-tune" and expected.get("suggested_unfrozen_layers"):
-            lo, hi = expected["suggested_unfrozen_layers"]
+        c1.metric("search (estimated)", f"{cost.search_seconds or 0:.0f} s")
+        c2.metric("advisor took", f"{a.advisor_seconds:.0f} s")
+        if cost.search_cost is not None:
+            st.metric("search cost at the given hourly price", f"{cost.search_cost:.2f}")
+        if cost.per_epoch_seconds:
+            st.dataframe(pd.DataFrame({"blocks trained (k)": list(cost.per_epoch_seconds),
+                                       "seconds per epoch": list(cost.per_epoch_seconds.values())}), hide_index=True)
+        if a.decision == "fine-tune" and a.suggested_layers:
+            lo, hi = a.suggested_layers
             st.markdown(f"Suggested: fine-tune the top **{lo}–{hi}** blocks.")
     st.subheader("Domain shift")
     st.dataframe(pd.DataFrame(shift_rows(a)), hide_index=True)
-    for skipped in a.get("skipped", []):
+    for skipped in a.skipped:
         st.caption(f"skipped: {skipped}")
 
 
-def shift_rows(a: dict) -> list[dict]:
-    """The shift measures beside the thresholds that drove (or could drive) the decision."""
-    s, limits = a.get("shift") or {}, a.get("thresholds") or {}
+def shift_rows(a) -> list[dict]:
+    """The shift measures of an AdviceRecord beside the thresholds that drove (or could drive) the decision."""
+    s, limits = a.shift, a.thresholds
 
     def limit(name: str, form: str) -> str:  # advice.json carries the rule's thresholds; older ones may not
-        return format(limits[name], form) if limits.get(name) is not None else "?"
+        value = getattr(limits, name) if limits else None
+        return format(value, form) if value is not None else "?"
 
-    p_value = s.get("mmd_p_value")
-    if "model_input" in s:  # an image task: the input statistics that decide transfer
-        h, w = s["model_input"]
+    p_value = s.mmd_p_value
+    if s.model_input is not None:  # an image task: the input statistics that decide transfer
+        h, w = s.model_input
         measures = [
-            {"measure": "size ratio (median side / model's)", "value": s.get("size_ratio"),
+            {"measure": "size ratio (median side / model's)", "value": s.size_ratio,
              "threshold": f"model input {h}x{w}"},
-            {"measure": "grayscale share", "value": s.get("grayscale_share"), "threshold": "informative"},
-            {"measure": "normalisation gap (sd)", "value": s.get("normalisation_gap"),
+            {"measure": "grayscale share", "value": s.grayscale_share, "threshold": "informative"},
+            {"measure": "normalisation gap (sd)", "value": s.normalisation_gap,
              "threshold": "vs the processor's mean/std"},
-            {"measure": "contrast ratio", "value": s.get("contrast_ratio"), "threshold": "informative"},
-            {"measure": "MMD² vs reference images", "value": s.get("mmd2"),
+            {"measure": "contrast ratio", "value": s.contrast_ratio, "threshold": "informative"},
+            {"measure": "MMD² vs reference images", "value": s.mmd2,
              "threshold": "no reference (--reference DIR)" if p_value is None else f"p-value {p_value:.3f}"}]
     else:
         measures = [
-            {"measure": "unknown-token rate", "value": s.get("unk_rate"),
+            {"measure": "unknown-token rate", "value": s.unk_rate,
              "threshold": f"> {limit('max_unk_rate', '.0%')} → change-model"},
-            {"measure": "fertility (sub-tokens per word)", "value": s.get("fertility"), "threshold": "informative"},
-            {"measure": "MMD² vs reference English", "value": s.get("mmd2"),
+            {"measure": "fertility (sub-tokens per word)", "value": s.fertility, "threshold": "informative"},
+            {"measure": "MMD² vs reference English", "value": s.mmd2,
              "threshold": "not measured" if p_value is None else f"p-value {p_value:.3f}"}]
+    signals = [x for x in (a.zero_shot.accuracy, a.probe.accuracy, a.expected.fine_tune_accuracy) if x is not None]
     rows = [
         *measures,
-        {"measure": "proxy A-distance", "value": s.get("pad"), "threshold": "0 = same, 2 = separable"},
-        {"measure": "effective rank", "value": s.get("effective_rank"),
-         "threshold": f"of {s.get('hidden_size', '?')} dimensions"},
-        {"measure": "best signal vs chance", "value": max(
-            [x for x in ((a.get("zero_shot") or {}).get("accuracy"), (a.get("probe") or {}).get("accuracy"),
-                         (a.get("expected") or {}).get("fine_tune_accuracy")) if x is not None] or [0.0]),
+        {"measure": "proxy A-distance", "value": s.pad, "threshold": "0 = same, 2 = separable"},
+        {"measure": "effective rank", "value": s.effective_rank,
+         "threshold": f"of {s.hidden_size or '?'} dimensions"},
+        {"measure": "best signal vs chance", "value": max(signals or [0.0]),
          "threshold": f"< {limit('near_chance_floor', '.3f')} → change-model"},
-        {"measure": "expected gain over probe", "value": (a.get("expected") or {}).get("gain_over_probe"),
+        {"measure": "expected gain over probe", "value": a.expected.gain_over_probe,
          "threshold": f"< {limit('min_gain', '.3f')} → head-only"},
     ]
     return [{**r, "value": None if r["value"] is None else round(float(r["value"]), 4)} for r in rows]
@@ -191,9 +188,8 @@ def show_search(run: RunView) -> None:
         if run.search is None:
             st.info(run.missing("search"))
         else:
-            st.info(f"The study's storage ({run.search.get('storage')}) cannot be read from here; "
-                    "showing search.json.")
-            st.dataframe(pd.DataFrame(run.search.get("trials", [])), hide_index=True)
+            st.info(f"The study's storage ({run.search.storage}) cannot be read from here; showing search.json.")
+            st.dataframe(table([t.to_json() for t in run.search.trials]), hide_index=True)
         return
     running = any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
     if running:
@@ -260,29 +256,30 @@ def show_export(run: RunView) -> None:
         st.info(run.missing("export"))
         return
     folder = run.path / "export"
-    rows = [{"variant": "torch eager", "size MB": None, "accuracy": e.get("torch_accuracy"),
-             "batch 1 ms": e["torch_latency_ms"]["batch_1"], "batch 32 ms": e["torch_latency_ms"]["batch_32"],
+    rows = [{"variant": "torch eager", "size MB": None, "accuracy": e.torch_accuracy,
+             "batch 1 ms": e.torch_latency_ms.batch_1, "batch 32 ms": e.torch_latency_ms.batch_32,
              "max |diff|": None, "status": "reference"}]
-    for v in e["variants"]:
-        file = folder / v["file"]
-        lat = v.get("latency_ms") or {}
-        rows.append({"variant": v["file"], "size MB": round(file.stat().st_size / 2**20, 1) if file.exists() else None,
-                     "accuracy": v.get("accuracy"), "batch 1 ms": lat.get("batch_1"), "batch 32 ms": lat.get("batch_32"),
-                     "max |diff|": v.get("max_abs_diff"),
-                     "status": "recommended" if v["file"] == e["recommended"] else
-                     ("passed" if v["passed"] else f"refused: {v['why']}")})
-    st.header(f"Recommended: {e['recommended']}")
+    for v in e.variants:
+        file = folder / v.file
+        lat = v.latency_ms
+        rows.append({"variant": v.file, "size MB": round(file.stat().st_size / 2**20, 1) if file.exists() else None,
+                     "accuracy": v.accuracy, "batch 1 ms": lat.batch_1 if lat else None,
+                     "batch 32 ms": lat.batch_32 if lat else None, "max |diff|": v.max_abs_diff,
+                     "status": "recommended" if v.file == e.recommended else
+                     ("passed" if v.passed else f"refused: {v.why}")})
+    st.header(f"Recommended: {e.recommended}")
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    speedups = e.get("speedup_over_torch") or {}
+    speedups = e.speedup_over_torch
     fig = go.Figure(go.Bar(x=list(speedups), y=list(speedups.values()), text=[f"{x:.2f}x" for x in speedups.values()],
                            textposition="outside"))
-    fig.update_layout(title=f"Speed-up over PyTorch at batch 32, {e.get('sequence_length', '?')} tokens",
+    shape = f"{e.sequence_length} tokens" if e.sequence_length else "one image size"
+    fig.update_layout(title=f"Speed-up over PyTorch at batch 32, {shape}",
                       yaxis={"title": "x torch eager"}, height=320)
     st.plotly_chart(fig, key=f"speedup-{run.path}")
     st.subheader("Try it")
     text = st.text_area("Text to classify", key=f"try-{run.path}")
     if text.strip():
-        from export import Predictor, PredictorError
+        from finetune_advisor.export import Predictor, PredictorError
 
         try:
             predictor = Predictor(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import ExportSource
+from ..core import ExportSource
 
 from ._predictor import Predictor, image_inputs
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import ExportRecord, ExportSource, InputError, atomic_folder, load_export_source, write_json_atomic
+from ..core import ExportRecord, ExportSource, InputError, atomic_folder, load_export_source, write_json_atomic
 
 from ._checks import deploy_accuracy, ort_session, parity, token_lengths, tokenizer_parity, torch_logits_of
 from ._onnx import to_onnx
@@ -169,17 +169,17 @@ class _RecordWriter:
 
     def write(self, *, variants, torch_timing, recommended, note, length, fusion, quantization,
               static_quantization) -> ExportRecord:
-        from core import library_versions
+        from ..core import library_versions
 
         torch_latency = torch_timing["latency_ms"]
-        record = ExportRecord(
-            source=str(self.source_path), opset=self.config.opset, variants=variants, torch_latency_ms=torch_latency,
-            recommended=recommended, torch_accuracy=self.torch_acc, sequence_length=length,
-            speedup_over_torch={v["file"]: torch_latency["batch_32"] / v["latency_ms"]["batch_32"]
-                                for v in variants if v["passed"]},
-            extra={"atol": self.config.atol, "torch_latency_spread_ms": torch_timing["latency_spread_ms"],
-                   "recommendation_note": note, "fusion": fusion, "quantization": quantization,
-                   "static_quantization": static_quantization,
-                   "versions": library_versions()})
+        record = ExportRecord.from_json({
+            "source": str(self.source_path), "opset": self.config.opset, "variants": variants,
+            "torch_latency_ms": torch_latency, "recommended": recommended, "torch_accuracy": self.torch_acc,
+            "sequence_length": length,
+            "speedup_over_torch": {v["file"]: torch_latency["batch_32"] / v["latency_ms"]["batch_32"]
+                                   for v in variants if v["passed"]},
+            "atol": self.config.atol, "torch_latency_spread_ms": torch_timing["latency_spread_ms"],
+            "recommendation_note": note, "fusion": fusion, "quantization": quantization,
+            "static_quantization": static_quantization, "versions": library_versions()})
         record.write(self.folder / EXPORT_RECORD)
         return record

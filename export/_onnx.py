@@ -8,7 +8,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from core import ExportSource, InputError
+from ..core import ExportSource, InputError
 
 
 def to_onnx(source: ExportSource, path: Path, opset: int) -> None:

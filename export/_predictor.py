@@ -3,13 +3,13 @@
 
 Copy RUN/export anywhere with those packages installed and:
 
-    from export import Predictor
+    from finetune_advisor import Predictor
     predictor = Predictor("export")                  # the recommended variant (export.json)
     predictor.predict(["Shares fell sharply today"])  # [{"label": "business", "score": 0.97}]
     Predictor("photos/export").predict(["cat.jpg"])  # an image model takes image paths
 
-Of the project it imports only core._images (numpy + Pillow, for an image model's preprocessing:
-the code training used), never torch or transformers.
+Of the project it imports only core's torch-free parts (the export record's type; for an image
+model, core._images: numpy + Pillow, the preprocessing training used), never torch or transformers.
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ class Predictor:
                                  "Make one with: finetune-advisor export RUN")
         if not images:
             from tokenizers import Tokenizer
-        record = _read_record(self.folder / EXPORT_RECORD) if (self.folder / EXPORT_RECORD).is_file() else {}
+        record = _export_record(self.folder / EXPORT_RECORD) if (self.folder / EXPORT_RECORD).is_file() else None
         meta = _read_record(self.folder / LABELS)
         if not isinstance(meta.get("labels"), list) or not meta["labels"] or "max_length" not in meta:
             raise PredictorError(f"'{self.folder / LABELS}' lacks the labels or the max_length. "
                                  "Export again: finetune-advisor export RUN")
-        known = [v.get("file") for v in record.get("variants") or [] if isinstance(v, dict) and v.get("passed")]
-        self.variant = variant or record.get("recommended")
+        known = [v.file for v in record.variants if v.passed] if record else []
+        self.variant = variant or (record.recommended if record else None)
         if not isinstance(self.variant, str) or not self.variant:
             raise PredictorError(f"'{self.folder / EXPORT_RECORD}' names no recommended model. Give --variant "
                                  f"(one of: {', '.join(map(str, known)) or 'none'}) or export again.")
@@ -78,10 +78,19 @@ class Predictor:
         self.max_length = int(meta["max_length"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.modality = "image" if images else "text"
+        outputs = self.session.get_outputs()[0].shape[-1]
+        if isinstance(outputs, int) and outputs != len(self.labels):
+            raise PredictorError(f"'{self.folder / LABELS}' names {len(self.labels)} labels, but '{path.name}' "
+                                 f"scores {outputs} classes: the files come from different exports. "
+                                 "Export again: finetune-advisor export RUN")
         if images:
             self.spec = _image_spec(self.folder)
             return
-        self.tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER))
+        except Exception as e:  # tokenizers raises a bare Exception on a damaged file
+            raise PredictorError(f"'{self.folder / TOKENIZER}' cannot be read ({str(e).splitlines()[0][:120]}): "
+                                 "it is damaged or cut short. Export again: finetune-advisor export RUN") from None
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
         self.pad_id = int(meta.get("pad_token_id", 0))
@@ -113,7 +122,7 @@ class Predictor:
 
     def _image_logits(self, paths, batch_size: int) -> np.ndarray:
         """Logits of image files, each decoded once; on a bad file, every bad one is named."""
-        from core._images import ImageError, image_problems, unreadable_message
+        from ..core._images import ImageError, image_problems, unreadable_message
 
         out = np.empty((len(paths), len(self.labels)), dtype=np.float32)
         try:
@@ -168,7 +177,7 @@ def image_inputs(folder: str | Path, paths) -> np.ndarray:
 
 
 def _image_spec(folder: Path):
-    from core._images import ImageSpec
+    from ..core._images import ImageSpec
 
     try:
         spec = ImageSpec.from_folder(folder)
@@ -178,6 +187,16 @@ def _image_spec(folder: Path):
     if spec.output_size is None:
         raise PredictorError(f"'{folder / PREPROCESSOR}' gives no fixed image size. Export again: finetune-advisor export RUN")
     return spec
+
+
+def _export_record(path: Path):
+    """export.json as its record type (core.ExportRecord), or PredictorError naming the file."""
+    from ..core import ExportRecord, InputError
+
+    try:
+        return ExportRecord.read(path)
+    except InputError as e:
+        raise PredictorError(f"{e} Export again: finetune-advisor export RUN") from None
 
 
 def _read_record(path: Path) -> dict:

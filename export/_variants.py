@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import ExportSource
+from ..core import ExportSource
 
 from ._checks import DoesNotRun, deploy_accuracy, max_diff, onnx_logits, parity
 from ._onnx import _quiet_logs

@@ -42,8 +42,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from advisor import AdvisorConfig, advise, read_inputs
-    from core import ADVICE_FILE, RunDir, load_backbone, load_task
+    from ..advisor import AdvisorConfig, advise, read_inputs
+    from ..core import ADVICE_FILE, RunDir, load_backbone, load_task
 
     from ._data_args import data_config
 
@@ -68,47 +68,51 @@ def run(args) -> int:
 
 
 def format_advice(r) -> str:
-    """The advice as the terminal shows it."""
+    """The advice (a core.AdviceRecord) as the terminal shows it."""
     def pct(x):
         return "n/a" if x is None else f"{x:.3f}"
 
-    e, s, c = r.expected, r.shift, r.cost
+    e, c, probe = r.expected, r.cost, r.probe
     lines = [f"decision: {r.decision.upper()}"] + [f"  - {reason}" for reason in r.reasons] + [
         "",
         f"chance (majority class)   {pct(r.chance_accuracy)}",
-        f"zero-shot ({r.zero_shot['method'] or 'n/a'}){'':<3} {pct(r.zero_shot['accuracy'])}",
-        f"probe (logistic, {r.probe['features']})   {pct(r.probe['accuracy'])}   kNN {pct(r.probe['knn_accuracy'])}"
-        f"   LogME {r.probe['logme']:.3f}   H-score {r.probe['h_score']:.2f}",
-        f"expected fine-tuned       {pct(e.get('fine_tune_accuracy'))}"
-        + (f" ± {e['uncertainty']:.3f} ({e.get('interval', 'interval')}), top "
-           f"{e['suggested_unfrozen_layers'][0]}-{e['suggested_unfrozen_layers'][1]} blocks" if e else ""),
+        f"zero-shot ({r.zero_shot.method or 'n/a'}){'':<3} {pct(r.zero_shot.accuracy)}",
+        f"probe (logistic, {probe.features})   {pct(probe.accuracy)}   kNN {pct(probe.knn_accuracy)}"
+        f"   LogME {pct(probe.logme)}   H-score {pct(probe.h_score)}",
+        f"expected fine-tuned       {pct(e.fine_tune_accuracy)}"
+        + (f" ± {e.uncertainty:.3f} ({e.interval or 'interval'}), top "
+           f"{e.suggested_unfrozen_layers[0]}-{e.suggested_unfrozen_layers[1]} blocks"
+           if e.fine_tune_accuracy is not None and e.suggested_unfrozen_layers else ""),
     ]
-    if "ngram_accuracy" in r.probe:
-        lines.append(f"n-gram model (no pretraining) {pct(r.probe['ngram_accuracy'])}")
-    steps = r.extra.get("step_seconds") or {}
+    if probe.baseline_accuracy is not None:
+        lines.append(f"no pretraining ({probe.baseline_method}) {pct(probe.baseline_accuracy)}")
+    search = "n/a" if c.search_seconds is None else f"{c.search_seconds:.0f} s"
     lines += [
-        format_shift(s),
-        f"cost on {c['device']}: search ≈ {c['search_seconds']:.0f} s"
-        + (f" (≈ {c['search_cost']:.2f} at the given hourly price)" if "search_cost" in c else "")
-        + ", per epoch: " + ", ".join(f"k={k} {v:.0f}s" for k, v in c["per_epoch_seconds"].items()),
+        format_shift(r.shift),
+        f"cost on {c.device}: search ≈ {search}"
+        + (f" (≈ {c.search_cost:.2f} at the given hourly price)" if c.search_cost is not None else "")
+        + ", per epoch: " + ", ".join(f"k={k} {v:.0f}s" for k, v in c.per_epoch_seconds.items()),
         f"advisor took {r.advisor_seconds:.0f} s"
-        + (" (" + ", ".join(f"{k.replace('_', '-')} {v:.0f}s" for k, v in steps.items()) + ")" if steps else ""),
+        + (" (" + ", ".join(f"{k.replace('_', '-')} {v:.0f}s" for k, v in r.step_seconds.items()) + ")"
+           if r.step_seconds else ""),
     ]
     lines += [f"skipped: {x}" for x in r.skipped]
     return "\n".join(lines)
 
 
-def format_shift(s: dict) -> str:
-    """The shift line: token coverage for text, input statistics for images; MMD and PAD when measured."""
-    if "model_input" in s:  # an image task
-        parts = [f"images {s['images']['width'][1]}x{s['images']['height'][1]} px (median) into "
-                 f"{s['model_input'][1]}x{s['model_input'][0]} (size ratio {s['size_ratio']:.2f})",
-                 f"grayscale {s['grayscale_share']:.0%}"]
-        if "normalisation_gap" in s:
-            parts.append(f"normalisation gap {s['normalisation_gap']:.2f} sd")
+def format_shift(s) -> str:
+    """The shift line (a core.Shift): token coverage for text, input statistics for images; MMD and
+    PAD when measured."""
+    if s.model_input is not None:  # an image task
+        parts = [f"images {s.images.width[1]}x{s.images.height[1]} px (median) into "
+                 f"{s.model_input[1]}x{s.model_input[0]} (size ratio {s.size_ratio:.2f})",
+                 f"grayscale {s.grayscale_share:.0%}"]
+        if s.normalisation_gap is not None:
+            parts.append(f"normalisation gap {s.normalisation_gap:.2f} sd")
     else:
-        parts = [f"unknown tokens {s['unk_rate']:.2%}", f"fertility {s['fertility']:.2f}"]
-    if s.get("mmd2") is not None:
-        parts += [f"MMD² {s['mmd2']:.4f} (p={s['mmd_p_value']:.3f})", f"PAD {s['pad']:.2f}"]
-    parts.append(f"effective rank {s['effective_rank']:.0f}/{s['hidden_size']}")
+        parts = [f"unknown tokens {s.unk_rate:.2%}", f"fertility {s.fertility:.2f}"]
+    if s.mmd2 is not None:
+        parts += [f"MMD² {s.mmd2:.4f} (p={s.mmd_p_value:.3f})", f"PAD {s.pad:.2f}"]
+    if s.effective_rank is not None:
+        parts.append(f"effective rank {s.effective_rank:.0f}/{s.hidden_size}")
     return "shift: " + ", ".join(parts)

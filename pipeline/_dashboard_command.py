@@ -23,8 +23,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from core import InputError
-    from dashboard import APP
+    from ..core import InputError
+    from ..dashboard import APP
 
     if not 0 < args.port < 65536:
         raise InputError(f"--port {args.port} is not a port: use 1..65535 (e.g. 8501).")
@@ -45,7 +45,7 @@ def check_port(host: str, port: int) -> None:
     """InputError unless the server could listen on host:port now (free, and an address of this machine)."""
     import socket
 
-    from core import InputError
+    from ..core import InputError
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

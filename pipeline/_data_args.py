@@ -29,7 +29,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Fa
 
 
 def data_config(args):
-    from core import DataConfig
+    from ..core import DataConfig
 
     return DataConfig(text_column=args.text_column, label_column=args.label_column,
                       text_pair_column=args.text_pair_column, valid=args.valid, test=args.test,

@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from core import load_task
+    from ..core import load_task
 
     from ._data_args import data_config
 
@@ -43,7 +43,7 @@ def run(args) -> int:
 
 def token_lengths(model: str, texts, pairs=None) -> np.ndarray:
     """Token count of each text (with special tokens) under `model`'s tokenizer."""
-    from core import load_tokenizer
+    from ..core import load_tokenizer
 
     tokenizer = load_tokenizer(model)
     enc = tokenizer(list(texts), list(pairs) if pairs else None, truncation=False, verbose=False)
@@ -69,7 +69,7 @@ def format_summary(task, lengths: np.ndarray | None, max_length: int) -> str:
         lines.append(f"{label:<{width}}  " + "  ".join(f"{c[label]:>7}" for c in counts))
     lines.append(f"{'total':<{width}}  " + "  ".join(f"{len(s):>7}" for s in splits))
     if task.modality == "image":
-        from core._images import image_stats
+        from ..core._images import image_stats
 
         st = image_stats(task.train.texts, limit=1000)
         modes = ", ".join(f"{m} {n}" for m, n in sorted(st["modes"].items(), key=lambda kv: -kv[1]))

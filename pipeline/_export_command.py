@@ -58,8 +58,8 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
-    from core import InputError, RunDir, check_replaceable, load_task
-    from export import EXPORT_RECORD, ExportConfig, ExportError, export
+    from ..core import InputError, RunDir, check_replaceable, load_task
+    from ..export import EXPORT_RECORD, ExportConfig, ExportError, export
 
     from ._data_args import data_config
 
@@ -95,29 +95,29 @@ def run_export(args) -> int:
 
 def format_export(record) -> str:
     """An ExportRecord as a table of variants."""
-    record = record.to_json()
-    t = record["torch_latency_ms"]
-    w = max(16, *(len(v["file"]) for v in record["variants"]))
+    t = record.torch_latency_ms
+    nan = float("nan")
+    w = max(16, *(len(v.file) for v in record.variants))
+    torch_acc = f"{record.torch_accuracy:.4f}" if record.torch_accuracy is not None else "-"
     lines = [f"{'variant':<{w}} {'accuracy':>8} {'max|diff|':>10} {'batch 1 ms':>10} {'batch 32 ms':>11}  status",
-             f"{'torch eager':<{w}} {record['torch_accuracy']:>8.4f} {'':>10} {t['batch_1']:>10.1f} {t['batch_32']:>11.1f}"]
-    for v in record["variants"]:
-        lat = v.get("latency_ms") or {}
-        acc = f"{v['accuracy']:.4f}" if v.get("accuracy") is not None else "-"
-        diff = f"{v['max_abs_diff']:.1e}" if v.get("max_abs_diff") is not None else "-"
-        status = "kept" if v["passed"] else f"refused: {v['why']}"
-        lines.append(f"{v['file']:<{w}} {acc:>8} {diff:>10} {lat.get('batch_1', float('nan')):>10.1f} "
-                     f"{lat.get('batch_32', float('nan')):>11.1f}  {status}")
-    best = record["recommended"]
-    shape = f"{record['sequence_length']} tokens" if record.get("sequence_length") else "one image size"
-    lines.append(f"recommended: {best} ({record['speedup_over_torch'][best]:.2f}x torch at batch 32, {shape})")
-    note = record.get("recommendation_note")
-    if note:
-        lines.append(f"note: {note}")
+             f"{'torch eager':<{w}} {torch_acc:>8} {'':>10} {t.batch_1:>10.1f} {t.batch_32:>11.1f}"]
+    for v in record.variants:
+        lat = v.latency_ms
+        acc = f"{v.accuracy:.4f}" if v.accuracy is not None else "-"
+        diff = f"{v.max_abs_diff:.1e}" if v.max_abs_diff is not None else "-"
+        status = "kept" if v.passed else f"refused: {v.why}"
+        lines.append(f"{v.file:<{w}} {acc:>8} {diff:>10} {lat.batch_1 if lat else nan:>10.1f} "
+                     f"{lat.batch_32 if lat else nan:>11.1f}  {status}")
+    best = record.recommended
+    shape = f"{record.sequence_length} tokens" if record.sequence_length else "one image size"
+    lines.append(f"recommended: {best} ({record.speedup_over_torch[best]:.2f}x torch at batch 32, {shape})")
+    if record.recommendation_note:
+        lines.append(f"note: {record.recommendation_note}")
     return "\n".join(lines)
 
 
 def run_predict(args) -> int:
-    from export import Predictor, PredictorError
+    from ..export import Predictor, PredictorError
 
     texts = list(args.texts)
     try:
@@ -139,7 +139,7 @@ def run_predict(args) -> int:
 
 
 def _read_texts(file: str) -> list[str]:
-    from export import PredictorError
+    from ..export import PredictorError
 
     path = Path(file)
     if not path.is_file():

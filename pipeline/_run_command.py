@@ -17,7 +17,7 @@ DEMO_MODEL, DEMO_DATA = "demo:minilm", "demo:bbc-news"
 
 
 def register(sub) -> None:
-    from core import DEFAULT_TRIALS
+    from ..core import DEFAULT_TRIALS
 
     p = sub.add_parser(
         "run", help="advise, search if advised, export: from data to a deployable model in one command",
@@ -57,11 +57,11 @@ def register(sub) -> None:
 def run(args) -> int:
     """Load the data and the model once, then advise, search (when advised) and export, each
     stage called as a function and writing its own record into the run directory."""
-    from advisor import AdvisorConfig, advise, read_inputs
-    from core import (BEST_MODEL_DIR, EXPORT_DIR, EXPORT_FILE, InputError, RunDir, check_replaceable,
+    from ..advisor import AdvisorConfig, advise, read_inputs
+    from ..core import (BEST_MODEL_DIR, EXPORT_DIR, EXPORT_FILE, InputError, RunDir, check_replaceable,
                       load_backbone, load_task)
-    from export import ExportConfig, ExportError, export
-    from search import SearchConfig, check_storage, search, storage_url
+    from ..export import ExportConfig, ExportError, export
+    from ..search import SearchConfig, check_storage, search, storage_url
 
     from ._advise_command import format_advice
     from ._data_args import data_config
@@ -105,7 +105,8 @@ def run(args) -> int:
         return 0
 
     _stage(f"2/3 search ({'a head on frozen features' if advice.decision == 'head-only' else advice.decision})")
-    record = search(backbone, task, run_dir.path, sconfig, model_ref=args.model, data_ref=data, data_config=dconfig)
+    record = search(backbone, task, run_dir.path, sconfig, advice=advice, model_ref=args.model, data_ref=data,
+                    data_config=dconfig)
     print(format_trials(record))
     if not record.best:
         return 1

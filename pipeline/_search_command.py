@@ -26,8 +26,8 @@ Re-running the same command resumes: --trials is the total of finished trials, n
 
 
 def register(sub) -> None:
-    from core import DEFAULT_TRIALS
-    from search import HEAD_STARTS, PRUNERS
+    from ..core import DEFAULT_TRIALS
+    from ..search import HEAD_STARTS, PRUNERS
 
     from ._data_args import add_data_arguments
 
@@ -79,7 +79,7 @@ def register(sub) -> None:
 
 def space_overrides(pairs: list[str], file: str | None) -> dict[str, str]:
     """{name: value} from a space file, then --space NAME=VALUE flags on top."""
-    from core import InputError
+    from ..core import InputError
 
     overrides: dict[str, str] = {}
     if file:
@@ -103,7 +103,7 @@ def space_overrides(pairs: list[str], file: str | None) -> dict[str, str]:
 
 def first_rung(text: str) -> float:
     """--first-rung as a number: "1/3", "0.5" or "1"."""
-    from core import InputError
+    from ..core import InputError
 
     top, sep, bottom = text.partition("/")
     try:
@@ -113,8 +113,8 @@ def first_rung(text: str) -> float:
 
 
 def run(args) -> int:
-    from core import BEST_MODEL_DIR, SEARCH_FILE, RunDir, load_backbone, load_task
-    from search import SearchConfig, check_storage, parse_param, search, storage_url
+    from ..core import BEST_MODEL_DIR, SEARCH_FILE, RunDir, load_backbone, load_task
+    from ..search import SearchConfig, check_storage, parse_param, search, storage_url
 
     from ._data_args import data_config
 
@@ -148,27 +148,25 @@ def run(args) -> int:
 
 def format_trials(record, top: int = 5) -> str:
     """The top trials of a SearchRecord as a table, with the study's counts above it."""
-    record = record.to_json()
-    n = record["n_trials"]
-    lines = [f"study '{record['study_name']}' ({record['storage']}): {n['complete']} complete, "
-             f"{n['pruned']} pruned, {n['fail']} failed"]
-    rows = sorted((t for t in record["trials"] if t["state"] == "COMPLETE"), key=lambda t: -t["value"])[:top]
+    n = record.n_trials
+    lines = [f"study '{record.study_name}' ({record.storage}): {n.complete} complete, {n.pruned} pruned, "
+             f"{n.fail} failed"]
+    rows = sorted((t for t in record.trials if t.state == "COMPLETE"), key=lambda t: -t.value)[:top]
     if not rows:
-        reasons = sorted({t.get("fail_reason", "") for t in record["trials"] if t.get("fail_reason")})
+        reasons = sorted({t.fail_reason for t in record.trials if t.fail_reason})
         return "\n".join(lines + ["no trial completed"] + [f"  - {r}" for r in reasons])
-    searched = [k for k, v in record["space"].items() if ":" in v or "," in v]  # fixed values are not shown
-    names = sorted(searched,
-                   key=lambda k: k != "unfrozen_layers")
+    searched = [k for k, v in record.space.items() if ":" in v or "," in v]  # fixed values are not shown
+    names = sorted(searched, key=lambda k: k != "unfrozen_layers")
     short = {"unfrozen_layers": "k", "learning_rate": "lr", "head_lr_multiplier": "head_x", "layer_lr_decay": "decay",
              "batch_size": "batch", "weight_decay": "wd", "warmup_ratio": "warmup", "max_length": "len"}
     header = ["trial", "accuracy"] + [short.get(k, k) for k in names] + ["seconds"]
     table = [header]
     for t in rows:
-        cells = [str(t["number"]), f"{t['value']:.4f}"]
+        cells = [str(t.number), f"{t.value:.4f}"]
         for k in names:
-            v = t["params"].get(k, "")
+            v = t.params.get(k, "")
             cells.append(f"{v:.2g}" if isinstance(v, float) else str(v))
-        cells.append(f"{t['seconds']:.0f}" if t.get("seconds") is not None else "")
+        cells.append(f"{t.seconds:.0f}" if t.seconds is not None else "")
         table.append(cells)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines.append(f"top {len(rows)} trials:")

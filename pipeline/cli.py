@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core import InputError
+from ..core import InputError
 
 EXAMPLES = """\
 examples:

@@ -6,7 +6,10 @@ feature cache shared by all trials, one or more worker processes, and retry of k
 it writes RUN/search.json and keeps the best model in RUN/best_model.
 """
 
-from ._search import HEAD_STARTS, PRUNERS, SearchConfig, keep_if_best, search, search_record
+from ._best import keep_if_best
+from ._config import HEAD_STARTS, PRUNERS, SearchConfig
+from ._record import search_record
+from ._search import search
 from ._space import DEFAULTS, SEARCHABLE, Param, SearchSpace, parse_param
 from ._study import STORAGE_ENV, check_storage, finished, open_storage, open_study, storage_url
 

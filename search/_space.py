@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core import InputError
+from ..core import InputError
 
 INT_FIELDS = ("unfrozen_layers", "batch_size", "epochs", "max_length")
 LOG_FIELDS = ("learning_rate", "head_lr_multiplier")
@@ -134,7 +134,7 @@ def _check_values(name: str, text: str, values) -> None:
     """Every value (a range's ends, each choice) must be one a training run accepts, so a bad
     space fails here, before a study is created and tied to it. The allowed ranges are
     TrainConfig's own checks."""
-    from core import TrainConfig
+    from ..core import TrainConfig
 
     problems = []
     for v in values:

@@ -14,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from core import FAIL_REASON, InputError, mask_url, sqlite_url
+from ..core import FAIL_REASON, InputError, mask_url, sqlite_url
 
 METRIC = "accuracy"
 DIRECTION = "maximize"
@@ -53,7 +53,7 @@ def _sqlite_file(parsed, url: str) -> Path | None:
     created); None for another database or an in-memory one."""
     if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
         return None
-    from core import check_writable
+    from ..core import check_writable
 
     db = Path(parsed.database)
     if db.is_dir():

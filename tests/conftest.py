@@ -27,14 +27,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def minilm_source() -> str:
-    from core import resolve_model_source
+    from finetune_advisor.core import resolve_model_source
 
     return resolve_model_source("demo:minilm")
 
 
 @pytest.fixture(scope="session")
 def minilm():
-    from core import load_backbone
+    from finetune_advisor.core import load_backbone
 
     return load_backbone("demo:minilm")
 
@@ -61,7 +61,7 @@ def topic_csv(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def topic_task(tmp_path_factory):
-    from core import DataConfig, load_task
+    from finetune_advisor.core import DataConfig, load_task
 
     path = write_csv(tmp_path_factory.mktemp("topics") / "topics.csv", topic_rows(copies=4))
     return load_task(str(path), DataConfig(valid_fraction=0.25, test_fraction=0.0))

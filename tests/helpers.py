@@ -72,7 +72,7 @@ def run_cli(*args, timeout=900):
     import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "finetune_advisor", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=Path(__file__).parent.parent)
 
 
@@ -130,7 +130,7 @@ def make_tiny_image_model(folder: Path, family: str, *, head_labels: list[str] |
     if family in ("clip", "siglip"):
         from transformers import AutoTokenizer
 
-        from core import resolve_model_source
+        from finetune_advisor.core import resolve_model_source
 
         AutoTokenizer.from_pretrained(resolve_model_source("demo:minilm")).save_pretrained(folder)
     return folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from advisor import Signals, decide
+from finetune_advisor.advisor import Signals, decide
 
 BASE = dict(chance=0.25, zero_shot=0.40, probe=0.80, expected_fine_tune=0.90, unk_rate=0.0, search_seconds=600,
             suggested_layers=(1, 3))
@@ -27,15 +27,15 @@ CASES = [
     ("gain within the uncertainty", {"fine_tune_uncertainty": 0.15}, {}, "fine-tune",
      ["+0.100", "within the estimate's uncertainty (±0.150)"]),
     # the n-gram model beats the probe beyond noise and the top of the forecast (0.90 + 0.05)
-    ("n-grams read it better", {"ngram": 0.98, "ngram_p_value": 0.001, "fine_tune_uncertainty": 0.05}, {},
+    ("n-grams read it better", {"baseline": 0.98, "baseline_p_value": 0.001, "fine_tune_uncertainty": 0.05}, {},
      "change-model", ["0.980", "+0.180", "0.800", "McNemar p = 0.001", "0.950", "no pretraining"]),
-    ("n-grams better within noise", {"ngram": 0.98, "ngram_p_value": 0.2}, {}, "fine-tune", ["0.900"]),
+    ("n-grams better within noise", {"baseline": 0.98, "baseline_p_value": 0.2}, {}, "fine-tune", ["0.900"]),
     # beyond noise against the probe, but inside what fine-tuning may reach
-    ("n-grams inside the forecast", {"ngram": 0.94, "ngram_p_value": 0.001, "fine_tune_uncertainty": 0.05}, {},
+    ("n-grams inside the forecast", {"baseline": 0.94, "baseline_p_value": 0.001, "fine_tune_uncertainty": 0.05}, {},
      "fine-tune", ["0.900"]),
-    ("n-grams better, no pilot", {"ngram": 0.95, "ngram_p_value": 0.001, "expected_fine_tune": None}, {},
+    ("n-grams better, no pilot", {"baseline": 0.95, "baseline_p_value": 0.001, "expected_fine_tune": None}, {},
      "change-model", ["0.950", "+0.150"]),
-    ("n-grams no better", {"ngram": 0.805, "ngram_p_value": 0.4}, {}, "fine-tune", ["0.900"]),
+    ("n-grams no better", {"baseline": 0.805, "baseline_p_value": 0.4}, {}, "fine-tune", ["0.900"]),
 ]
 
 

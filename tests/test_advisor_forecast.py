@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from advisor import _forecast
+from finetune_advisor.advisor import _forecast
 
 
 def test_the_error_exponent_of_a_power_law_curve_is_recovered():

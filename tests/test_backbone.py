@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import TINY_CONFIGS
-from core import ARCHITECTURES, InputError, freeze_top_k, load_backbone
+from finetune_advisor.core import ARCHITECTURES, InputError, freeze_top_k, load_backbone
 
 
 def test_demo_minilm_is_a_mean_pooled_six_block_encoder(minilm):

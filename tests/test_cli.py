@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from helpers import topic_rows, write_csv
-from pipeline import main
+from finetune_advisor.pipeline import main
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "finetune_advisor", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_help_teaches():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import APP, RUNS_ENV
+from finetune_advisor.dashboard import APP, RUNS_ENV
 
 ROOT = Path(__file__).parent.parent
 
@@ -167,7 +167,7 @@ def test_the_real_dashboard_in_a_headless_browser(full_run, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pipeline", "dashboard", str(full_run), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "finetune_advisor", "dashboard", str(full_run), "--port", str(port)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -204,9 +204,9 @@ def test_the_real_dashboard_in_a_headless_browser(full_run, tmp_path):
 def test_the_mistakes_tab_shows_per_class_scores_confusion_and_the_worst_errors(full_run, monkeypatch):
     import numpy as np
 
-    from core import RunDir
-    from dashboard._runs import load_run, validation_errors
-    from export import Predictor
+    from finetune_advisor.core import RunDir
+    from finetune_advisor.dashboard._runs import load_run, validation_errors
+    from finetune_advisor.export import Predictor
 
     errors = validation_errors(load_run(full_run))
     task = RunDir(full_run).load_task()
@@ -235,7 +235,7 @@ def test_the_mistakes_tab_shows_per_class_scores_confusion_and_the_worst_errors(
 def test_a_head_only_search_is_drawn_at_k_0_and_empty_cells_read_as_a_dash(tmp_path):
     import optuna
 
-    from dashboard._runs import fixed_params, layer_points, table, trial_rows
+    from finetune_advisor.dashboard._runs import fixed_params, layer_points, table, trial_rows
 
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("space", {"unfrozen_layers": "0", "learning_rate": "1e-5:3e-4", "max_length": "64,128"})
@@ -258,8 +258,8 @@ def test_learning_curves_are_drawn_in_epochs_when_a_trial_reports_inside_epoch_o
     import optuna
     import optuna.visualization as vis
 
-    from core import STEPS_PER_EPOCH, steps_per_epoch
-    from dashboard._runs import epoch_axis, trial_rows
+    from finetune_advisor.core import STEPS_PER_EPOCH, steps_per_epoch
+    from finetune_advisor.dashboard._runs import epoch_axis, trial_rows
 
     study = optuna.create_study(direction="maximize")
     study.set_user_attr(STEPS_PER_EPOCH, 3)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from helpers import topic_rows, write_csv
-from core import DataConfig, InputError, load_task
+from finetune_advisor.core import DataConfig, InputError, load_task
 
 
 def test_reads_csv_tsv_jsonl_and_parquet_alike(tmp_path):

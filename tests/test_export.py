@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import InputError, RunDir
+from finetune_advisor.core import InputError, RunDir
 from helpers import run_cli, topic_rows, write_csv
 
 QUICK = ["--repeats", "3"]
@@ -30,7 +30,7 @@ def exported(searched_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def topic_valid(searched_run):
-    from core import RunDir
+    from finetune_advisor.core import RunDir
 
     return RunDir(searched_run).load_task()
 
@@ -79,7 +79,7 @@ def test_int8_weights_have_one_scale_per_output_channel(exported, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from export._variants import dynamic_int8
+    from finetune_advisor.export._variants import dynamic_int8
 
     run, _ = exported
     dynamic_int8(run / "export" / "model.opt.onnx", tmp_path / "int8.onnx")
@@ -93,8 +93,8 @@ def test_int8_weights_have_one_scale_per_output_channel(exported, tmp_path):
 
 
 def test_the_deploy_folder_runs_anywhere_and_agrees_with_pytorch(exported, topic_valid, tmp_path):
-    from core import load_classifier
-    from export import Predictor
+    from finetune_advisor.core import load_classifier
+    from finetune_advisor.export import Predictor
 
     run, _ = exported
     moved = shutil.copytree(run / "export", tmp_path / "deploy")  # copy the folder and it runs
@@ -155,7 +155,7 @@ def test_a_model_that_is_not_a_classifier_exits_2(minilm_source, tmp_path):
 def test_a_transformers_sequence_classification_folder_exports(tiny_model, tmp_path, topic_task):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from export import ExportConfig, Predictor, export
+    from finetune_advisor.export import ExportConfig, Predictor, export
 
     folder = tmp_path / "hf"
     source = tiny_model("roberta")
@@ -165,17 +165,17 @@ def test_a_transformers_sequence_classification_folder_exports(tiny_model, tmp_p
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     record = export(folder, tmp_path / "out", topic_task, ExportConfig(repeats=2), progress=lambda s: None)
-    assert record.variants[0]["passed"] and record.variants[0]["max_abs_diff"] <= 1e-4
-    fused = [v for v in record.variants if v["file"] == "model.opt.onnx"]  # another family's graph, fused or not
-    assert all(v["max_abs_diff"] <= 1e-4 for v in fused if v["passed"]) and record.extra["fusion"]["tried"]
+    assert record.variants[0].passed and record.variants[0].max_abs_diff <= 1e-4
+    fused = [v for v in record.variants if v.file == "model.opt.onnx"]  # another family's graph, fused or not
+    assert all(v.max_abs_diff <= 1e-4 for v in fused if v.passed) and record.fusion["tried"]
     assert Predictor(tmp_path / "out").labels == labels
 
 
 def test_an_architecture_that_does_not_export_is_named(tmp_path):
     import torch
 
-    from core import ExportSource
-    from export._onnx import to_onnx
+    from finetune_advisor.core import ExportSource
+    from finetune_advisor.export._onnx import to_onnx
 
     class DataDependent(torch.nn.Module):  # control flow on values: torch.export cannot trace it
         def forward(self, input_ids, attention_mask):
@@ -204,8 +204,8 @@ def test_a_failing_parity_check_exports_nothing_and_lists_every_check(searched_r
 
 
 def test_a_write_failing_half_way_leaves_the_old_export_untouched(searched_run, tmp_path, monkeypatch):
-    from export import ExportConfig, export
-    from export import _export as module
+    from finetune_advisor.export import ExportConfig, export
+    from finetune_advisor.export import _export as module
 
     run = tmp_path / "run"
     shutil.copytree(searched_run, run)
@@ -235,7 +235,7 @@ def _timed(file, precision, median, q1, q3):
     ((900, 880, 920), "model.opt.onnx", False),  # slower than fp32 ONNX: never recommended
 ])
 def test_int8_is_recommended_only_when_clearly_faster_than_fp32(int8, expected, noisy):
-    from export._variants import recommend
+    from finetune_advisor.export._variants import recommend
 
     variants = [_timed("model.onnx", "fp32", 800, 780, 830), _timed("model.opt.onnx", "fp32-fused", 650, 620, 690),
                 _timed("model.int8.onnx", "int8", *int8), {"file": "x.onnx", "precision": "int8", "passed": False}]
@@ -246,7 +246,7 @@ def test_int8_is_recommended_only_when_clearly_faster_than_fp32(int8, expected, 
 
 
 def test_timings_interleave_the_contenders():
-    from export._variants import Timer
+    from finetune_advisor.export._variants import Timer
 
     calls = []
     timer = Timer.__new__(Timer)
@@ -263,7 +263,7 @@ def test_timings_interleave_the_contenders():
 def test_a_variant_onnxruntime_cannot_run_is_a_refusal_not_a_crash(tmp_path):
     """A graph onnxruntime refuses (here: not a graph at all) becomes one sentence naming the file,
     which parity and the int8 gate record as the reason the variant is refused."""
-    from export._checks import DoesNotRun, onnx_logits, parity
+    from finetune_advisor.export._checks import DoesNotRun, onnx_logits, parity
 
     bad = tmp_path / "model.opt.onnx"
     bad.write_bytes(b"not an onnx graph")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from finetune_advisor.pipeline.cli import main
 from helpers import topic_rows, write_csv
 
 
@@ -130,7 +130,7 @@ def test_max_rows_says_what_it_kept(tmp_path, capsys):
 
 
 def test_the_demo_keeps_copies_of_an_article_in_one_split():
-    from core import load_task
+    from finetune_advisor.core import load_task
 
     task = load_task("demo:bbc-news")
     train, valid = set(task.train.texts), set(task.valid.texts)
@@ -320,7 +320,7 @@ def test_the_dashboard_refuses_a_port_in_use(tmp_path, capsys):
 
 
 def test_run_json_never_holds_a_password(tmp_path, monkeypatch):
-    from core import RunDir, mask_url
+    from finetune_advisor.core import RunDir, mask_url
 
     assert mask_url("postgresql://u:pw@h:5/db?password=x&sslmode=require") == \
         "postgresql://u:***@h:5/db?password=***&sslmode=require"
@@ -334,7 +334,7 @@ def test_run_json_never_holds_a_password(tmp_path, monkeypatch):
 
 
 def test_storage_comes_from_the_environment(tmp_path, monkeypatch):
-    from search import STORAGE_ENV, storage_url
+    from finetune_advisor.search import STORAGE_ENV, storage_url
 
     assert storage_url(None, tmp_path) == f"sqlite:///{(tmp_path / 'study.db').resolve()}"
     monkeypatch.setenv(STORAGE_ENV, "postgresql://optuna@db/optuna")
@@ -346,7 +346,7 @@ def test_stale_temp_folders_of_dead_processes_are_cleaned(tmp_path):
     import subprocess
     import sys
 
-    from core import atomic_folder
+    from finetune_advisor.core import atomic_folder
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()

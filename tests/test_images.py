@@ -15,7 +15,7 @@ import pytest
 from helpers import SHAPES, make_tiny_image_model, run_cli, write_csv, write_shape_images
 from PIL import Image
 
-from core import DataConfig, InputError, RunDir, load_task
+from finetune_advisor.core import DataConfig, InputError, RunDir, load_task
 
 ROOT = Path(__file__).parent.parent
 
@@ -134,7 +134,7 @@ def test_preprocessing_matches_transformers(tmp_path, processor):
     from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-    from core._images import ImageSpec, to_rgb
+    from finetune_advisor.core._images import ImageSpec, to_rgb
 
     made = {"vit": lambda: ViTImageProcessorPil(size={"height": 32, "width": 24}),
             "convnext-crop": lambda: ConvNextImageProcessorPil(size={"shortest_edge": 32}),
@@ -150,7 +150,7 @@ def test_preprocessing_matches_transformers(tmp_path, processor):
 
 
 def test_grayscale_and_transparent_images_become_rgb():
-    from core._images import to_rgb
+    from finetune_advisor.core._images import to_rgb
 
     gray = to_rgb(Image.new("L", (4, 4), 100))
     assert gray.mode == "RGB" and gray.getpixel((0, 0)) == (100, 100, 100)
@@ -164,7 +164,7 @@ def test_a_thumbnail_is_a_small_png_of_the_image(tmp_path):
     import base64
     import io
 
-    from core._images import thumbnail_uri
+    from finetune_advisor.core._images import thumbnail_uri
 
     Image.new("L", (300, 150), 200).save(tmp_path / "wide.png")
     uri = thumbnail_uri(tmp_path / "wide.png", size=96)
@@ -182,7 +182,7 @@ def test_a_thumbnail_is_a_small_png_of_the_image(tmp_path):
 def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
     """With the frozen stages cached, every step's loss equals the uncached run's, for k = 0, 1, L
     (Swin: a middle stage cannot be fed a cached input, so k = 1 runs uncached and says so)."""
-    from core import TrainConfig, load_backbone, train
+    from finetune_advisor.core import TrainConfig, load_backbone, train
 
     backbone = load_backbone(str(image_model(family)))
     assert backbone.modality == "image" and backbone.num_blocks == 3
@@ -202,7 +202,7 @@ def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
 def test_augmentation_flips_and_shifts_each_image_within_its_padding():
     import torch
 
-    from core._train import augment_pixels
+    from finetune_advisor.core._batches import augment_pixels
 
     x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16) + 1
     seen_flips = set()
@@ -220,7 +220,7 @@ def test_augmentation_flips_and_shifts_each_image_within_its_padding():
 
 
 def test_augmented_training_runs_uncached_and_text_models_refuse_it(image_model, shapes, tiny_model):
-    from core import DataConfig, TrainConfig, load_backbone, train
+    from finetune_advisor.core import DataConfig, TrainConfig, load_backbone, train
 
     backbone = load_backbone(str(image_model("resnet")))
     task = load_task(str(shapes))
@@ -236,7 +236,7 @@ def test_augmented_training_runs_uncached_and_text_models_refuse_it(image_model,
 
 
 def test_augment_in_the_search_space():
-    from search._space import parse_param
+    from finetune_advisor.search._space import parse_param
 
     assert parse_param("augment", "false,true").choices == (False, True)
     assert parse_param("augment", "on").fixed is True
@@ -245,7 +245,7 @@ def test_augment_in_the_search_space():
 
 
 def test_saved_image_classifier_reloads_with_its_preprocessing(image_model, shapes, tmp_path):
-    from core import TrainConfig, load_backbone, load_classifier, train
+    from finetune_advisor.core import TrainConfig, load_backbone, load_classifier, train
 
     task = load_task(str(shapes))
     result = train(load_backbone(str(image_model("convnext"))), task,
@@ -260,7 +260,7 @@ def test_saved_image_classifier_reloads_with_its_preprocessing(image_model, shap
 def test_image_model_without_processor_is_refused(image_model, tmp_path):
     import shutil
 
-    from core import load_backbone
+    from finetune_advisor.core import load_backbone
 
     folder = shutil.copytree(image_model("resnet"), tmp_path / "m")
     (folder / "preprocessor_config.json").unlink()
@@ -279,8 +279,8 @@ def test_image_head_zero_shot_matches_the_head_itself(tmp_path, shapes):
     from transformers import AutoModelForImageClassification
     from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
-    from advisor._signals import image_head_zero_shot, zero_shot_method
-    from core import load_backbone
+    from finetune_advisor.advisor._signals import image_head_zero_shot, zero_shot_method
+    from finetune_advisor.core import load_backbone
 
     names = ["dog", "circle, round thing", "kite", "square", "stripes"]
     folder = make_tiny_image_model(tmp_path / "m", "resnet", head_labels=names)
@@ -308,8 +308,8 @@ def test_image_text_zero_shot_matches_transformers(family, image_model, shapes, 
     import torch
     from transformers import AutoModel, AutoProcessor
 
-    from advisor._signals import image_text_zero_shot, zero_shot_method
-    from core import image_text_logits, load_backbone
+    from finetune_advisor.advisor._signals import image_text_zero_shot, zero_shot_method
+    from finetune_advisor.core import image_text_logits, load_backbone
 
     folder = image_model(family)
     backbone = load_backbone(str(folder))
@@ -336,7 +336,7 @@ def test_image_text_zero_shot_matches_transformers(family, image_model, shapes, 
 def test_label_descriptions_need_a_text_tower(image_model, shapes, tmp_path):
     """--label-descriptions on an image task: read as for text (every label named), used by an
     image-text model, refused (exit 2, nothing written) for a model without a text tower."""
-    from advisor import AdvisorConfig, read_inputs
+    from finetune_advisor.advisor import AdvisorConfig, read_inputs
 
     task = load_task(str(shapes))
     (tmp_path / "short.json").write_text(json.dumps({"circle": "a round thing"}))
@@ -354,8 +354,8 @@ def test_label_descriptions_need_a_text_tower(image_model, shapes, tmp_path):
 def test_image_input_shift_known_answers():
     """28-pixel grayscale images into a 224-pixel model: size ratio 28/224; data whose mean and std
     equal the model's normalisation: gap 0, contrast 1; a mean one std away: gap 1."""
-    from advisor._scores import image_input_shift
-    from core._images import ImageSpec
+    from finetune_advisor.advisor._scores import image_input_shift
+    from finetune_advisor.core._images import ImageSpec
 
     spec = ImageSpec.from_config({"size": {"height": 224, "width": 224}, "image_mean": [0.5, 0.4, 0.3],
                                   "image_std": [0.2, 0.2, 0.2]})
@@ -379,7 +379,13 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     result = run_cli("advise", "--model", model, "--data", shapes, "--out", run, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     advice = json.loads((run / "advice.json").read_text())
-    assert advice["decision"] in ("zero-shot", "head-only", "fine-tune", "change-model")
+    from finetune_advisor.advisor import Signals, decide
+    from finetune_advisor.core import AdviceRecord
+
+    record = AdviceRecord.from_json(advice)  # the decision is the rule's on the record's own numbers
+    limits = record.thresholds
+    assert decide(Signals.from_advice(record), min_gain=limits.min_gain, target_accuracy=limits.target_accuracy,
+                  budget_seconds=limits.budget_seconds, max_unk_rate=limits.max_unk_rate)[0] == record.decision
     assert 0 <= advice["probe"]["accuracy"] <= 1 and advice["shift"]["model_input"] == [32, 32]
     assert advice["shift"]["size_ratio"] == pytest.approx(20 / 32)
     assert advice["zero_shot"]["method"] == ("image-text" if family in ("clip", "siglip") else None)
@@ -415,13 +421,13 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["image"] for r in lines] == images and all(r["label"] in SHAPES for r in lines)
-    from core import load_classifier  # the deploy labels agree with the trained model's, image by image
+    from finetune_advisor.core import load_classifier  # the deploy labels agree with the trained model's, image by image
 
     expected = load_classifier(run / "best_model").predict_proba(images).argmax(1)
     assert [r["label"] for r in lines] == [sorted(SHAPES)[i] for i in expected]
     bad = run_cli("predict", run / "export", tmp_path / "missing.png")
     assert bad.returncode == 2 and "missing.png: no such file" in bad.stderr
-    from dashboard._runs import load_run, validation_errors  # the Mistakes tab: thumbnails and files
+    from finetune_advisor.dashboard._runs import load_run, validation_errors  # the Mistakes tab: thumbnails and files
 
     errors = validation_errors(load_run(run))
     assert sum(row["support"] for row in errors.per_class) == len(RunDir(run).load_task().valid)
@@ -435,8 +441,8 @@ def test_efficientnet_lite0_demo_is_the_packaged_weights(tmp_path, monkeypatch):
     tf_efficientnet_lite0 by hand, max |feature difference| 7e-7; timm is not a dependency)."""
     import torch
 
-    from core import load_backbone
-    from core._demo_images import LITE0_FILE, LITE0_PACKAGE
+    from finetune_advisor.core import load_backbone
+    from finetune_advisor.core._demos import LITE0_FILE, LITE0_PACKAGE
 
     monkeypatch.setenv("FINETUNE_ADVISOR_CACHE", str(tmp_path))
     backbone = load_backbone("demo:efficientnet-lite0")

@@ -48,7 +48,7 @@ def test_the_setup_commands_are_the_ones_ci_runs():
 
 
 def test_every_command_in_the_readme_parses():
-    from pipeline.cli import build_parser
+    from finetune_advisor.pipeline.cli import build_parser
 
     found = [c for block in bash_blocks(README) for c in commands(block)]
     assert len(found) >= 8
@@ -63,7 +63,7 @@ def test_every_command_in_the_readme_parses():
 @pytest.mark.slow
 def test_the_demo_command_runs_end_to_end(tmp_path):
     """`finetune-advisor run --out runs/demo` from the README, on a slice: every record, then a prediction."""
-    from export import Predictor
+    from finetune_advisor.export import Predictor
 
     (demo,) = [c for b in bash_blocks(README) if "python3 -m venv" in b for c in commands(b)]
     run = tmp_path / "runs" / "demo"
@@ -82,7 +82,7 @@ def test_the_demo_command_runs_end_to_end(tmp_path):
     export = json.loads((run / "export" / "export.json").read_text())
     assert export["variants"][0]["passed"] and (run / "export" / export["recommended"]).exists()
     (prediction,) = Predictor(run / "export").predict(["The striker scored twice in the cup final"])
-    assert prediction["label"] in {"business", "entertainment", "politics", "sports", "tech"}
+    assert prediction["label"] == "sports" and prediction["score"] > 0.5
 
 
 @pytest.mark.slow
@@ -98,4 +98,19 @@ def test_the_quick_start_runs_on_a_csv(tmp_path):
         result = run_cli(*words, *TINY.get(words[0], []))
         assert result.returncode == 0, (words, result.stderr)
     assert (tmp_path / "runs" / "reviews" / "export" / "export.json").exists()
-    assert json.loads(result.stdout.splitlines()[0])["label"] in {"sport", "money", "tech"}
+    assert json.loads(result.stdout.splitlines()[0])["label"] == "tech"  # "The battery died after a week"
+
+
+@pytest.mark.slow
+def test_the_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python API example, as written, in a fresh folder."""
+    block = README.split("<!-- python-api -->")[1]
+    (code,) = re.findall(r"```python\n(.*?)```", block, flags=re.S)[:1]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md (Python API)", "exec"), {})
+    from finetune_advisor import ExportRecord, RunRecord, SearchRecord
+
+    run = tmp_path / "runs" / "notebook"
+    assert SearchRecord.read(run).best is not None
+    assert ExportRecord.read(run / "export").variants[0].passed
+    assert not (run / "run.json").exists() or RunRecord.read(run)  # the API writes no run.json of its own

@@ -7,16 +7,15 @@ import json
 
 import pytest
 
-from pipeline.cli import main
+from finetune_advisor.pipeline.cli import main
 from helpers import topic_rows, write_csv
 
 
 @pytest.fixture
 def advised_as(monkeypatch, full_run):
     """Make the advisor return a real record (the full run's) with the decision given."""
-    import advisor._advise
-
-    from core import AdviceRecord
+    from finetune_advisor import advisor
+    from finetune_advisor.core import AdviceRecord
 
     real = json.loads((full_run / "advice.json").read_text())
 
@@ -28,8 +27,6 @@ def advised_as(monkeypatch, full_run):
             return record
 
         monkeypatch.setattr(advisor, "advise", fake_advise)
-
-    import advisor
 
     return set_decision
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core import RunDir, write_json_atomic
+from finetune_advisor.core import RunDir, write_json_atomic
 
 
 def test_atomic_write_leaves_no_temp_file_and_keeps_the_old_record_on_failure(tmp_path):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import InputError
-from search import SearchConfig, SearchSpace, parse_param
+from finetune_advisor.core import InputError
+from finetune_advisor.search import SearchConfig, SearchSpace, parse_param
 from helpers import topic_rows, write_csv
 
 # Small, quick trials: one or two epochs, short inputs, the top two blocks at most.
@@ -23,13 +23,13 @@ QUICK = {"epochs": "1:2", "max_length": "32", "unfrozen_layers": "0:2", "batch_s
 
 def cli(*args, timeout=600):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "finetune_advisor", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=Path(__file__).parent.parent)
 
 
 def search_json(*args, **kwargs) -> dict:
     """search(...)'s record as search.json holds it."""
-    from search import search
+    from finetune_advisor.search import search
 
     return search(*args, **kwargs).to_json()
 
@@ -117,9 +117,10 @@ def test_search_json_follows_the_contract(searched):
     assert record["n_trials"]["complete"] == 7 and record["finished"] == 7
     for t in record["trials"]:
         assert set(t) >= {"number", "state", "value", "params", "seconds"}
-        assert 0 <= t["params"]["unfrozen_layers"] <= 2 and t["params"]["max_length"] == 32
+        assert t["params"]["max_length"] == 32  # the space's fixed values are in every row
         # the pruner heard from the trial after a third of its first epoch, then after each epoch
         assert list(t["intermediate"]) == ["0.3333"] + [str(e) for e in range(1, t["params"]["epochs"] + 1)]
+    assert len({t["params"]["unfrozen_layers"] for t in record["trials"]}) >= 2  # the sampler searched k
     best = max(record["trials"], key=lambda t: (t["value"], -t["number"]))
     assert record["best"]["number"] == best["number"] and record["best"]["value"] == best["value"]
     assert (run / "search.json").exists()
@@ -135,7 +136,7 @@ def test_resume_keeps_finished_trials_and_counts_the_total(searched):
 def test_best_model_is_the_best_trial_and_reloads(searched, topic_task):
     from transformers import AutoModel
 
-    from core import load_classifier
+    from finetune_advisor.core import load_classifier
 
     run, _, record, _, _ = searched
     saved = json_of(run / "best_model" / "trial.json")
@@ -154,7 +155,7 @@ def json_of(path: Path):
 
 
 def test_a_study_that_searches_something_else_is_refused(searched, minilm, topic_task):
-    from search import search
+    from finetune_advisor.search import search
 
     run = searched[0]
     with pytest.raises(InputError, match="study 'search' already exists and searches something else.*space"):
@@ -168,7 +169,7 @@ def test_a_study_that_searches_something_else_is_refused(searched, minilm, topic
 def test_a_study_with_another_direction_is_refused(tmp_path, minilm, topic_task):
     import optuna
 
-    from search import search
+    from finetune_advisor.search import search
 
     optuna.create_study(study_name="search", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="minimize")
     with pytest.raises(InputError, match="direction minimize.*maximizes accuracy.*--study"):
@@ -179,7 +180,7 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_pat
                                                                           monkeypatch):
     import torch
 
-    import core
+    from finetune_advisor import core
 
     real_train, calls = core.train, []
 
@@ -213,11 +214,11 @@ def test_a_nan_loss_fails_the_trial_with_its_reason(tmp_path, minilm, topic_task
 @pytest.mark.parametrize("grouped", [True, False])
 def test_trials_train_on_batches_grouped_by_length_unless_asked_not_to(tmp_path, minilm, topic_task, monkeypatch,
                                                                       grouped):
-    import core._train
+    from finetune_advisor.core import _train
 
     calls = []
-    real = core._train.length_grouped_batches
-    monkeypatch.setattr(core._train, "length_grouped_batches", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = _train.length_grouped_batches
+    monkeypatch.setattr(_train, "length_grouped_batches", lambda *a, **k: calls.append(1) or real(*a, **k))
     space = {**QUICK, "unfrozen_layers": "1", "epochs": "1"}
     search_json(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=space, group_by_length=grouped),
                 progress=False, log=lambda s: None)
@@ -245,11 +246,11 @@ def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
 
 
 def write_advice(folder, task, decision, suggested=None):
-    from core import AdviceRecord
+    from finetune_advisor.core import AdviceRecord, Cost, Expected, Probe, Shift, ZeroShot
 
-    AdviceRecord(decision=decision, reasons=["x"], zero_shot={}, probe={}, shift={}, cost={}, advisor_seconds=1.0,
-                 expected={"suggested_unfrozen_layers": suggested} if suggested else {},
-                 data_fingerprint=task.fingerprint).write(folder)
+    AdviceRecord(decision=decision, reasons=["x"], zero_shot=ZeroShot(), probe=Probe(accuracy=0.9),
+                 shift=Shift(None, None, None, None, None), cost=Cost(None, {}, "cpu"), advisor_seconds=1.0,
+                 expected=Expected(suggested_unfrozen_layers=suggested), data_fingerprint=task.fingerprint).write(folder)
 
 
 def test_advice_narrows_layers_and_seeds_the_first_trial(tmp_path, minilm, topic_task):
@@ -385,7 +386,7 @@ def test_a_search_killed_mid_trial_resumes_and_retries_it(tmp_path, topics_file)
             "--heartbeat", "1", "--pruner", "none", *quick_flags(), "--space", "epochs=20", "--space", "patience=20",
             "--space", "unfrozen_layers=1:2"]  # trials of several seconds, no early stop: the kill lands inside one
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_advisor", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
     url = f"sqlite:///{out / 'study.db'}"
     try:
@@ -435,7 +436,7 @@ def _params(study):
 def test_two_processes_and_a_resume_never_repeat_a_configuration(tmp_path):
     import optuna
 
-    from search._search import trial_seeded_tpe
+    from finetune_advisor.search._workers import trial_seeded_tpe
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}", direction="maximize")
@@ -468,7 +469,7 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
             "--pruner", "none", *quick_flags(), "--space", "epochs=80", "--space", "patience=80",
             "--space", "unfrozen_layers=1:2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_advisor", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
     url = f"sqlite:///{out / 'study.db'}"
     try:
@@ -498,7 +499,7 @@ def test_sigint_fails_the_running_trial_writes_the_record_and_the_rerun_retries_
 def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic_task):
     """unfrozen_layers fixed at 0: the head is a cross-validated logistic regression on all frozen
     features, best_model reproduces its accuracy, the study holds one trial, a rerun does not refit."""
-    from core import FeatureCache, fit_probe, load_classifier
+    from finetune_advisor.core import FeatureCache, fit_probe, load_classifier
 
     space = {"unfrozen_layers": "0", "max_length": "32"}
     lines = []
@@ -524,7 +525,7 @@ def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic
 def test_the_closed_form_head_starts_from_the_advisors_embedded_sample(tmp_path, monkeypatch, minilm, topic_task):
     """advise then search share one feature cache: the head-only search embeds only the training
     rows the advisor's sample left out, and fits the same head as from scratch."""
-    from advisor import AdvisorConfig, advise
+    from finetune_advisor.advisor import AdvisorConfig, advise
 
     monkeypatch.setenv("FINETUNE_ADVISOR_CACHE", str(tmp_path / "cache"))
     space = {"unfrozen_layers": "0", "max_length": "32"}
@@ -552,7 +553,7 @@ def test_head_search_runs_trials_when_asked(tmp_path, minilm, topic_task):
 def test_trials_start_from_the_probes_head(tmp_path, minilm, topic_task):
     """LP-FT: with a learning rate too small to move anything, a trial started from the probe's
     head scores what the closed-form head scores; one started from a random head stays near chance."""
-    from core import FeatureCache, fit_head
+    from finetune_advisor.core import FeatureCache, fit_head
 
     space = {"unfrozen_layers": "1", "max_length": "32", "epochs": "1", "batch_size": "16",
              "learning_rate": "1e-12", "head_lr_multiplier": "3", "warmup_ratio": "0"}

