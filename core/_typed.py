@@ -43,7 +43,7 @@ class Part:
         missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]
         if missing:
-            raise InputError(f"{where or cls.__name__} lacks the entr{'y' if len(missing) == 1 else 'ies'} "
+            raise InputError(f"{where.rstrip(':') or cls.__name__} lacks the entr{'y' if len(missing) == 1 else 'ies'} "
                              f"{', '.join(repr(k) for k in missing)}: it was written by another version or edited.")
         values = {f.name: _build(hints[f.name], data[f.name], _join(where, f.name)) for f in fields if f.name in data}
         names = {f.name for f in fields}

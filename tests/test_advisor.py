@@ -124,7 +124,7 @@ def test_advise_end_to_end_on_the_demo(tmp_path, capsys):
     steps = advice["step_seconds"]
     assert set(steps) == {"embedding", "probes", "zero_shot", "shift", "pilot", "cost"}
     assert sum(steps.values()) <= advice["advisor_seconds"]
-    assert f"decision: {advice['decision'].upper()}" in out and "n-gram model (no pretraining)" in out
+    assert f"decision: {advice['decision'].upper()}" in out and "no pretraining (character 2-5-gram TF-IDF + linear SVM)" in out
     assert json.loads((run / "run.json").read_text())["commands"][0]["command"] == "advise"
 
 

@@ -110,7 +110,7 @@ def test_the_deploy_folder_runs_anywhere_and_agrees_with_pytorch(exported, topic
 def test_predict_uses_onnxruntime_only(exported):
     run, _ = exported
     code = ("import sys, json\n"
-            "from pipeline.cli import main\n"
+            "from finetune_advisor.pipeline.cli import main\n"
             f"status = main(['predict', {str(run / 'export')!r}, 'shares fell on the stock market', 'a new phone'])\n"
             "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
             "assert status == 0 and not heavy, heavy\n")

@@ -242,7 +242,7 @@ def test_export_to_an_unwritable_out_is_refused(where, run_copy, tmp_path, capsy
 
 @pytest.mark.parametrize("damage,match", [
     (lambda run: (run / "run.json").write_text("{not json"), r"run.json' is not a readable JSON record"),
-    (lambda run: (run / "run.json").write_text("[1, 2]"), r"run.json' holds a JSON list"),
+    (lambda run: (run / "run.json").write_text("[1, 2]"), r"run.json holds a JSON list"),
     (lambda run: (run / "best_model" / "labels.json").write_text("{"), r"labels.json' is not a readable JSON record"),
     (lambda run: (run / "best_model" / "labels.json").write_text(
         json.dumps({"labels": ["a", "b"], "pooling": "mean", "max_length": 32})),
@@ -297,7 +297,7 @@ def test_predict_refuses_a_binary_file(export_copy, tmp_path, capsys):
 
 @pytest.mark.parametrize("record,match", [
     (lambda r: {**r, "recommended": "../outside.onnx"}, "outside the export folder"),
-    (lambda r: {**r, "recommended": None}, "names no recommended model"),
+    (lambda r: {**r, "recommended": None}, "recommended must be a string, not null"),
     (lambda r: [r], "holds a JSON list"),
 ])
 def test_predict_refuses_an_export_json_that_points_elsewhere(record, match, export_copy, tmp_path, capsys):

@@ -413,7 +413,7 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
         assert "below torch's" in static["why"]
     images = [str(next((shapes / s).glob("*.png"))) for s in SHAPES]
     code = ("import sys, json\n"
-            "from pipeline.cli import main\n"
+            "from finetune_advisor.pipeline.cli import main\n"
             f"status = main(['predict', {str(run / 'export')!r}, *{images!r}])\n"
             "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
             "assert status == 0 and not heavy, heavy\n")

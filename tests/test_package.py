@@ -7,6 +7,7 @@ import ast
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -100,10 +101,15 @@ def test_a_built_wheel_installs_one_package_that_runs_the_demo(tmp_path):
                  "finetune_advisor/advisor/reference.txt"):
         assert data in names
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True).create(env_dir)  # dependencies: this environment's
+    venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, text=True)
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # the dependencies: this environment's site-packages as a plain path (its .pth files, the
+    # editable install of this checkout among them, are not run there)
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
+                   check=True, capture_output=True, text=True)
     away = tmp_path / "elsewhere"
     away.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
