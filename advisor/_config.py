@@ -58,6 +58,7 @@ class AdvisorConfig:
 
     def __post_init__(self):
         checks = [
+            (self.seed >= 0, f"--seed {self.seed} must be >= 0 (a whole number, e.g. 0)."),
             (0 <= self.min_gain < 1, f"--min-gain {self.min_gain} must be in [0, 1) (absolute accuracy, e.g. 0.01)."),
             (self.target_accuracy is None or 0 < self.target_accuracy <= 1,
              f"--target-accuracy {self.target_accuracy} must be in (0, 1]."),

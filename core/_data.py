@@ -64,6 +64,7 @@ class DataConfig:
         InputError.check([
             (0 < self.valid_fraction <= 0.5, f"valid_fraction {self.valid_fraction} must be in (0, 0.5]; 0.1 is usual."),
             (0 <= self.test_fraction <= 0.5, f"test_fraction {self.test_fraction} must be in [0, 0.5]; 0.1 is usual."),
+            (self.seed >= 0, f"--seed {self.seed} must be >= 0 (a whole number, e.g. 0)."),
             (self.max_rows is None or self.max_rows >= 4,
              f"--max-rows {self.max_rows} is too small: keep at least 4 rows, or leave it out."),
         ])
@@ -164,14 +165,14 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
         InputError: listing every problem found in every file, at once.
     """
     problems: list[str] = []
-    main = _read_rows(data, config, problems)
-    valid = _read_rows(config.valid, config, problems, role="--valid") if config.valid else None
-    test = _read_rows(config.test, config, problems, role="--test") if config.test else None
+    notes: list[str] = []
+    main = _read_rows(data, config, problems, notes=notes)
+    valid = _read_rows(config.valid, config, problems, role="--valid", notes=notes) if config.valid else None
+    test = _read_rows(config.test, config, problems, role="--test", notes=notes) if config.test else None
     if problems or main is None:
         raise InputError(problems)
     rows, text_col, label_col, pair_col = main
     modality = "image" if _is_image_data(data, config) else "text"
-    notes = []
     if modality == "image":
         rows = _check_images(rows, data, config, problems, notes)
         if valid is not None:
@@ -190,7 +191,8 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
     if valid is None:
         few = sorted(label for label, n in counts.items() if n < 2)
         if few:
-            problems.append(f"{data}: class(es) {', '.join(repr(x) for x in few)} have fewer than 2 examples, "
+            shown = ", ".join(repr(x) for x in few[:10]) + (f" and {len(few) - 10} more" if len(few) > 10 else "")
+            problems.append(f"{data}: {len(few)} of {len(counts)} classes ({shown}) have fewer than 2 examples, "
                             "so they cannot be split into train and validation. Add examples, drop those "
                             "rows, or pass --valid FILE.")
     for name, extra in (("--valid", valid), ("--test", test)):
@@ -232,6 +234,12 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
     if test is not None:
         test_split = make("test", test[0], [label2id[r[2]] for r in test[0]])
 
+    empty = [f"{split.name} ({what})" for split, what in ((train, "training"), (valid_split, "validation"))
+             if len(split) == 0]
+    if empty:
+        raise InputError(f"{data}: the split leaves {' and '.join(empty)} with no rows ({len(rows)} rows, "
+                         f"{len(counts)} classes, text column '{text_col}', label column '{label_col}'). Check "
+                         "--text-column and --label-column, add rows, or pass --valid FILE.")
     task = TaskData(data, labels, train, valid_split, test_split, text_col, label_col, pair_col)
     task.warnings = notes + _warnings(task)
     return task
@@ -256,6 +264,10 @@ def _warnings(task: TaskData) -> list[str]:
     dup = sum((t, p) in train_texts for t, p in zip(task.valid.texts, task.valid.pairs or [None] * len(task.valid)))
     if dup:
         warnings.append(f"{dup} validation row(s) also appear in training: validation accuracy will be optimistic.")
+    if task.test is not None:
+        dup = sum((t, p) in train_texts for t, p in zip(task.test.texts, task.test.pairs or [None] * len(task.test)))
+        if dup:
+            warnings.append(f"{dup} test row(s) also appear in training: test accuracy will be optimistic.")
     counts = task.class_counts(task.train)
     most, least = max(counts.values()), max(1, min(counts.values()))
     if most / least >= IMBALANCE_WARN_RATIO:

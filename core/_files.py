@@ -25,8 +25,16 @@ _VERSIONED = ("finetune-advisor", "torch", "transformers", "tokenizers", "scikit
               "optuna", "onnxruntime")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, record: Any) -> Path:
-    """Write `record` as indented JSON to `path` atomically (temp file in the same folder + rename).
+    """Write `record` as indented JSON to `path` atomically (temp file in the same folder + rename),
+    readable as a plain write would leave it (the umask's mode, not the temp file's 0600), so a
+    deploy folder copied to a server whose service runs as another user can read its labels.
 
     Dataclasses are converted with `dataclasses.asdict`; paths become strings.
     """
@@ -39,6 +47,7 @@ def write_json_atomic(path: str | Path, record: Any) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,7 +79,7 @@ def atomic_folder(target: str | Path, *, marker: str, flag: str = "--out"):
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     old = target.parent / f".{target.name}.{os.getpid()}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, mode=0o777 & ~_umask())
     try:
         yield tmp
         check_replaceable(target, marker=marker, flag=flag)  # still ours after the work

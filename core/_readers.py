@@ -3,6 +3,7 @@ choosing the text and label columns. Every problem is collected, so one error li
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.util
 import io
@@ -39,8 +40,9 @@ IMAGE_DEMOS = ("demo:fashion-mnist",)
 _SHOW_ROWS = 5
 
 
-def _read_rows(source, config, problems, role="data"):
-    """[(text, pair, label)] and the column names used, or None after appending to `problems`."""
+def _read_rows(source, config, problems, role="data", notes=None):
+    """[(text, pair, label)] and the column names used, or None after appending to `problems`
+    (what was read differently from the file, e.g. labels with spaces around them, goes to `notes`)."""
     if source.startswith("demo:"):
         if source not in DEMOS:
             problems.append(f"{role} '{source}' is not a bundled demo. Demos: {', '.join(DEMOS)}.")
@@ -74,6 +76,12 @@ def _read_rows(source, config, problems, role="data"):
     texts = [_cell(v) for v in frame[text_col]]
     pairs = [_cell(v) for v in frame[pair_col]] if pair_col else None
     labels = [_cell(v) for v in frame[label_col]]
+    padded = [i + 1 for i, v in enumerate(labels) if v != v.strip()]
+    if padded and notes is not None:  # ' sport' and 'sport' are one class, as '1' and '1.0' must be written one way
+        example = labels[padded[0] - 1]
+        notes.append(f"{source}: {len(padded)} label(s) have spaces around them, read without (e.g. {example!r} as "
+                     f"{example.strip()!r}; data rows {_rows(padded)}).")
+        labels = [v.strip() for v in labels]
     missing = [i + 1 for i, v in enumerate(labels) if v.strip().lower() in MISSING_LABELS]
     if missing:
         problems.append(f"{source}: {len(missing)} row(s) have the label '{labels[missing[0] - 1]}', which reads as a "
@@ -167,6 +175,10 @@ def _read_table(source, role, problems):
         problems.append(f"{role} '{source}' is a folder, not a data file. Give the "
                         f"{', '.join(sorted(set(FORMATS.values())))} file itself.")
         return None
+    if not path.is_file():
+        problems.append(f"{role} '{source}' is not a regular file (a pipe, socket or device): reading it could wait "
+                        "forever. Save the data to a file and give that.")
+        return None
     if kind is None:
         problems.append(f"{role} '{source}' is not a supported file. Give a "
                         f"{', '.join(sorted(set(FORMATS.values())))} file ({', '.join(FORMATS)}).")
@@ -208,13 +220,23 @@ def _read_delimited(source, text: str, sep: str):
     again with that delimiter (spreadsheets in many locales write ';')."""
     import pandas as pd
 
-    frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-    if len(frame.columns) == 1:
-        header = str(frame.columns[0])
-        other = max((d for d in (";", "\t", "|") if d != sep), key=header.count)
-        if header.count(other) >= 1:
-            frame = pd.read_csv(io.StringIO(text), sep=other, dtype=str, keep_default_na=False)
-    return frame
+    rows = list(csv.reader(io.StringIO(text), delimiter=sep))
+    header = rows[0] if rows else []
+    if len(header) == 1:
+        other = max((d for d in (";", "\t", "|") if d != sep), key=header[0].count)
+        if header[0].count(other) >= 1:
+            sep, rows = other, list(csv.reader(io.StringIO(text), delimiter=other))
+            header = rows[0]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise InputError(f"{source}: the header names the column(s) {', '.join(map(repr, repeated))} more than once "
+                         f"({', '.join(header)}). Give each column its own name.")
+    long = [i for i, row in enumerate(rows[1:], start=1) if len(row) > len(header)]
+    if long:
+        raise InputError(f"{source}: data row(s) {_rows(long)} have more fields than the header's {len(header)} "
+                         f"(row {long[0]} has {len(rows[long[0]])}; row 1 is the first row after the header). "
+                         "Quote cells that hold the delimiter, or remove the extra fields.")
+    return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
 
 
 def _json_records(source, text: str, kind: str, problems) -> list[dict] | None:

@@ -22,6 +22,8 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path):
+        if not str(path).strip():
+            raise InputError("--out is empty: give the run directory's path, e.g. runs/demo.")
         self.path = Path(path)
 
     def __repr__(self) -> str:

@@ -42,6 +42,12 @@ class ExportError(RuntimeError):
     """The exported model failed its checks; the message lists every failing check."""
 
 
+def _newest_opset() -> int:
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """Attributes:
@@ -64,6 +70,8 @@ class ExportConfig:
     def __post_init__(self):
         InputError.check([
             (self.opset >= 18, f"--opset {self.opset} is too old: the exporter writes opset 18 or newer."),
+            (self.opset <= _newest_opset(), f"--opset {self.opset} is newer than the newest opset the installed onnx "
+                                            f"knows ({_newest_opset()}). Use 18 (the default) up to {_newest_opset()}."),
             (self.atol > 0, f"--atol {self.atol} must be > 0."),
             (0 <= self.max_accuracy_drop <= 1, f"--max-accuracy-drop {self.max_accuracy_drop} must be in [0, 1]."),
             (self.repeats >= 1, f"--repeats {self.repeats} must be >= 1."),

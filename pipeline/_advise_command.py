@@ -45,7 +45,7 @@ def run(args) -> int:
     from ..advisor import AdvisorConfig, advise, read_inputs
     from ..core import ADVICE_FILE, RunDir, load_backbone, load_task
 
-    from ._data_args import data_config
+    from ._data_args import absolute, data_config
 
     config = AdvisorConfig(min_gain=args.min_gain, target_accuracy=args.target_accuracy,
                            budget_seconds=args.budget_seconds, gpu_hourly_cost=args.gpu_hourly_cost,
@@ -61,7 +61,7 @@ def run(args) -> int:
     run_dir = RunDir(args.out)
     record = advise(backbone, task, config, inputs=inputs, progress=True, run_dir=run_dir.path)
     run_dir.write_run_record(command="advise", configs={"advisor": config, "model": args.model},
-                             data_fingerprint=task.fingerprint, data_source=args.data, data_config=dconfig)
+                             data_fingerprint=task.fingerprint, data_source=absolute(args.data), data_config=dconfig)
     print(format_advice(record))
     print(f"\nwrote {run_dir.file(ADVICE_FILE)}")
     return 0

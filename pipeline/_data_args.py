@@ -3,6 +3,8 @@ DataConfig they make."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import argparse
 
 
@@ -28,10 +30,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Fa
     g.add_argument("--seed", type=int, default=0, help="seed of the split and sample (default: 0)")
 
 
+def absolute(source: str | None) -> str | None:
+    """A data file or folder as an absolute path (a demo's name as it is), for run.json: export, a
+    resume and the dashboard then find the data from whatever folder they start in."""
+    if not source or source.startswith("demo:"):
+        return source
+    return str(Path(source).expanduser().absolute())
+
+
 def data_config(args):
     from ..core import DataConfig
 
     return DataConfig(text_column=args.text_column, label_column=args.label_column,
-                      text_pair_column=args.text_pair_column, valid=args.valid, test=args.test,
+                      text_pair_column=args.text_pair_column, valid=absolute(args.valid), test=absolute(args.test),
                       max_rows=args.max_rows, seed=args.seed, image_column=args.image_column,
                       skip_bad_images=args.skip_bad_images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,9 +89,16 @@ def run_export(args) -> int:
     if run_dir.exists("run.json"):
         run_dir.write_run_record(command="export", configs={"export": config}, data_fingerprint=task.fingerprint)
     print(format_export(record))
-    example = "image.png" if task.modality == "image" else '"some text"'
-    print(f"\nwrote {out}  (try: finetune-advisor predict {out} {example})")
+    print(f"\nwrote {out}  (try: finetune-advisor predict {shlex.quote(str(out))} {example_input(task)})")
     return 0
+
+
+def example_input(task) -> str:
+    """An input to try the deploy folder on, quoted for the shell: one of the data's own images
+    for an image model, a sentence for a text model."""
+    if task.modality == "image":
+        return shlex.quote(task.valid.texts[0])
+    return shlex.quote("some text")
 
 
 def format_export(record) -> str:

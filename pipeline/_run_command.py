@@ -10,6 +10,7 @@ from a dataset to a deployable model.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -61,10 +62,10 @@ def run(args) -> int:
     from ..core import (BEST_MODEL_DIR, EXPORT_DIR, EXPORT_FILE, InputError, RunDir, check_replaceable,
                       load_backbone, load_task)
     from ..export import ExportConfig, ExportError, export
-    from ..search import SearchConfig, check_storage, search, storage_url
+    from ..search import SearchConfig, check_same_search, check_storage, model_identity, search, storage_url
 
     from ._advise_command import format_advice
-    from ._data_args import data_config
+    from ._data_args import absolute, data_config
     from ._export_command import format_export
     from ._search_command import format_trials
 
@@ -73,7 +74,7 @@ def run(args) -> int:
                       (args.max_length is None or args.max_length >= 8,
                        f"--max-length {args.max_length} must be >= 8 tokens.")])
     t0 = time.perf_counter()
-    data = args.data or DEMO_DATA
+    data = absolute(args.data) or DEMO_DATA
     # 1) every setting and output is checked before anything is loaded
     run_dir = RunDir(args.out)
     run_dir.check()
@@ -90,6 +91,8 @@ def run(args) -> int:
     task = load_task(data, dconfig)
     inputs = read_inputs(task, aconfig)
     backbone = load_backbone(args.model, device=args.device)
+    check_same_search(storage_url(args.storage, run_dir.path), sconfig.study, data_fingerprint=task.fingerprint,
+                      model=model_identity(backbone))
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -101,7 +104,7 @@ def run(args) -> int:
     print(format_advice(advice))
     if advice.decision in ("zero-shot", "change-model") and not args.force_search:
         print(f"\nThe advice is {advice.decision.upper()}, so nothing was trained:", *advice.reasons, sep="\n  ")
-        print(f"(--force-search searches anyway)\n\n{_where(run_dir, exported=False)}")
+        print(f"(--force-search searches anyway)\n\n{_where(run_dir, task, exported=False)}")
         return 0
 
     _stage(f"2/3 search ({'a head on frozen features' if advice.decision == 'head-only' else advice.decision})")
@@ -119,7 +122,7 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_export(exported))
-    print(f"\nfinished in {time.perf_counter() - t0:.0f} s\n{_where(run_dir, exported=True)}")
+    print(f"\nfinished in {time.perf_counter() - t0:.0f} s\n{_where(run_dir, task, exported=True)}")
     return 0
 
 
@@ -127,14 +130,19 @@ def _stage(name: str) -> None:
     print(f"\n== {name} ==", file=sys.stderr, flush=True)
 
 
-def _where(run_dir, *, exported: bool) -> str:
+def _where(run_dir, task, *, exported: bool) -> str:
+    """Where each output is, and the commands to use them, ready to paste (paths quoted)."""
+    from ._export_command import example_input
+
     path = run_dir.path
+    export = shlex.quote(str(path / "export"))
     lines = ["where everything is:",
              f"  {path / 'advice.json'}    the advice and its numbers",
              f"  {path / 'run.json'}       what was run, on which data, with which versions"]
     if exported:
         lines += [f"  {path / 'search.json'}    the trials; {path / 'study.db'} the Optuna study",
                   f"  {path / 'best_model'}     the best model (transformers folder + head)",
-                  f"  {path / 'export'}         ONNX deploy folder: finetune-advisor predict {path / 'export'} \"text\""]
-    lines.append(f"see it all: finetune-advisor dashboard {path}")
+                  f"  {path / 'export'}         ONNX deploy folder: finetune-advisor predict {export} "
+                  f"{example_input(task)}"]
+    lines.append(f"see it all: finetune-advisor dashboard {shlex.quote(str(path))}")
     return "\n".join(lines)

@@ -116,7 +116,7 @@ def run(args) -> int:
     from ..core import BEST_MODEL_DIR, SEARCH_FILE, RunDir, load_backbone, load_task
     from ..search import SearchConfig, check_storage, parse_param, search, storage_url
 
-    from ._data_args import data_config
+    from ._data_args import absolute, data_config
 
     overrides = space_overrides(args.space, args.space_file)
     config = SearchConfig(trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
@@ -136,10 +136,10 @@ def run(args) -> int:
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     run_dir = RunDir(args.out)
-    record = search(backbone, task, run_dir.path, config, model_ref=args.model, data_ref=args.data,
+    record = search(backbone, task, run_dir.path, config, model_ref=args.model, data_ref=absolute(args.data),
                     data_config=dconfig)
     run_dir.write_run_record(command="search", configs={"search": config, "model": args.model},
-                             data_fingerprint=task.fingerprint, data_source=args.data, data_config=dconfig)
+                             data_fingerprint=task.fingerprint, data_source=absolute(args.data), data_config=dconfig)
     print(format_trials(record))
     print(f"\nwrote {run_dir.file(SEARCH_FILE)}"
           + (f" and {run_dir.file(BEST_MODEL_DIR)}" if record.best_model else ""))

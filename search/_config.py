@@ -100,6 +100,7 @@ class SearchConfig:
 
     def __post_init__(self):
         InputError.check([
+            (self.seed >= 0, f"--seed {self.seed} must be >= 0 (a whole number, e.g. 0)."),
             (self.trials >= 1, f"--trials {self.trials} must be >= 1."),
             (self.timeout is None or self.timeout > 0, f"--timeout {self.timeout} must be > 0 seconds."),
             (self.pruner in PRUNERS, f"--pruner '{self.pruner}' must be one of {', '.join(PRUNERS)}."),

@@ -29,23 +29,36 @@ def storage_url(storage: str | None, run_dir: Path) -> str:
 
     A PostgreSQL URL may leave its password out: the driver (libpq) then reads $PGPASSWORD or
     ~/.pgpass, so the password is never on a command line or in a record.
+
+    Raises:
+        InputError: $FINETUNE_ADVISOR_STORAGE is not a URL this search can use (named as the variable).
     """
-    storage = storage or os.environ.get(STORAGE_ENV)
-    return storage if storage else sqlite_url(run_dir)
+    if storage:
+        return storage
+    if os.environ.get(STORAGE_ENV):
+        _parse(os.environ[STORAGE_ENV], flag=f"${STORAGE_ENV}")
+        return os.environ[STORAGE_ENV]
+    return sqlite_url(run_dir)
 
 
 _EXAMPLE = "sqlite:///path/study.db or postgresql://user@host:5432/dbname"
 
 
-def _parse(url: str):
-    """The SQLAlchemy URL, or InputError for something that is not one."""
+def _parse(url: str, flag: str = "--storage"):
+    """The SQLAlchemy URL, or InputError for something that is not one, or for an in-memory
+    database (lost when the process ends: no resume, no second worker)."""
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        raise InputError(f"--storage '{mask_url(url)}' is not a database URL. Use {_EXAMPLE}.") from None
+        raise InputError(f"{flag} '{mask_url(url)}' is not a database URL. Use {_EXAMPLE}.") from None
+    if parsed.drivername.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
+        raise InputError(f"{flag} '{mask_url(url)}' is an in-memory database: the study would be lost when the search "
+                         "ends, so it could neither resume nor serve a second worker. Give a file, e.g. "
+                         "sqlite:///runs/x/study.db, or leave the storage out (RUN/study.db).")
+    return parsed
 
 
 def _sqlite_file(parsed, url: str) -> Path | None:
@@ -59,7 +72,33 @@ def _sqlite_file(parsed, url: str) -> Path | None:
     if db.is_dir():
         raise InputError(f"--storage '{mask_url(url)}': '{db}' is a folder; name a database file, e.g. {db / 'study.db'}.")
     check_writable(db.parent, flag=f"--storage '{mask_url(url)}': the folder")
+    if db.exists():
+        _check_sqlite_file(db)
     return db
+
+
+def _check_sqlite_file(db: Path) -> None:
+    """InputError naming `db` when it is not an SQLite database (random bytes, cut short) or cannot
+    be written (read-only, immutable), before any work."""
+    import sqlite3
+
+    fix = (f"Move '{db}' away (its trials are lost) and run again, or give another --out or --storage.")
+    try:
+        with open(db, "ab"):  # an immutable or read-only file refuses this, for root too
+            pass
+    except OSError as e:
+        raise InputError(f"the study '{db}' cannot be written ({e.strerror or e}). Make it writable, or "
+                         "give another --out or --storage.") from None
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            connection.execute("PRAGMA quick_check").fetchall()
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as e:
+        raise InputError(f"the study '{db}' is not a readable SQLite database ({e}): it is damaged or cut "
+                         f"short. {fix}") from None
 
 
 def check_storage(url: str, *, heartbeat: int = 30) -> None:
@@ -138,6 +177,27 @@ def open_study(storage, name: str, *, identity: dict, sampler=None, pruner=None)
         for key, value in identity.items():
             study.set_user_attr(key, value)
     return study
+
+
+def check_same_search(url: str, name: str, **identity) -> None:
+    """Before any work: InputError when the study `name` already exists in `url` and was made for
+    other values of `identity` (e.g. data_fingerprint, model), so `run` refuses before it advises
+    instead of after (nothing written). A storage or study that does not exist yet passes."""
+    parsed = _parse(url)
+    db = _sqlite_file(parsed, url)
+    if parsed.drivername.startswith("sqlite") and (db is None or not db.exists()):
+        return
+    import optuna
+
+    summaries = optuna.study.get_all_study_summaries(open_storage(url), include_best_trial=False)
+    stored = next((s.user_attrs for s in summaries if s.study_name == name), None)
+    if stored is None:
+        return
+    differ = [key for key, value in identity.items() if key in stored and stored[key] != value]
+    if differ:
+        raise InputError(f"study '{name}' in {mask_url(url)} searched other {' and '.join(d.replace('_', ' ') for d in differ)} "
+                         f"than this run's, so its trials and best model are not for this one. Give another --out "
+                         "(or --study), or the data and model it searched.")
 
 
 def finished(trials) -> list:

@@ -137,7 +137,7 @@ def test_single_class(tmp_path):
 def test_class_with_one_example_cannot_be_split(tmp_path):
     rows = topic_rows() + [{"text": "a lonely row", "label": "rare"}]
     path = write_csv(tmp_path / "d.csv", rows)
-    with pytest.raises(InputError, match=r"'rare' have fewer than 2 examples.*pass --valid FILE"):
+    with pytest.raises(InputError, match=r"1 of 4 classes \('rare'\) have fewer than 2 examples.*pass --valid FILE"):
         load_task(str(path))
 
 
