@@ -138,13 +138,13 @@ def clean_stale_temp(target: str | Path) -> list[Path]:
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.(tmp|old)$")
     for entry in target.parent.iterdir():
         match = pattern.match(entry.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

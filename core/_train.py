@@ -31,6 +31,7 @@ from ._cache import FeatureCache, default_cache_dir
 from ._device import autocast, autocast_dtype, release_memory, resolve_device
 from ._errors import InputError
 from ._model import Classifier
+from ._stop import check_stop
 
 SCHEDULES = ("linear", "cosine")
 CACHE_MODES = ("memory", "disk", "off")
@@ -318,6 +319,7 @@ class _Fit:
             self.step_losses.append(loss.item())
             losses.append(self.step_losses[-1])
             bar.update(1)
+            check_stop()  # Ctrl-C / SIGTERM asked for a stop: here, between two batches
             if check is not None and len(losses) == check[0]:
                 check[1](self.evaluate())
                 self.train_mode()

@@ -1,7 +1,8 @@
 """`finetune-advisor`: the command line over the stages.
 
 Each subcommand parses its flags, calls one plain function of a stage, and prints the result.
-Bad input (core.InputError) prints one message and exits with status 2, before anything is written.
+Bad input (core.InputError) prints one message and exits with status 2, before anything is written;
+Ctrl-C (130) and SIGTERM (143) print one line on what was kept.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core import InputError
+from ..core import InputError, Stopped, raise_on_sigterm
 
 EXAMPLES = """\
 examples:
@@ -41,13 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args) or 0
+        with raise_on_sigterm():  # `timeout`, systemd, docker: stop as Ctrl-C does (the search: between batches)
+            return args.run(args) or 0
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C); nothing half-written was left behind.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # one line: what stopped it, what was kept, how to go on
+        stopped = e if isinstance(e, Stopped) else Stopped()
+        print(f"{stopped.what}: {stopped.note or 'nothing half-written was left behind.'}", file=sys.stderr)
+        return stopped.exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:

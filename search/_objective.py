@@ -1,15 +1,15 @@
 """One trial: train a configuration, report to the pruner, keep the model if it is the best.
 
-Ctrl-C during training stops the trial at once (it is queued again); elsewhere it waits for the
-next trial boundary (`_sticky_interrupt`)."""
+Ctrl-C or SIGTERM stops a trial between two of its batches (core.check_stop); the trial is failed,
+marked interrupted and queued again with the same parameters, so a resume runs it first."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
+import os
+import socket
 import time
 
-from ..core import FAIL_REASON, RunDir
+from ..core import FAIL_REASON, RunDir, check_stop
 from ._best import keep_if_best
 from ._config import INTERRUPTED, RETRY_OF, SearchConfig
 from ._record import epoch_text
@@ -25,45 +25,6 @@ def _feature_cache(config: SearchConfig):
     return FeatureCache(folder if blocks_on_disk else None,
                         pooled_dir=folder if config.cache in ("auto", "disk") else None,
                         max_bytes=int(config.cache_gb * 2**30), disk_max_bytes=int(config.cache_disk_gb * 2**30))
-
-
-_PENDING_INTERRUPT = threading.Event()  # Ctrl-C was pressed; raised at the next safe point
-
-
-_IN_TRAINING = threading.Event()  # a trial's training runs: Ctrl-C may stop it at once
-
-
-@contextlib.contextmanager
-def _sticky_interrupt():
-    """Ctrl-C during a trial's training raises KeyboardInterrupt at once (the trial is failed and
-    queued again); anywhere else it is remembered and raised at the next trial boundary. Raising
-    it anywhere lost it or broke the study: one landing in a garbage-collection callback
-    (sqlalchemy's, after each trial) is printed as "Exception ignored" and dropped, and one landing
-    while optuna records a finished trial ends in its UnboundLocalError. A second Ctrl-C always
-    raises at once."""
-    import signal
-
-    _PENDING_INTERRUPT.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        again = _PENDING_INTERRUPT.is_set()
-        _PENDING_INTERRUPT.set()
-        if again or _IN_TRAINING.is_set():
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _raise_pending_interrupt() -> None:
-    if _PENDING_INTERRUPT.is_set():
-        raise KeyboardInterrupt
 
 
 class _Objective:
@@ -95,11 +56,12 @@ class _Objective:
         from ..core import TrainConfig, train
 
         params = self.space.suggest(trial)
-        trial.set_user_attr("worker", self.worker)
+        for key, value in {"worker": self.worker, "pid": os.getpid(), "host": socket.gethostname()}.items():
+            trial.set_user_attr(key, value)  # pid and host: a resume finds the trials of a process that died
         t0 = time.perf_counter()
 
         def on_epoch(epoch: float, accuracy: float) -> None:
-            _raise_pending_interrupt()
+            check_stop()
             trial.report(accuracy, round(epoch * self.config.steps_per_epoch))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {epoch_text(epoch)} at validation accuracy {accuracy:.4f}")
@@ -107,14 +69,10 @@ class _Objective:
         try:
             config = TrainConfig(**{"patience": self.config.patience, **params}, seed=self.config.seed,
                                  cache="memory", device=self.device, group_by_length=self.config.group_by_length)
-            _raise_pending_interrupt()
-            _IN_TRAINING.set()
-            try:
-                result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch,
-                               head_init=self.head_init(config.max_length), first_rung=self.config.first_rung,
-                               progress=False)
-            finally:
-                _IN_TRAINING.clear()
+            check_stop()
+            result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch,
+                           head_init=self.head_init(config.max_length), first_rung=self.config.first_rung,
+                           progress=False)
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             raise

@@ -20,14 +20,14 @@ import time
 from dataclasses import asdict
 
 from ..core import (BEST_MODEL_DIR, SEARCH_FILE, STEPS_PER_EPOCH, AdviceRecord, InputError, RunDir, SearchRecord,
-                     clean_stale_temp)
+                     Stopped, clean_stale_temp)
 from ._advice import _advice, _clip
 from ._best import keep_if_best
 from ._config import CLOSED_FORM, SearchConfig
 from ._objective import _feature_cache
 from ._record import _progress_bar, search_record
 from ._space import SearchSpace
-from ._study import METRIC, finished, open_storage, open_study, storage_url
+from ._study import METRIC, finished, open_storage, open_study, requeue_dead_trials, storage_url
 from ._workers import _Job, _run_workers, _work
 
 
@@ -81,6 +81,8 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
     if not study.get_trials(deepcopy=False):
         for params in ([first_params] if first_params else []) + list(config.start_with):
             study.enqueue_trial(_clip(params, space), skip_if_exists=True)
+    for note in requeue_dead_trials(study):
+        log(note)
     done = len(finished(study.get_trials(deepcopy=False)))
     if done:
         log(f"resuming study '{config.study}': {done} of {config.trials} trials already finished")
@@ -96,7 +98,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
 
     job = _Job(model_ref or backbone.source, data_ref or task.source, data_config, task.fingerprint, url,
                space.to_dict(), config, str(run_dir.path), device=config.device)
-    interrupted = False
+    stopped = None
     try:
         if done < config.trials:
             with _progress_bar(study, config, done, progress) as bar:
@@ -104,15 +106,15 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
                     _work(job, backbone, task, on_trial=bar.update_from)
                 else:
                     _run_workers(job, bar)
-    except KeyboardInterrupt:  # what finished is recorded all the same, then the interrupt goes on
-        interrupted = True
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what finished is recorded all the same
+        stopped = e if isinstance(e, Stopped) else Stopped()
     record = search_record(study, space, config, url, run_dir, time.perf_counter() - t0)
     record.write(run_dir.path)
-    if interrupted:
-        log(f"interrupted: {record.finished} of {config.trials} trials finished, written to "
-            f"{run_dir.file(SEARCH_FILE)}. Run the same command again to resume (an interrupted trial "
-            "runs again first).")
-        raise KeyboardInterrupt
+    if stopped is not None:
+        stopped.note = (f"{record.finished} of {config.trials} trials finished, written to "
+                        f"{run_dir.file(SEARCH_FILE)}. Run the same command again to resume (a stopped trial "
+                        "runs again first).")
+        raise stopped
     return record
 
 

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from ..core import FAIL_REASON, InputError, mask_url, sqlite_url
+from ._config import RETRY_OF
 
 METRIC = "accuracy"
 DIRECTION = "maximize"
@@ -198,6 +199,28 @@ def check_same_search(url: str, name: str, **identity) -> None:
         raise InputError(f"study '{name}' in {mask_url(url)} searched other {' and '.join(d.replace('_', ' ') for d in differ)} "
                          f"than this run's, so its trials and best model are not for this one. Give another --out "
                          "(or --study), or the data and model it searched.")
+
+
+def requeue_dead_trials(study) -> list[str]:
+    """Fail the trials left RUNNING by a process of this machine that no longer runs (killed with
+    SIGKILL, or by the out-of-memory killer), and queue each again with its parameters, so a resume
+    retries them now rather than after the heartbeat's grace period. Returns a note per trial."""
+    import socket
+
+    from optuna.trial import TrialState
+
+    from ..core._files import pid_alive
+
+    host, notes = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or pid == os.getpid() or pid_alive(pid):
+            continue
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # optuna has no public call for this
+        study.enqueue_trial(t.params, user_attrs={RETRY_OF: t.number})
+        notes.append(f"trial {t.number} was left running by process {pid}, which has ended: failed, and queued "
+                     "again with its parameters")
+    return notes
 
 
 def finished(trials) -> list:

@@ -9,9 +9,9 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 
-from ..core import InputError, RunDir
+from ..core import InputError, RunDir, check_stop, stop_on_signals
 from ._config import SearchConfig
-from ._objective import _feature_cache, _Objective, _raise_pending_interrupt, _sticky_interrupt
+from ._objective import _feature_cache, _Objective
 from ._space import SearchSpace
 from ._study import finished, make_pruner, open_storage
 
@@ -53,16 +53,26 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     def stop_at_total(study, trial):
         if on_trial is not None:
             on_trial(study, trial)
-        _raise_pending_interrupt()
-        if len(finished(study.get_trials(deepcopy=False))) >= config.trials:
+        check_stop()  # Ctrl-C / SIGTERM between two trials
+        if _enough(study, config.trials):
             study.stop()
 
-    if len(finished(study.get_trials(deepcopy=False))) >= config.trials:
+    if _enough(study, config.trials):
         return
-    with _sticky_interrupt():
+    with stop_on_signals():
         study.optimize(objective, timeout=config.timeout, callbacks=[stop_at_total], catch=(Exception,),
                        gc_after_trial=True)
-        _raise_pending_interrupt()  # one that landed in the last trial's clean-up
+        check_stop()  # a stop asked for during the last trial's clean-up
+
+
+def _enough(study, total: int) -> bool:
+    """Whether no further trial should start: the finished trials and those running elsewhere (in
+    another worker or process on this study, which will finish too) make `total`, so that
+    `--trials N` is the total over every process, not N per process."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return len(finished(trials)) + sum(t.state == TrialState.RUNNING for t in trials) >= total
 
 
 def trial_seeded_tpe(seed: int, **kwargs):
@@ -112,9 +122,11 @@ def _run_workers(job: _Job, bar) -> None:
     for p in procs:
         p.start()
     try:
-        while any(p.is_alive() for p in procs):
-            bar.poll()
-            time.sleep(1.0)
+        with stop_on_signals():
+            while any(p.is_alive() for p in procs):
+                bar.poll()
+                check_stop()  # Ctrl-C or SIGTERM: the workers are told, below
+                time.sleep(1.0)
     except BaseException:
         _stop_workers(procs)
         raise

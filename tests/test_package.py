@@ -88,9 +88,17 @@ def test_a_built_wheel_installs_one_package_that_runs_the_demo(tmp_path):
     """Build the wheel, install it into a fresh venv (its dependencies from this environment), and
     use it from a folder outside the checkout: finetune_advisor imports, the stage folders do not,
     the package data is inside, and the demo `run` works."""
-    wheels = tmp_path / "wheels"
+    import shutil
+
+    source, wheels = tmp_path / "source", tmp_path / "wheels"  # built from a copy: no build/ left in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "finetune_advisor", *STAGES):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, text=True)
+                    str(source)], check=True, capture_output=True, text=True)
     (wheel,) = wheels.glob("finetune_advisor-*.whl")
     import zipfile
 
