@@ -150,6 +150,9 @@ def _read_texts(file: str) -> list[str]:
     from ..export import PredictorError
 
     path = Path(file)
+    if path.exists() and not path.is_file():
+        raise PredictorError(f"--file '{file}' is not a regular file (a pipe, socket, device or folder): reading it "
+                             "could wait forever. Save the texts to a file, one a line, and give that.")
     if not path.is_file():
         raise PredictorError(f"--file '{file}' does not exist.")
     raw = path.read_bytes()

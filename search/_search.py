@@ -10,8 +10,8 @@ epoch (search.json keys a trial's reports by epoch: 0.3333, 1, 2, ...). Only the
 is kept on disk, in RUN/best_model.
 
 `--trials N` is the total of finished trials in the study (complete, pruned, or failed by
-themselves), so re-running the same command resumes. With several workers, trials already
-running when the N-th finishes still complete, so the total may exceed N by up to workers - 1.
+themselves), so re-running the same command resumes; over every worker and process on the study:
+none starts a trial once the finished ones and those running elsewhere make N.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ starts a trial (optuna's RetryHeartbeatStaleTrialCallback).
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -129,21 +130,26 @@ def open_storage(url: str, *, heartbeat: int = 30):
         db.parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": 60}} if parsed.drivername.startswith("sqlite") else {
         "pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=5 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
-    except (sqlalchemy.exc.NoSuchModuleError, ImportError):
-        hint = " Install the PostgreSQL driver: pip install 'finetune-advisor[postgres]'." \
-            if parsed.drivername.startswith("postgres") else ""
-        raise InputError(f"--storage '{mask_url(url)}': no database driver for '{parsed.drivername}' is "
-                         f"installed.{hint} Use {_EXAMPLE}.") from None
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as e:
-        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
-        raise InputError(f"--storage '{mask_url(url)}' cannot be reached: {reason}. "
-                         "Check host, port, database name and password, and that the server is running.") from None
+    attempts = 3 if db is not None else 1  # two processes creating one SQLite file's tables at once: one waits
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=5 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+        except (sqlalchemy.exc.NoSuchModuleError, ImportError):
+            hint = " Install the PostgreSQL driver: pip install 'finetune-advisor[postgres]'." \
+                if parsed.drivername.startswith("postgres") else ""
+            raise InputError(f"--storage '{mask_url(url)}': no database driver for '{parsed.drivername}' is "
+                             f"installed.{hint} Use {_EXAMPLE}.") from None
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.IntegrityError) as e:
+            if attempt + 1 < attempts:  # SQLite: the other process made the tables (or their version row) first
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+            raise InputError(f"--storage '{mask_url(url)}' cannot be reached: {reason}. "
+                             "Check host, port, database name and password, and that the server is running.") from None
 
 
 def open_study(storage, name: str, *, identity: dict, sampler=None, pruner=None):
