@@ -103,15 +103,19 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
              "logme": _scores.logme(bx["train"], ty), "h_score": _scores.h_score(bx["train"], ty),
              "learning_curve": _signals.learning_curve(bx["train"], ty, bx["valid"], vy, c, seed=config.seed),
              "train_rows": len(train_s), "valid_rows": len(valid_s)}
-    if task.modality == "text":  # a model that reads characters, for comparison (decide's change-model rule)
+    # a model without pretraining, for comparison (decide's change-model rule)
+    if task.modality == "text":  # one that reads characters
         texts = {name: [f"{t}\n{p}" for t, p in zip(s.texts, s.pairs)] if s.pairs else
                  _signals.visible_text(backbone.tokenizer, s.texts, config.max_length) for name, s in samples}
         ngram, probe["baseline_C"] = _signals.ngram_predictions(texts["train"], ty, texts["valid"], seed=config.seed)
         probe["baseline_accuracy"] = float(np.mean(ngram == vy))
         probe["baseline_p_value"] = _scores.mcnemar_p_value(ngram == vy, predicted["last"][0] == vy)
         probe["baseline_method"] = "character 2-5-gram TF-IDF + linear SVM"
-    else:
-        skipped.append("n-gram model: the character n-gram model compared against is for text; images have none.")
+    else:  # an image task: an RBF SVM on the raw pixels
+        pixels, probe["baseline_C"], probe["baseline_method"] = _signals.pixel_predictions(
+            train_s.texts, ty, valid_s.texts, seed=config.seed)
+        probe["baseline_accuracy"] = float(np.mean(pixels == vy))
+        probe["baseline_p_value"] = _scores.mcnemar_p_value(pixels == vy, predicted["last"][0] == vy)
 
     lap("probes")
 

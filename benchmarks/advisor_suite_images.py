@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from advisor_suite import MIN_GAIN, _f, kendall_tau, task_row  # noqa: E402
 
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
+from finetune_advisor.advisor._signals import pixel_predictions  # noqa: E402
 from finetune_advisor.core import DataConfig, TrainConfig, library_versions, load_backbone, load_task, train, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite_images.json"
@@ -99,7 +100,9 @@ def main() -> None:
             if not cache_ratio:
                 cache_ratio = {str(k): m["uncached_seconds_per_epoch"] / m["seconds_per_epoch"]
                                for k, m in measured.items() if "uncached_seconds_per_epoch" in m}
-            row = task_row(name, task, advice, measured, None, advisor_seconds, backbone.num_blocks)
+            pixels, _, _ = pixel_predictions(task.train.texts, task.train.labels, task.valid.texts)
+            baseline = float(np.mean(pixels == task.valid.labels))  # the model without pretraining, on every row
+            row = task_row(name, task, advice, measured, baseline, advisor_seconds, backbone.num_blocks)
             row["shift"] = {key: advice["shift"].get(key) for key in
                             ("size_ratio", "grayscale_share", "normalisation_gap", "contrast_ratio", "effective_rank")}
             results.append(row)

@@ -465,3 +465,49 @@ def test_efficientnet_lite0_demo_is_the_packaged_weights(tmp_path, monkeypatch):
     for h in hooks:
         h.remove()
     assert len(gates) == 16 and all(torch.equal(i, o) for i, o in gates)
+
+
+# --------------------------------------------------------------------------- a model without pretraining
+
+
+def write_position_images(root: Path, per_class: int = 100, size: int = 48) -> Path:
+    """Two classes told apart only by where a bright block sits (the left or the right half): raw
+    pixels separate them perfectly, a convolutional model's pooled features mostly lose the position
+    (a weak cue in the background's brightness, right 70% of the time, is what they keep)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, side in (("left", 0), ("right", 1)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = 40 if (rng.random() < 0.7) == (side == 0) else 90
+            a = rng.integers(base, base + 40, (size, size)).astype(np.uint8)
+            x0, y0 = rng.integers(0, size // 2 - 10) + side * size // 2, rng.integers(0, size - 10)
+            a[y0:y0 + 10, x0:x0 + 10] = 230
+            Image.fromarray(a, "L").save(root / label / f"{i}.png")
+    return root
+
+
+def test_the_pixel_baseline_separates_what_raw_pixels_carry(tmp_path):
+    from finetune_advisor.advisor._signals import pixel_predictions
+
+    task = load_task(str(write_position_images(tmp_path / "pos", per_class=40)))
+    predicted, c, method = pixel_predictions(task.train.texts, task.train.labels, task.valid.texts)
+    assert (predicted == task.valid.labels).all() and method == "RBF SVM on 24x24 grey pixels" and c in (1, 10, 100)
+
+
+def test_images_that_raw_pixels_read_better_give_change_model(tmp_path, image_model):
+    """The image counterpart of the n-gram rule: the pixel model beats the probe beyond noise
+    (McNemar) and the top of the forecast, so the advice is change-model, with that reason."""
+    from finetune_advisor import AdvisorConfig, DataConfig, advise, load_backbone
+
+    task = load_task(str(write_position_images(tmp_path / "pos")), DataConfig(valid_fraction=0.4, test_fraction=0.0))
+    advice = advise(load_backbone(str(image_model("resnet"))), task, AdvisorConfig(device="cpu", cache_dir=""),
+                    progress=False)
+    probe = advice.probe
+    assert probe.baseline_accuracy == 1.0 and probe.baseline_method == "RBF SVM on 24x24 grey pixels"
+    assert probe.accuracy < 0.95 and probe.baseline_p_value < 0.05
+    assert advice.decision == "change-model"
+    assert advice.reasons[0].startswith("A model with no pretraining (RBF SVM on 24x24 grey pixels) reaches 1.000")
+    assert not any("n-gram" in s for s in advice.skipped)
