@@ -245,12 +245,6 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
     return task
 
 
-# --------------------------------------------------------------------------- reading
-
-
-# --------------------------------------------------------------------------- splitting
-
-
 def _label_order(labels) -> list[str]:
     unique = set(labels)
     if all(u.lstrip("-").isdigit() for u in unique):

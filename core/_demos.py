@@ -18,8 +18,6 @@ from ._errors import InputError
 DONE = "complete"  # written last into a finished demo folder
 NPZ = Path(__file__).with_name("demo") / "fashion-mnist.npz"
 CLASSES = ("t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
-
-
 DEMO_MODELS = ("demo:minilm", "demo:efficientnet-lite0")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
                     "sentencepiece.bpe.model")

@@ -16,27 +16,13 @@ from ._errors import InputError, did_you_mean
 from ._images import IMAGE_SUFFIXES
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "body")
-
-
 LABEL_COLUMNS = ("label", "labels", "category", "target", "class", "topic")
-
-
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),
                 ("text_a", "text_b"))
-
-
 FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSON", ".parquet": "Parquet"}
-
-
 MISSING_LABELS = ("nan", "null", "none", "na", "n/a")  # label cells that read as "no value"
-
-
 DEMOS = ("demo:bbc-news", "demo:fashion-mnist")
-
-
 IMAGE_DEMOS = ("demo:fashion-mnist",)
-
-
 _SHOW_ROWS = 5
 
 

@@ -7,20 +7,10 @@ from dataclasses import dataclass, field, fields
 from ..core import DEFAULT_TRIALS, InputError
 
 PRUNERS = ("hyperband", "median", "none")
-
-
 CACHES = ("auto", "memory", "disk", "off")
-
-
 INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C / SIGINT
-
-
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after an interrupt
-
-
 HEAD_STARTS = ("probe", "random")
-
-
 CLOSED_FORM = "closed-form logistic regression"  # the `method` of a head fitted without trials
 
 

@@ -21,8 +21,6 @@ from ._config import RETRY_OF
 METRIC = "accuracy"
 DIRECTION = "maximize"
 RETRIES = 3  # a trial killed more often than this is not queued again
-
-
 STORAGE_ENV = "FINETUNE_ADVISOR_STORAGE"  # a storage URL kept out of command lines and run.json
 
 
