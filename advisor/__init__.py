@@ -8,9 +8,9 @@ zero-shot / head-only / fine-tune / change-model with reasons (rule: advisor/_de
 
 from ._advise import advise
 from ._config import AdvisorConfig
-from ._decide import Signals, decide, thresholds
+from ._decide import Signals, decide, standard_error, thresholds
 from ._inputs import read_inputs
 from ._scores import effective_rank, h_score, logme, mmd2, proxy_a_distance, tokenizer_coverage
 
-__all__ = ["AdvisorConfig", "advise", "read_inputs", "Signals", "decide", "thresholds", "logme", "h_score", "mmd2",
+__all__ = ["AdvisorConfig", "advise", "read_inputs", "Signals", "decide", "standard_error", "thresholds", "logme", "h_score", "mmd2",
            "proxy_a_distance", "effective_rank", "tokenizer_coverage"]

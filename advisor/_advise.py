@@ -21,7 +21,7 @@ import numpy as np
 from ..core import AdviceRecord, InputError, TaskData, Thresholds, default_cache_dir, sample_split
 from . import _scores, _signals
 from ._config import AdvisorConfig
-from ._decide import Signals, decide, thresholds
+from ._decide import Signals, decide, standard_error, thresholds
 from ._inputs import _SHIFT_ROWS, read_inputs
 from ._pilot import _cost, _pilot, next_pilot_depth  # noqa: F401 (next_pilot_depth: advisor's API)
 
@@ -144,6 +144,8 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
 
     # 8) decision
     chance = float(np.bincount(vy).max() / len(vy))
+    for part, key in ((probe, "accuracy"), (probe, "knn_accuracy"), (probe, "baseline_accuracy"), (zero_shot, "accuracy")):
+        part[f"{key}_se"] = standard_error(part.get(key), len(valid_s))  # all measured on the same rows
     parts = {"zero_shot": zero_shot, "probe": probe, "shift": shift, "expected": expected, "cost": cost}
     provisional = AdviceRecord.from_json({"decision": "head-only", "reasons": [], "advisor_seconds": 0.0,
                                           "chance_accuracy": chance, **parts})

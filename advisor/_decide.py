@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NEAR_CHANCE = 0.10
+SMALL_VALID = 200  # validation rows under which one row moves accuracy by half a point or more
 BASELINE_ALPHA = 0.05  # McNemar's level for "the model without pretraining beats the probe"
 
 
@@ -72,13 +73,38 @@ def thresholds(chance: float, *, min_gain: float = 0.01, target_accuracy: float 
             "budget_seconds": budget_seconds}
 
 
+def standard_error(accuracy: float | None, rows: int | None) -> float | None:
+    """The binomial standard error of an accuracy measured on `rows` independent rows:
+    se = sqrt(p (1 - p) / n) (the Wald interval's; e.g. Wasserman, "All of Statistics", 2004, 6.3).
+    None when either is unknown."""
+    if accuracy is None or not rows:
+        return None
+    return (accuracy * (1 - accuracy) / rows) ** 0.5
+
+
 def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None = None,
            budget_seconds: float | None = None, max_unk_rate: float = 0.05) -> tuple[str, list[str]]:
-    """Apply the rule of this module's docstring.
+    """Apply the rule of this module's docstring; on a small validation sample (under SMALL_VALID
+    rows) a last reason says how much of what was compared is noise.
 
     Returns:
         (decision, reasons): reasons are sentences, each carrying the number behind it.
     """
+    decision, reasons = _rule(s, min_gain=min_gain, target_accuracy=target_accuracy, budget_seconds=budget_seconds,
+                              max_unk_rate=max_unk_rate)
+    if s.valid_rows and s.valid_rows < SMALL_VALID:
+        se = standard_error(s.probe, s.valid_rows)
+        noise = 2 * (2 ** 0.5) * se  # two standard errors of a difference of two such accuracies
+        reasons.append(f"The validation sample has {s.valid_rows} rows: one row moves accuracy by "
+                       f"{1 / s.valid_rows:.3f}, the probe's {s.probe:.3f} has a standard error of {se:.3f}, and "
+                       f"differences under about {noise:.3f} between two models are within the noise"
+                       f"{' (the minimum gain ' + format(min_gain, '.3f') + ' is smaller)' if min_gain < noise else ''}. "
+                       "More validation rows (--valid FILE) make the decision surer.")
+    return decision, reasons
+
+
+def _rule(s: Signals, *, min_gain: float, target_accuracy: float | None, budget_seconds: float | None,
+          max_unk_rate: float) -> tuple[str, list[str]]:
     zs = s.zero_shot if s.zero_shot is not None else 0.0
     ft = s.expected_fine_tune
     best = max(zs, s.probe, ft if ft is not None else 0.0)

@@ -137,6 +137,7 @@ class ZeroShot(Part):
     method: str | None = None  # None: no zero-shot applies to this model and data
     accuracy: float | None = None
     descriptions: str | None = None  # "file", "template" or None
+    accuracy_se: float | None = None  # binomial standard error on the validation rows
 
 
 @dataclass
@@ -161,6 +162,9 @@ class Probe(Part):
     baseline_method: str | None = None
     baseline_p_value: float | None = None  # McNemar: the baseline beats the probe on the same rows
     baseline_C: float | None = None
+    accuracy_se: float | None = None  # binomial standard errors on the validation rows (all on the same rows)
+    knn_accuracy_se: float | None = None
+    baseline_accuracy_se: float | None = None
 
 
 @dataclass

@@ -99,12 +99,14 @@ def show_advice(run: RunView) -> None:
     left, right = st.columns([3, 2])
     expected, cost = a.expected, a.cost
     with left:
+        # error bars: a measured accuracy's standard error on the validation rows, the forecast's interval
         bars = [("chance", a.chance_accuracy, None),
-                (f"zero-shot ({a.zero_shot.method or ''})", a.zero_shot.accuracy, None),
-                ("probe (frozen)", a.probe.accuracy, None),
-                ("kNN (frozen)", a.probe.knn_accuracy, None),
+                (f"zero-shot ({a.zero_shot.method or ''})", a.zero_shot.accuracy, a.zero_shot.accuracy_se),
+                ("probe (frozen)", a.probe.accuracy, a.probe.accuracy_se),
+                ("kNN (frozen)", a.probe.knn_accuracy, a.probe.knn_accuracy_se),
                 ("expected fine-tuned", expected.fine_tune_accuracy, expected.uncertainty),
-                (f"no pretraining ({a.probe.baseline_method})", a.probe.baseline_accuracy, None)]
+                (f"no pretraining ({a.probe.baseline_method})", a.probe.baseline_accuracy,
+                 a.probe.baseline_accuracy_se)]
         bars = [b for b in bars if b[1] is not None]
         fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars],
                                error_y={"type": "data", "array": [b[2] or 0 for b in bars]},
