@@ -114,7 +114,7 @@ def first_rung(text: str) -> float:
 
 def run(args) -> int:
     from ..core import BEST_MODEL_DIR, SEARCH_FILE, RunDir, load_backbone, load_task
-    from ..search import SearchConfig, check_storage, parse_param, search, storage_url
+    from ..search import SearchConfig, check_augment, check_storage, parse_param, search, storage_url
 
     from ._data_args import absolute, data_config
 
@@ -132,6 +132,8 @@ def run(args) -> int:
     check_storage(storage_url(args.storage, Path(args.out)), heartbeat=args.heartbeat)
     dconfig = data_config(args)
     task = load_task(args.data, dconfig)
+    check_augment(parse_param("augment", overrides["augment"]) if "augment" in overrides else None, task.modality,
+                  args.model)  # before the model loads
     backbone = load_backbone(args.model, device=args.device)
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -10,9 +10,9 @@ from ._best import keep_if_best
 from ._config import HEAD_STARTS, PRUNERS, SearchConfig
 from ._record import search_record
 from ._search import model_identity, search
-from ._space import DEFAULTS, SEARCHABLE, Param, SearchSpace, parse_param
+from ._space import DEFAULTS, SEARCHABLE, Param, SearchSpace, check_augment, parse_param
 from ._study import STORAGE_ENV, check_same_search, check_storage, finished, open_storage, open_study, storage_url
 
 __all__ = ["SearchConfig", "search", "search_record", "keep_if_best", "PRUNERS", "HEAD_STARTS", "SearchSpace", "Param",
-           "parse_param", "DEFAULTS", "SEARCHABLE", "open_storage", "open_study", "finished", "check_storage", "check_same_search", "model_identity",
+           "parse_param", "check_augment", "DEFAULTS", "SEARCHABLE", "open_storage", "open_study", "finished", "check_storage", "check_same_search", "model_identity",
            "storage_url", "STORAGE_ENV"]

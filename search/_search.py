@@ -26,7 +26,7 @@ from ._best import keep_if_best
 from ._config import CLOSED_FORM, SearchConfig
 from ._objective import _feature_cache
 from ._record import _progress_bar, search_record
-from ._space import SearchSpace
+from ._space import SearchSpace, check_augment
 from ._study import METRIC, finished, open_storage, open_study, requeue_dead_trials, storage_url
 from ._workers import _Job, _run_workers, _work
 
@@ -69,10 +69,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
                                     max_length=backbone.max_positions).lengths
     space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
                               text_lengths=lengths)
-    augment = next((p for p in space.params if p.name == "augment"), None)
-    if augment is not None and True in augment.values and backbone.modality != "image":
-        raise InputError(f"space 'augment={augment.text()}': flips and crops are for images, and "
-                         f"{backbone.name} is a text model. Drop --space augment.")
+    check_augment(next((p for p in space.params if p.name == "augment"), None), backbone.modality, backbone.name)
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)
     identity = {"metric": METRIC, "space": space.to_dict(), "model": model_identity(backbone),

@@ -210,3 +210,10 @@ def _bounded_lengths(text: str, lengths, max_positions: int) -> str:
         if c >= need:
             break
     return ",".join(str(c) for c in kept)
+
+
+def check_augment(param: Param | None, modality: str, model: str) -> None:
+    """InputError when augmentation (flips and crops) is searched on a text task."""
+    if param is not None and True in param.values and modality != "image":
+        raise InputError(f"space 'augment={param.text()}': flips and crops are for images, and {model} is a text "
+                         "model. Drop --space augment.")

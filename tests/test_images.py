@@ -178,7 +178,8 @@ def test_a_thumbnail_is_a_small_png_of_the_image(tmp_path):
 # --------------------------------------------------------------------------- backbone and training
 
 
-@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin", "clip", "siglip"])
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext",  # a CNN, a ViT, a modern CNN: the fast tier's
+                                    *[pytest.param(f, marks=pytest.mark.slow) for f in ("dinov2", "swin", "clip", "siglip")]])
 def test_cached_stages_train_as_the_full_model(family, image_model, shapes):
     """With the frozen stages cached, every step's loss equals the uncached run's, for k = 0, 1, L
     (Swin: a middle stage cannot be fed a cached input, so k = 1 runs uncached and says so)."""

@@ -17,7 +17,11 @@ def losses(result):
     return np.array(result.step_losses)
 
 
-@pytest.mark.parametrize("family", list(TINY_CONFIGS))
+FAST_FAMILIES = ("bert", "roberta", "distilbert")  # three layer tables in the fast tier; every family in the suite
+
+
+@pytest.mark.parametrize("family", [f if f in FAST_FAMILIES else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in TINY_CONFIGS])
 def test_cached_and_uncached_training_give_the_same_losses(tiny_model, topic_task, family):
     backbone = load_backbone(str(tiny_model(family)))
     for k in range(backbone.num_blocks):  # k = L needs no cache
