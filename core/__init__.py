@@ -14,7 +14,7 @@ from ._arch import ARCHITECTURES, ArchSpec, arch_for
 from ._data import DataConfig, Split, TaskData, load_task
 from ._errors import InputError, first_line
 from ._files import (atomic_folder, check_replaceable, check_writable, clean_stale_temp, default_cache_dir,
-                     library_versions, mask_secrets, mask_url, read_json, write_json_atomic)
+                     library_versions, mask_secrets, mask_url, pid_alive, read_json, write_json_atomic)
 from ._head import fit_head, fit_probe, fit_with_c, one_blas_thread
 from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR, EXPORT_FILE,
                        FAIL_REASON, RUN_FILE, SEARCH_FILE, STEPS_PER_EPOCH, STUDY_FILE, AdviceRecord, BestTrial, Cost,
@@ -23,7 +23,7 @@ from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, 
                        ZeroShot, epoch_reports, sqlite_url, steps_per_epoch)
 from ._rundir import RunDir
 from ._split import sample_indices, sample_split, stratified_indices
-from ._stop import Stopped, check_stop, raise_on_sigterm, stop_on_signals, stop_requested
+from ._stop import Stopped, check_stop, raise_on_sigterm, stop_on_signals
 from ._typed import Part
 
 _LAZY = {
@@ -46,8 +46,8 @@ __all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceReco
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE", "STEPS_PER_EPOCH",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
            "stratified_indices", "sample_indices", "sample_split", "Stopped", "check_stop", "raise_on_sigterm",
-           "stop_on_signals", "stop_requested", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
-           "clean_stale_temp", "default_cache_dir", "library_versions", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
+           "stop_on_signals", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
+           "clean_stale_temp", "default_cache_dir", "library_versions", "pid_alive", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
 
 
 def __getattr__(name):

@@ -16,7 +16,7 @@ import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _asked: list[int] = []  # the signals received since stop_on_signals() was entered
-_depth = [0]  # stop_on_signals() blocks entered (nested ones share the outermost's handlers)
+_installed = [False]  # the handlers are in place (a nested stop_on_signals() block keeps them)
 
 
 class Stopped(KeyboardInterrupt):
@@ -36,11 +36,6 @@ class Stopped(KeyboardInterrupt):
         return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"stopped ({signal.Signals(self.signum).name})"
 
 
-def stop_requested() -> int | None:
-    """The signal a stop was asked for with, or None."""
-    return _asked[0] if _asked else None
-
-
 def check_stop() -> None:
     """Raise Stopped when a stop was asked for: call it where the work can stop cleanly."""
     if _asked:
@@ -51,12 +46,8 @@ def check_stop() -> None:
 def stop_on_signals():
     """SIGINT and SIGTERM ask for a stop (see `check_stop`) instead of raising; a second one raises
     Stopped at once. Only the main thread can install handlers: elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread() or _depth[0]:
-        _depth[0] += 1
-        try:
-            yield
-        finally:
-            _depth[0] -= 1
+    if threading.current_thread() is not threading.main_thread() or _installed[0]:
+        yield
         return
 
     def handler(signum, frame):
@@ -66,11 +57,11 @@ def stop_on_signals():
 
     _asked.clear()
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
-    _depth[0] += 1
+    _installed[0] = True
     try:
         yield
     finally:
-        _depth[0] -= 1
+        _installed[0] = False
         for s, h in previous.items():
             signal.signal(s, h)
         _asked.clear()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 # The stage packages first: importing a subpackage binds its name here, and the functions of the
 # same name (`search`, `export`) below must come after it.
-from . import advisor, core, dashboard, export as _export_stage, pipeline, search as _search_stage  # noqa: F401
+from . import export as _export_stage, search as _search_stage  # noqa: F401
 from .advisor import AdvisorConfig, advise
 from .core import (AdviceRecord, DataConfig, ExportRecord, InputError, RunRecord, SearchRecord, TaskData,
                    TrialRecord, load_task)
@@ -44,7 +44,7 @@ def export(source, out, task, config=None, **kwargs) -> ExportRecord:
         out: the deploy folder to write (replaced only if this tool wrote it).
         task: the task whose validation rows check accuracy (`load_task`).
         config: an `ExportConfig` (default: ExportConfig()).
-        **kwargs: `progress` (bool).
+        **kwargs: `progress`: called with each line of progress (default print).
 
     Returns:
         The export record, also written to `out`/export.json.
@@ -59,6 +59,8 @@ def __getattr__(name):  # torch-importing names load on first use
         from .export._export import ExportConfig
         return ExportConfig
     if name in ("load_backbone", "Backbone"):
+        from . import core
+
         return getattr(core, name)
     raise AttributeError(f"module 'finetune_advisor' has no attribute '{name}'")
 

@@ -82,7 +82,6 @@ def _check_sqlite_file(db: Path) -> None:
     be written (read-only, immutable), before any work."""
     import sqlite3
 
-    fix = (f"Move '{db}' away (its trials are lost) and run again, or give another --out or --storage.")
     try:
         with open(db, "ab"):  # an immutable or read-only file refuses this, for root too
             pass
@@ -93,12 +92,11 @@ def _check_sqlite_file(db: Path) -> None:
         connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             connection.execute("PRAGMA quick_check").fetchall()
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             connection.close()
     except sqlite3.DatabaseError as e:
         raise InputError(f"the study '{db}' is not a readable SQLite database ({e}): it is damaged or cut "
-                         f"short. {fix}") from None
+                         f"short. Move '{db}' away (its trials are lost) and run again, or give another --out or --storage.") from None
 
 
 def check_storage(url: str, *, heartbeat: int = 30) -> None:
@@ -213,7 +211,7 @@ def requeue_dead_trials(study) -> list[str]:
 
     from optuna.trial import TrialState
 
-    from ..core._files import pid_alive
+    from ..core import pid_alive
 
     host, notes = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
