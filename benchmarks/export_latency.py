@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,20 +31,10 @@ import numpy as np
 
 
 from finetune_advisor.core import DataConfig, library_versions, load_task, write_json_atomic  # noqa: E402
+from finetune_advisor.export._latency import vector_extensions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_latency.json"
 STATIC = "model.static-int8.onnx"
-
-
-def vector_extensions() -> list[str]:
-    """The CPU's vector extensions that set int8's speed-up (VNNI multiplies int8 in one
-    instruction; AVX2 alone needs two): those of /proc/cpuinfo's flags, [] where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split(":", 1)[1].split()
-    except (OSError, StopIteration):
-        return []
-    return [x for x in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if x in flags]
 
 
 def trained_model(run: Path, task) -> Path:

@@ -18,9 +18,10 @@ from ._files import (atomic_folder, check_replaceable, check_writable, clean_sta
 from ._head import fit_head, fit_probe, fit_with_c, one_blas_thread
 from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR, EXPORT_FILE,
                        FAIL_REASON, RUN_FILE, SEARCH_FILE, STEPS_PER_EPOCH, STUDY_FILE, AdviceRecord, BestTrial, Cost,
-                       Expected, ExportRecord, ImageStats, Latency, Probe, RunCommand, RunData, RunRecord, SearchCost,
-                       SearchRecord, Shift, ShiftSample, Thresholds, TrialCounts, TrialRecord, TrialRow, Variant,
+                       Expected, FrontPoint, ImageStats, Probe, RunCommand, RunData, RunRecord, SearchCost,
+                       SearchRecord, Shift, ShiftSample, Thresholds, TrialCounts, TrialRecord, TrialRow,
                        ZeroShot, epoch_reports, sqlite_url, steps_per_epoch)
+from ._export_record import ExportRecord, Latency, LatencyBudget, Variant
 from ._rundir import RunDir
 from ._split import sample_indices, sample_split, stratified_indices
 from ._stop import Stopped, check_stop, raise_on_sigterm, stop_on_signals
@@ -33,7 +34,7 @@ _LAZY = {
     "image_classifier_logits": "_zero_shot_models", "image_text_logits": "_zero_shot_models",
     "FeatureCache": "_cache",
     "Classifier": "_model", "load_classifier": "_model",
-    "ExportSource": "_export_source", "load_export_source": "_export_source",
+    "ExportSource": "_export_source", "load_export_source": "_export_source", "export_source_of": "_export_source",
     "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
     "train": "_train", "set_head": "_train",
     "resolve_device": "_device", "release_memory": "_device", "set_threads": "_device", "gpu_count": "_device",
@@ -42,7 +43,7 @@ _LAZY = {
 
 __all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord",
            "RunRecord", "TrialRecord", "Part", "ZeroShot", "Probe", "Shift", "ShiftSample", "ImageStats", "Expected", "Cost",
-           "SearchCost", "Thresholds", "TrialCounts", "BestTrial", "TrialRow", "Latency", "Variant", "RunCommand", "RunData", "epoch_reports", "sqlite_url", "steps_per_epoch", "ADVICE_FILE", "BEST_MODEL_DIR",
+           "SearchCost", "Thresholds", "TrialCounts", "BestTrial", "TrialRow", "FrontPoint", "Latency", "LatencyBudget", "Variant", "RunCommand", "RunData", "epoch_reports", "sqlite_url", "steps_per_epoch", "ADVICE_FILE", "BEST_MODEL_DIR",
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE", "STEPS_PER_EPOCH",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
            "stratified_indices", "sample_indices", "sample_split", "Stopped", "check_stop", "raise_on_sigterm",

@@ -152,6 +152,47 @@ class Backbone:
     def device(self):
         return next(self.model.parameters()).device
 
+    def keep_first(self, depth: int) -> Backbone:
+        """This backbone cut to its first `depth` blocks (the top ones dropped): the pooled output of
+        block `depth` feeds the head. The weights are shared, not copied; the config is a copy that
+        says `depth`, so the cut model saves and reloads as itself and its feature-cache key is its
+        own. Dropping the top third of BERT's layers kept about 98% of its GLUE score (Sajjad et
+        al., "On the effect of dropping layers of pre-trained transformer models", Computer Speech
+        & Language 2023).
+
+        Raises:
+            InputError: depth outside 1..num_blocks, or an architecture whose head reads only its
+                last block (ALBERT, ConvNeXt, EfficientNet, Swin).
+        """
+        import copy
+
+        import torch
+
+        n = self.num_blocks
+        if not 1 <= depth <= n:
+            raise InputError(f"kept_layers {depth} is out of range: {self.name} has {n} blocks, so use 1..{n}.")
+        if depth == n:
+            return self
+        if self.arch.shallower is None:
+            raise InputError(f"kept_layers {depth}: a {self.arch.family} model cannot drop its top blocks here (its "
+                             "last layers are sized for, or shared with, the last block). Leave kept_layers out.")
+        blocks = self.arch.block_list(self.model)
+        shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
+        self.arch.set_block_list(self.model, torch.nn.ModuleList(blocks[:depth]))
+        try:
+            model = copy.deepcopy(self.model, shared)
+        finally:
+            self.arch.set_block_list(self.model, blocks)
+        self.arch.keep_depth(model.config, depth)
+        width = 0
+        if self.modality == "image":
+            h, w = self.image_spec.output_size
+            with torch.inference_mode():
+                blank = torch.zeros(1, 3, h, w, device=self.device)
+                width = int(pool_output(model(pixel_values=blank), None, self.pooling).shape[-1])
+        return Backbone(self.name, self.source, model, self.tokenizer, self.arch, self.pooling, self.input_names,
+                        f"{self.files}:{depth}", self.image_spec, width, self.image_text)
+
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128) -> Encoded | Pixels:
         """The model's inputs: texts tokenized without padding (batches are padded to their own
         longest row later), or, for an image model, the images at these paths resized and cropped."""

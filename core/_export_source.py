@@ -62,14 +62,7 @@ def load_export_source(path: str | Path) -> ExportSource:
         raise InputError(f"'{path}' holds no model (no config.json). Give RUN (with best_model/, made by "
                          "finetune-advisor search) or a Hugging Face sequence-classification folder.")
     if (path / "head.safetensors").is_file():
-        model = load_classifier(path, device="cpu")
-        if model.modality == "image":
-            return ExportSource(_PixelLogits(model).eval(), None, model.labels, model.max_length, ("pixel_values",),
-                                model.arch.family, model.encoder.config, model.image_spec)
-        model.encoder.config._attn_implementation = "sdpa"
-        names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in model.input_names else ())
-        return ExportSource(model, model.tokenizer, model.labels, model.max_length, names, model.arch.family,
-                            model.encoder.config)
+        return export_source_of(load_classifier(path, device="cpu"))
     config = read_json(path / "config.json")
     heads = [a for a in config.get("architectures") or [] if a.endswith("ForSequenceClassification")]
     if not heads:
@@ -84,6 +77,46 @@ def load_export_source(path: str | Path) -> ExportSource:
     max_length = min(max_positions(model.config, tokenizer), 512)
     return ExportSource(_Logits(model).eval(), tokenizer, labels, max_length, names, model.config.model_type,
                         model.config)
+
+
+def export_source_of(model) -> ExportSource:
+    """A finetune-advisor Classifier (on the CPU, in eval mode) as the exporter takes it; an image
+    model's opened squeeze-excite gates are folded out first (`fold_open_gates`)."""
+    if model.modality == "image":
+        fold_open_gates(model.encoder)
+        return ExportSource(_PixelLogits(model).eval(), None, model.labels, model.max_length, ("pixel_values",),
+                            model.arch.family, model.encoder.config, model.image_spec)
+    model.encoder.config._attn_implementation = "sdpa"
+    names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in model.input_names else ())
+    return ExportSource(model, model.tokenizer, model.labels, model.max_length, names, model.arch.family,
+                        model.encoder.config)
+
+
+def fold_open_gates(module) -> int:
+    """Replace every squeeze-excite layer whose gate is open (its input passes unchanged) by the
+    identity; returns how many. A gate is open when its reduce and expand weights are all zero and
+    sigmoid(expand bias) is exactly 1.0 in float32: the output is then x * 1 for any x, so the fold
+    is exact. EfficientNet-Lite has no squeeze-excite; demo:efficientnet-lite0 keeps transformers'
+    layers opened this way (core._demos), and training cannot move them (the sigmoid's gradient
+    there is 0 in float32). Folded, they cost no time, and static int8 does not quantise their
+    constant-one gates (a zero-weight conv whose bias 30 overflows int8 bias scales).
+    """
+    import torch
+
+    folded = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            reduce, expand = getattr(child, "reduce", None), getattr(child, "expand", None)
+            if not ("SqueezeExcite" in type(child).__name__ and isinstance(reduce, torch.nn.Conv2d)
+                    and isinstance(expand, torch.nn.Conv2d) and expand.bias is not None):
+                continue
+            with torch.no_grad():
+                opened = (not reduce.weight.any() and not expand.weight.any()
+                          and bool((torch.sigmoid(expand.bias.float()) == 1.0).all()))
+            if opened:
+                setattr(parent, name, torch.nn.Identity())
+                folded += 1
+    return folded
 
 
 class _PixelLogits(torch.nn.Module):

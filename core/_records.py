@@ -1,7 +1,7 @@
 """The run directory's records as types, typed down to their nested parts.
 
 `RunRecord` (run.json), `AdviceRecord` (advice.json), `SearchRecord` (search.json),
-`TrialRecord` (best_model/trial.json) and `ExportRecord` (export/export.json). Each record is the
+`TrialRecord` (best_model/trial.json) and `ExportRecord` (export/export.json, in core._export_record). Each record is the
 one way its file is written and read: the stage that owns it builds it, writes it atomically and
 returns it; every other reader (a later stage, the CLI's summaries, the Predictor, the
 dashboard) reads it through `read` and then reads attributes: `AdviceRecord.read(run).probe.accuracy`.
@@ -330,6 +330,23 @@ class TrialRow(Part):
     fail_reason: str | None = None
     retry_of: int | None = None
     interrupted: bool = False
+    latency_ms: dict[str, dict[str, float]] | None = None  # {variant: {"batch_B": ms}} of its shape (search._latency)
+    pruned_reason: str | None = None  # pruned before training: over the latency budget
+
+
+@dataclass
+class FrontPoint(Part):
+    """A (trial, variant) on the front of validation accuracy against latency (search._latency.front).
+    An int8 point carries its trial's fp32 validation accuracy: export measures int8's own."""
+
+    number: int
+    variant: str
+    accuracy: float
+    latency_ms: float  # at the search's latency batch
+    kept_layers: int | None = None
+    max_length: int | None = None
+    latency_ms_batch_1: float | None = None
+    latency_ms_batch_32: float | None = None
 
 
 @dataclass
@@ -365,65 +382,10 @@ class SearchRecord(_Record):
     sampler: str | None = None
     workers: int | None = None
     seconds: float | None = None
-
-
-# --------------------------------------------------------------------------- export.json
-
-
-@dataclass
-class Latency(Part):
-    """Median milliseconds per batch."""
-
-    batch_1: float
-    batch_32: float
-
-
-@dataclass
-class Variant(Part):
-    """One ONNX file: its checks, accuracy and latency; refused ones say why and are not shipped."""
-
-    RENAMED: ClassVar[dict[str, str]] = {"from": "made_from"}
-    file: str
-    precision: str
-    passed: bool
-    why: str = ""
-    max_abs_diff: float | None = None
-    accuracy: float | None = None
-    accuracy_drop: float | None = None
-    latency_ms: Latency | None = None
-    latency_spread_ms: dict[str, list[float]] = field(default_factory=dict)  # {batch_b: [q1, q3]}
-    made_from: str | None = None  # the file it was quantised from ("from" in export.json)
-    quantized_nodes: dict[str, int] = field(default_factory=dict)
-    fused_operators: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        data = super().to_json()
-        return {("from" if k == "made_from" else k): v for k, v in data.items()}
-
-
-@dataclass
-class ExportRecord(_Record):
-    """export/export.json: each ONNX variant's checks, accuracy and latency (written by `export`)."""
-
-    FILE: ClassVar[str] = EXPORT_FILE
-    source: str
-    opset: int
-    variants: list[Variant]
-    torch_latency_ms: Latency
-    recommended: str
-    torch_accuracy: float | None = None
-    sequence_length: int | None = None
-    speedup_over_torch: dict[str, float] = field(default_factory=dict)
-    atol: float | None = None
-    torch_latency_spread_ms: dict[str, list[float]] = field(default_factory=dict)
-    recommendation_note: str = ""
-    fusion: dict = field(default_factory=dict)
-    quantization: dict = field(default_factory=dict)
-    static_quantization: dict = field(default_factory=dict)
-    versions: dict[str, str | None] = field(default_factory=dict)
-
-    def variant(self, file: str) -> Variant | None:
-        return next((v for v in self.variants if v.file == file), None)
+    front: list[FrontPoint] = field(default_factory=list)  # accuracy against latency, fastest first
+    latency_budget_ms: float | None = None
+    latency_batch: int | None = None
+    latency_machine: str | None = None
 
 
 def sqlite_url(run_dir: str | Path) -> str:

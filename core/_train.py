@@ -48,6 +48,8 @@ class TrainConfig:
 
     Attributes:
         unfrozen_layers: k, blocks trained counted from the top; 0 = head only, L = all (embeddings too).
+        kept_layers: d, the model keeps its first d blocks and drops the rest (`Backbone.keep_first`);
+            k counts from the top of the kept ones. None = every block.
         learning_rate: peak learning rate of the top block (AdamW).
         head_lr_multiplier: the head's learning rate is learning_rate times this (a fresh head
             needs a larger step than pretrained blocks).
@@ -75,6 +77,7 @@ class TrainConfig:
     """
 
     unfrozen_layers: int = 2
+    kept_layers: int | None = None
     learning_rate: float = 5e-5
     head_lr_multiplier: float = 20.0
     layer_lr_decay: float = 0.9
@@ -98,6 +101,7 @@ class TrainConfig:
     def __post_init__(self):
         checks = [
             (self.unfrozen_layers >= 0, f"unfrozen_layers {self.unfrozen_layers} must be >= 0."),
+            (self.kept_layers is None or self.kept_layers >= 1, f"kept_layers {self.kept_layers} must be >= 1."),
             (self.learning_rate > 0, f"learning_rate {self.learning_rate} must be > 0 (e.g. 5e-5)."),
             (self.head_lr_multiplier > 0, f"head_lr_multiplier {self.head_lr_multiplier} must be > 0."),
             (0 < self.layer_lr_decay <= 1, f"layer_lr_decay {self.layer_lr_decay} must be in (0, 1]."),
@@ -178,6 +182,8 @@ def train(backbone: Backbone, task, config: TrainConfig = TrainConfig(), *, cach
         InputError: unfrozen_layers beyond the model's depth, or a bad device.
         TrainingError: the loss became NaN or infinite.
     """
+    if config.kept_layers is not None:
+        backbone = backbone.keep_first(config.kept_layers)
     data = _prepare(backbone, task, config, cache, progress)
     model = _build_model(backbone, task, config, head_init)
     frozen = freeze_top_k(model.encoder, backbone.arch, config.unfrozen_layers)

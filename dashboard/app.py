@@ -18,8 +18,8 @@ import streamlit as st
 
 
 from finetune_advisor.core import InputError, first_line, steps_per_epoch  # noqa: E402
-from finetune_advisor.dashboard._runs import (RunView, compare_rows, epoch_axis, fixed_params, layer_points, load_run,  # noqa: E402
-                             run_paths, table, trial_rows, validation_errors)
+from finetune_advisor.dashboard._runs import (RunView, compare_rows, epoch_axis, fixed_params, front_rows,  # noqa: E402
+                                             layer_points, load_run, run_paths, table, trial_rows, validation_errors)
 
 REFRESH_SECONDS = 5
 
@@ -231,6 +231,9 @@ def search_section(run: RunView) -> None:
             except (RuntimeError, ValueError) as e:  # e.g. every trial has the same parameters
                 right.caption(f"parameter importances: not computable yet ({e})")
             st.plotly_chart(vis.plot_parallel_coordinate(study), key=f"parallel-{key}")
+        front = front_chart(complete, run.search)
+        if front is not None:
+            st.plotly_chart(front, key=f"front-{key}")
     st.subheader("Trials")
     st.dataframe(table(trial_rows(study)), hide_index=True)
 
@@ -246,6 +249,38 @@ def layers_chart(trials, fixed_k=None) -> go.Figure:
                                  text=[f"trial {p[2]}" for p in points]))
     fig.update_layout(title="Accuracy against layers unfrozen", xaxis={"title": "blocks trained (k)", "dtick": 1},
                       yaxis={"title": "validation accuracy"})
+    return fig
+
+
+def front_chart(complete, record) -> go.Figure | None:
+    """Validation accuracy against deployed latency (each finished trial's shape, each variant), the
+    front joined by a line, the chosen trial starred and the budget as a vertical line; None when no
+    trial was timed. An int8 point carries its trial's fp32 accuracy (export measures int8's own)."""
+    batch = (record.latency_batch if record is not None else None) or 1
+    budget = record.latency_budget_ms if record is not None else None
+    rows, points = front_rows(complete, batch)
+    if not points:
+        return None
+    fig = go.Figure()
+    for variant in sorted({p["variant"] for p in points}):
+        mine = [p for p in points if p["variant"] == variant]
+        fig.add_trace(go.Scatter(x=[p["latency_ms"] for p in mine], y=[p["accuracy"] for p in mine], mode="markers",
+                                 name=f"trials ({variant})", opacity=0.5, marker={"size": 8},
+                                 text=[f"trial {p['number']}: {p['kept_layers']} blocks, {p['max_length']} tokens"
+                                       for p in mine]))
+    fig.add_trace(go.Scatter(x=[p["latency_ms"] for p in rows], y=[p["accuracy"] for p in rows], mode="lines+markers",
+                             name="front", line={"shape": "hv"}, marker={"size": 10},
+                             text=[f"trial {p['number']} ({p['variant']})" for p in rows]))
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    chosen = [p for p in points if p["number"] == best.number]
+    if chosen:
+        fastest = min(chosen, key=lambda p: p["latency_ms"])
+        fig.add_trace(go.Scatter(x=[fastest["latency_ms"]], y=[fastest["accuracy"]], mode="markers", name="chosen",
+                                 marker={"symbol": "star", "size": 18}))
+    if budget is not None:
+        fig.add_vline(x=budget, line_dash="dash", annotation_text=f"budget {budget:g} ms")
+    fig.update_layout(title=f"Accuracy against latency (onnxruntime on the search's machine, batch {batch})",
+                      xaxis={"title": f"ms per batch of {batch}"}, yaxis={"title": "validation accuracy"})
     return fig
 
 

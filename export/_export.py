@@ -58,6 +58,10 @@ class ExportConfig:
         optimize: try fusing the graph for onnxruntime (attention, layer norms, activations).
         repeats: timed runs per contender at batch 1, in rounds of 5 (at least 3 rounds); batch 32
             gets as many rounds of one run.
+        latency_budget_ms: the deploy budget in ms per batch of `latency_batch` requests (the
+            search's): the recommended variant is one that fits when one does, and export.json's
+            `budget` says whether it holds as measured here. None = no budget.
+        latency_batch: the batch size the budget is for.
     """
 
     opset: int = DEFAULT_OPSET
@@ -66,6 +70,8 @@ class ExportConfig:
     max_accuracy_drop: float = 0.01
     optimize: bool = True
     repeats: int = 30
+    latency_budget_ms: float | None = None
+    latency_batch: int = 1
 
     def __post_init__(self):
         InputError.check([
@@ -75,6 +81,9 @@ class ExportConfig:
             (self.atol > 0, f"--atol {self.atol} must be > 0."),
             (0 <= self.max_accuracy_drop <= 1, f"--max-accuracy-drop {self.max_accuracy_drop} must be in [0, 1]."),
             (self.repeats >= 1, f"--repeats {self.repeats} must be >= 1."),
+            (self.latency_budget_ms is None or self.latency_budget_ms > 0,
+             f"--latency-budget-ms {self.latency_budget_ms} must be > 0 milliseconds."),
+            (self.latency_batch >= 1, f"--latency-batch {self.latency_batch} must be >= 1."),
         ])
 
 
@@ -161,14 +170,46 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
         progress(f"timing torch and {len(passed)} ONNX variant(s) in turn at {length} tokens")
     sessions = {v["file"]: ort_session(folder / v["file"], spinning=False) for v in passed}
     runners = {"torch": source.logits} | {f: (lambda feeds, s=s: s.run(None, feeds)) for f, s in sessions.items()}
-    timings = Timer(source, valid, length, config.repeats).measure(runners)
+    timings = Timer(source, valid, length, config.repeats, (config.latency_batch,)).measure(runners)
+    at = f"batch_{config.latency_batch}"
     for v in passed:
-        v.update(timings[v["file"]])
+        v.update(_standard(timings[v["file"]]))
     recommended, note = recommend(variants)
+    budget = None
+    if config.latency_budget_ms is not None:
+        recommended, note, budget = _within_budget(variants, recommended, note, timings, config, at)
     if note:
         progress(note)
-    return _record.write(variants=variants, torch_timing=timings["torch"], recommended=recommended, note=note,
-                         length=length, fusion=fusion, quantization=quantization, static_quantization=static)
+    return _record.write(variants=variants, torch_timing=_standard(timings["torch"]), recommended=recommended,
+                         note=note, length=length, fusion=fusion, quantization=quantization, static_quantization=static,
+                         budget=budget)
+
+
+def _standard(timing: dict) -> dict:
+    """A timing with the batches export.json reports for every variant (1 and 32)."""
+    return {key: {b: x for b, x in value.items() if b in ("batch_1", "batch_32")} for key, value in timing.items()}
+
+
+def _within_budget(variants, recommended: str, note: str, timings: dict, config: ExportConfig, at: str):
+    """The recommendation under a latency budget, and export.json's `budget` entry.
+
+    When the recommended variant's median is over the budget and another kept variant's is within
+    it, the fastest of those is recommended instead. The budget holds when the median is within
+    it; `within_noise` says the budget lies inside the quartiles (the verdict could go either way
+    on a rerun)."""
+    budget_ms = config.latency_budget_ms
+    median = {v["file"]: timings[v["file"]]["latency_ms"][at] for v in variants if v["passed"]}
+    if median[recommended] > budget_ms:
+        fitting = sorted((ms, f) for f, ms in median.items() if ms <= budget_ms)
+        if fitting:
+            note = (f"{recommended} ({median[recommended]:.1f} ms) is over the {budget_ms:g} ms budget at "
+                    f"{at.replace('_', ' ')}, so {fitting[0][1]} ({fitting[0][0]:.1f} ms) is recommended")
+            recommended = fitting[0][1]
+    q1, q3 = timings[recommended]["latency_spread_ms"][at]
+    entry = {"budget_ms": budget_ms, "batch": config.latency_batch, "variant": recommended,
+             "latency_ms": median[recommended], "latency_spread_ms": [q1, q3],
+             "held": median[recommended] <= budget_ms, "within_noise": q1 <= budget_ms <= q3}
+    return recommended, note, entry
 
 
 class _RecordWriter:
@@ -176,7 +217,7 @@ class _RecordWriter:
         self.folder, self.source_path, self.config, self.torch_acc = folder, source_path, config, torch_acc
 
     def write(self, *, variants, torch_timing, recommended, note, length, fusion, quantization,
-              static_quantization) -> ExportRecord:
+              static_quantization, budget=None) -> ExportRecord:
         from ..core import library_versions
 
         torch_latency = torch_timing["latency_ms"]
@@ -188,6 +229,6 @@ class _RecordWriter:
                                    for v in variants if v["passed"]},
             "atol": self.config.atol, "torch_latency_spread_ms": torch_timing["latency_spread_ms"],
             "recommendation_note": note, "fusion": fusion, "quantization": quantization,
-            "static_quantization": static_quantization, "versions": library_versions()})
+            "static_quantization": static_quantization, "budget": budget, "versions": library_versions()})
         record.write(self.folder / EXPORT_RECORD)
         return record

@@ -36,21 +36,9 @@ def fuse(source: ExportSource, folder: Path, split, gold, torch_logits, atol: fl
     Returns the record of the step: the count of each fusion applied, kept or why not.
     """
     try:
-        from onnxscript import ir, optimizer
-        from onnxscript.rewriter.ort_fusions import optimize_for_ort
-
-        with warnings.catch_warnings(), _quiet_logs("onnxscript"):
-            warnings.simplefilter("ignore")
-            model, counts = optimize_for_ort(ir.load(folder / "model.onnx"))
-            model = optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
-            for node in model.graph:  # the quantiser's QAttention does not take equal qkv_hidden_sizes
-                sizes = node.attributes.get("qkv_hidden_sizes") if node.op_type == "Attention" else None
-                if sizes is not None and len(set(sizes.value)) == 1:
-                    del node.attributes["qkv_hidden_sizes"]
-            ir.save(model, folder / FUSED)
+        fused = fuse_graph(folder / "model.onnx", folder / FUSED)
     except Exception as e:
         return {"tried": True, "kept": False, "why": f"the fusion failed: {type(e).__name__}: {e}"[:300]}
-    fused = {k: int(v) for k, v in counts.items() if v}
     if not fused:
         (folder / FUSED).unlink()
         return {"tried": True, "kept": False, "fused_operators": {}, "why": "no fusion pattern matched this graph"}
@@ -62,6 +50,24 @@ def fuse(source: ExportSource, folder: Path, split, gold, torch_logits, atol: fl
     variant.update(passed=not why, why=why)
     variants.append(variant)
     return {"tried": True, "kept": not why, "fused_operators": fused, "why": why}
+
+
+def fuse_graph(source: Path, target: Path) -> dict:
+    """Write `source` with onnxruntime's fused operators and folded weights to `target`; return
+    {fusion: count} of the fusions applied."""
+    from onnxscript import ir, optimizer
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    with warnings.catch_warnings(), _quiet_logs("onnxscript"):
+        warnings.simplefilter("ignore")
+        model, counts = optimize_for_ort(ir.load(source))
+        model = optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+        for node in model.graph:  # the quantiser's QAttention does not take equal qkv_hidden_sizes
+            sizes = node.attributes.get("qkv_hidden_sizes") if node.op_type == "Attention" else None
+            if sizes is not None and len(set(sizes.value)) == 1:
+                del node.attributes["qkv_hidden_sizes"]
+        ir.save(model, target)
+    return {k: int(v) for k, v in counts.items() if v}
 
 
 def quantize(folder: Path, base: str, split, gold, torch_logits, torch_acc, config, source, variants) -> dict:
@@ -96,6 +102,16 @@ def quantize_static(folder: Path, base: str, calibration, split, gold, torch_log
     batch, per tensor). On transformers it was measured slower than dynamic int8 with a larger
     drop (benchmarks/export_latency.py), so the export tries it only where the graph has Conv nodes.
     """
+    def make(target: Path) -> None:
+        static_int8(folder / base, target, calibration)
+
+    return _gated(make, folder / STATIC_INT8, "int8-static", base, split, gold, torch_logits, torch_acc, config,
+                  source, variants)
+
+
+def static_int8(source: Path, target: Path, calibration: list) -> None:
+    """`quantize_static`'s file step: QDQ, per-channel int8 weights of Conv, Gemm and MatMul,
+    uint8 activations calibrated (min-max) on the feeds in `calibration`."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -106,13 +122,9 @@ def quantize_static(folder: Path, base: str, calibration, split, gold, torch_log
         def get_next(self):
             return next(self.feeds, None)
 
-    def make(target: Path) -> None:
-        ort_quantize_static(str(folder / base), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=list(STATIC_OPS), per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-
-    return _gated(make, folder / STATIC_INT8, "int8-static", base, split, gold, torch_logits, torch_acc, config,
-                  source, variants)
+    ort_quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(STATIC_OPS), per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def has_convolutions(path: Path) -> bool:
@@ -186,16 +198,18 @@ class Timer:
     contender after them, 2-3x at batch 1 on 2 cores.
     """
 
-    def __init__(self, source: ExportSource, split, length: int, repeats: int):
-        texts = [split.texts[i % len(split)] for i in range(32)]
+    def __init__(self, source: ExportSource, split, length: int, repeats: int, batches=(1, 32)):
         self.repeats = repeats
-        self.feeds = {1: source.inputs(texts[:1], length=length), 32: source.inputs(texts, length=length)}
+        self.feeds = {}
+        for b in dict.fromkeys((1, 32, *batches)):
+            texts = [split.texts[i % len(split)] for i in range(b)]
+            self.feeds[b] = source.inputs(texts, length=length)
 
     def measure(self, runners: dict) -> dict:
         """{name: {"latency_ms": {batch_b: median}, "latency_spread_ms": {batch_b: [q1, q3]}}}"""
         out = {name: {"latency_ms": {}, "latency_spread_ms": {}} for name in runners}
         rounds = max(3, -(-self.repeats // 5))
-        for batch, block in ((1, 5), (32, 1)):
+        for batch, block in ((b, 5 if b == 1 else 1) for b in self.feeds):
             for name, (q1, median, q3) in time_in_turn(runners, [self.feeds[batch]], rounds, block).items():
                 out[name]["latency_ms"][f"batch_{batch}"] = median
                 out[name]["latency_spread_ms"][f"batch_{batch}"] = [q1, q3]

@@ -38,6 +38,10 @@ def register(sub) -> None:
     g.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     g.add_argument("--repeats", type=int, default=30, help="timed runs per contender at batch 1, in rounds of 5; batch 32 gets as many "
                    "rounds of one run (default 30); each round runs torch and every variant in turn")
+    g = p.add_argument_group("deployment latency")
+    g.add_argument("--latency-budget-ms", type=float, metavar="MS",
+                   help="check the export against this budget (default: the search's, from RUN/search.json)")
+    g.add_argument("--latency-batch", type=int, metavar="N", help="the budget's batch size (default: the search's, or 1)")
     p.set_defaults(run=run_export)
 
     q = sub.add_parser(
@@ -64,10 +68,16 @@ def run_export(args) -> int:
 
     from ._data_args import data_config
 
+    root = Path(args.source)
+    budget, batch = args.latency_budget_ms, args.latency_batch
+    if budget is None and (root / "search.json").is_file():
+        from ..core import SearchRecord
+
+        searched = SearchRecord.read(root / "search.json")
+        budget, batch = searched.latency_budget_ms, batch or searched.latency_batch
     config = ExportConfig(opset=args.opset, atol=args.atol, quantize=not args.no_quantize,
                           max_accuracy_drop=args.max_accuracy_drop, optimize=not args.no_optimize,
-                          repeats=args.repeats)
-    root = Path(args.source)
+                          repeats=args.repeats, latency_budget_ms=budget, latency_batch=batch or 1)
     if (root / "best_model").is_dir():
         source, out = root / "best_model", Path(args.out) if args.out else root / "export"
     elif (root / "config.json").is_file():
@@ -121,6 +131,12 @@ def format_export(record) -> str:
     lines.append(f"recommended: {best} ({record.speedup_over_torch[best]:.2f}x torch at batch 32, {shape})")
     if record.recommendation_note:
         lines.append(f"note: {record.recommendation_note}")
+    b = record.budget
+    if b is not None:
+        verdict = "holds" if b.held else "does NOT hold"
+        noise = " (within timing noise: the quartiles straddle it)" if b.within_noise else ""
+        lines.append(f"latency budget {b.budget_ms:g} ms at batch {b.batch}: {verdict}, {b.variant} takes "
+                     f"{b.latency_ms:.1f} ms here{noise}")
     return "\n".join(lines)
 
 

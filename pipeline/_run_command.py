@@ -30,6 +30,7 @@ def register(sub) -> None:
                "  finetune-advisor run --out runs/demo                     the demo, start to end\n"
                "  finetune-advisor run --model ./my-model --data reviews.csv --out runs/reviews --trials 30\n"
                "  finetune-advisor run ... --timeout 1800 --force-search    search even if the advice says not to\n"
+               "  finetune-advisor run ... --latency-budget-ms 5             the most accurate model within 5 ms a request\n"
                "Re-running the same command resumes the search (--trials is a total).")
     p.add_argument("--model", metavar="M", default=DEMO_MODEL, help=f"model (default {DEMO_MODEL})")
     from ._data_args import add_data_arguments
@@ -52,6 +53,9 @@ def register(sub) -> None:
     g.add_argument("--workers", type=int, default=1, help="search worker processes (default 1)")
     g.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite:///RUN/study.db)")
     g.add_argument("--no-quantize", action="store_true", help="export without int8")
+    from ._search_command import add_latency_arguments
+
+    add_latency_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -84,8 +88,11 @@ def run(args) -> int:
                             seed=args.seed, search_trials=trials, min_gain=args.min_gain)
     sconfig = SearchConfig(trials=trials, timeout=args.timeout, storage=args.storage, workers=args.workers,
                            device=args.device, seed=args.seed,
-                           space={"max_length": str(args.max_length)} if args.max_length else {})
-    econfig = ExportConfig(quantize=not args.no_quantize)
+                           space={"max_length": str(args.max_length)} if args.max_length else {},
+                           latency=not args.no_latency, latency_budget_ms=args.latency_budget_ms,
+                           latency_batch=args.latency_batch)
+    econfig = ExportConfig(quantize=not args.no_quantize, latency_budget_ms=args.latency_budget_ms,
+                           latency_batch=args.latency_batch)
     dconfig = data_config(args)
     # 2) the data and the model, once for every stage
     task = load_task(data, dconfig)

@@ -13,11 +13,13 @@ space (each NAME=VALUE: LO:HI a range, A,B,C a choice, V a fixed value):
   unfrozen_layers 0:L   learning_rate 1e-5:3e-4 (log)   head_lr_multiplier 3:100 (log)
   layer_lr_decay 0.7:1.0   batch_size 16,32   epochs 1:4   weight_decay 0:0.1   warmup_ratio 0:0.2
   max_length 64,128,256 (stops at the first length that holds 95% of the texts)
+  kept_layers L (with --latency-budget-ms: ceil(L/3):L; the model keeps its first d blocks)
   If RUN/advice.json exists, unfrozen_layers starts from its suggested range (--no-advice to ignore it).
 
 examples:
   finetune-advisor search --model demo:minilm --data demo:bbc-news --out runs/bbc --trials 12
   finetune-advisor search ... --space unfrozen_layers=0:2 --space batch_size=32 --pruner median
+  finetune-advisor search ... --latency-budget-ms 5               the most accurate model within 5 ms
   finetune-advisor search ... --workers 2                        two processes on one study
   finetune-advisor search ... --storage postgresql://user:pw@db:5432/optuna --study bbc
                                                                  the same command on several machines
@@ -60,6 +62,7 @@ def register(sub) -> None:
     g.add_argument("--head-start", choices=HEAD_STARTS, default="probe",
                    help="where each trial's head starts: probe (default; the closed-form head on the frozen "
                         "features, fitted once, then fine-tuned with the blocks: LP-FT) or random")
+    add_latency_arguments(p)
     g = p.add_argument_group("storage and workers")
     g.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///RUN/study.db)")
     g.add_argument("--study", default="search", help="study name in the storage (default: search)")
@@ -75,6 +78,18 @@ def register(sub) -> None:
                    help="most GiB the disk cache ($FINETUNE_ADVISOR_CACHE or ~/.cache/finetune-advisor) may "
                         "hold; least recently used files go first (default 10)")
     p.set_defaults(run=run)
+
+
+def add_latency_arguments(p) -> None:
+    """--latency-budget-ms, --latency-batch and --no-latency (search and run)."""
+    g = p.add_argument_group("deployment latency")
+    g.add_argument("--latency-budget-ms", type=float, metavar="MS",
+                   help="the most accurate model whose deployed latency (onnxruntime on this machine, fp32 or "
+                        "int8) fits MS milliseconds per request; also searches kept_layers (drop top blocks)")
+    g.add_argument("--latency-batch", type=int, default=1, metavar="N",
+                   help="the budget is per batch of N requests (default 1)")
+    g.add_argument("--no-latency", action="store_true",
+                   help="do not time each trial's shape (search.json then has no accuracy/latency front)")
 
 
 def space_overrides(pairs: list[str], file: str | None) -> dict[str, str]:
@@ -125,7 +140,8 @@ def run(args) -> int:
                           seed=args.seed, device=args.device, cache=args.cache, cache_gb=args.cache_gb,
                           cache_disk_gb=args.cache_disk_gb,
                           heartbeat=args.heartbeat, head_search=args.head_search,
-                          head_start=args.head_start)
+                          head_start=args.head_start, latency=not args.no_latency,
+                          latency_budget_ms=args.latency_budget_ms, latency_batch=args.latency_batch)
     for name, value in overrides.items():  # names, syntax and ranges checked before anything loads
         parse_param(name, value)
     RunDir(args.out).check()
@@ -159,7 +175,7 @@ def format_trials(record, top: int = 5) -> str:
         return "\n".join(lines + ["no trial completed"] + [f"  - {r}" for r in reasons])
     searched = [k for k, v in record.space.items() if ":" in v or "," in v]  # fixed values are not shown
     names = sorted(searched, key=lambda k: k != "unfrozen_layers")
-    short = {"unfrozen_layers": "k", "learning_rate": "lr", "head_lr_multiplier": "head_x", "layer_lr_decay": "decay",
+    short = {"unfrozen_layers": "k", "kept_layers": "d", "learning_rate": "lr", "head_lr_multiplier": "head_x", "layer_lr_decay": "decay",
              "batch_size": "batch", "weight_decay": "wd", "warmup_ratio": "warmup", "max_length": "len"}
     header = ["trial", "accuracy"] + [short.get(k, k) for k in names] + ["seconds"]
     table = [header]
@@ -173,4 +189,10 @@ def format_trials(record, top: int = 5) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines.append(f"top {len(rows)} trials:")
     lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
+    if record.front:
+        budget = f", budget {record.latency_budget_ms:g} ms" if record.latency_budget_ms is not None else ""
+        lines.append(f"accuracy against latency (onnxruntime, batch {record.latency_batch}{budget}), fastest first:")
+        lines += [f"  trial {p.number}: {p.accuracy:.4f} at {p.latency_ms:.1f} ms ({p.variant}"
+                  + (f", {p.kept_layers} blocks" if p.kept_layers is not None else "")
+                  + (f", {p.max_length} tokens" if p.max_length is not None else "") + ")" for p in record.front]
     return "\n".join(lines)

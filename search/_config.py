@@ -10,6 +10,7 @@ PRUNERS = ("hyperband", "median", "none")
 CACHES = ("auto", "memory", "disk", "off")
 INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C / SIGINT
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after an interrupt
+PRUNED_REASON = "pruned_reason"  # user attribute of a trial pruned before training (over the latency budget)
 HEAD_STARTS = ("probe", "random")
 CLOSED_FORM = "closed-form logistic regression"  # the `method` of a head fitted without trials
 
@@ -59,6 +60,13 @@ class SearchConfig:
         group_by_length: each trial's training batches hold texts of similar length (padded
             less: 1.7x faster per epoch on short BBC sentences, accuracy within seed noise,
             benchmarks/results/train_buckets.json); False = random batches.
+        latency: time each trial's shape (kept blocks, input length; fp32 and int8) with
+            onnxruntime on this machine, once per shape (search._latency), so search.json carries
+            the front of accuracy against latency; False = no timing, no front.
+        latency_budget_ms: the deployed model's budget in milliseconds per batch of
+            `latency_batch` requests: the best model is the most accurate trial that fits, and
+            kept_layers is searched (ceil(L/3):L) unless the space fixes it. None = no budget.
+        latency_batch: the batch size the budget is for (1: per request).
     """
 
     trials: int = DEFAULT_TRIALS
@@ -82,6 +90,16 @@ class SearchConfig:
     head_start: str = "probe"
     start_with: tuple = ()
     group_by_length: bool = True
+    latency: bool = True
+    latency_budget_ms: float | None = None
+    latency_batch: int = 1
+
+    @property
+    def budget(self):
+        """The latency budget (`search._latency.Budget`)."""
+        from ._latency import Budget
+
+        return Budget(self.latency_budget_ms, self.latency_batch)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -102,6 +120,11 @@ class SearchConfig:
             (self.cache_gb > 0, f"--cache-gb {self.cache_gb} must be > 0."),
             (self.cache_disk_gb > 0, f"--cache-disk-gb {self.cache_disk_gb} must be > 0."),
             (bool(self.study.strip()), "--study must not be empty."),
+            (self.latency_budget_ms is None or self.latency_budget_ms > 0,
+             f"--latency-budget-ms {self.latency_budget_ms} must be > 0 milliseconds."),
+            (self.latency_batch >= 1, f"--latency-batch {self.latency_batch} must be >= 1."),
+            (self.latency or self.latency_budget_ms is None,
+             "--latency-budget-ms needs the trials timed: drop --no-latency."),
             (self.head_start in HEAD_STARTS,
              f"--head-start '{self.head_start}' must be one of {', '.join(HEAD_STARTS)}."),
         ])

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import replace
 
 from ..core import FAIL_REASON, RunDir, check_stop
 from ._best import keep_if_best
-from ._config import INTERRUPTED, RETRY_OF, SearchConfig
+from ._config import INTERRUPTED, PRUNED_REASON, RETRY_OF, SearchConfig
+from ._latency import LATENCY_ATTR, LENGTH_ATTR, LatencyTable
 from ._record import epoch_text
 from ._space import SearchSpace
 
@@ -31,24 +33,48 @@ class _Objective:
     """Train one configuration; report each epoch to the pruner; keep the model if it is the best."""
 
     def __init__(self, backbone, task, space: SearchSpace, config: SearchConfig, cache, run_dir: RunDir,
-                 device: str, worker: int):
+                 device: str, worker: int, latency: LatencyTable | None = None):
         self.backbone, self.task, self.space, self.config = backbone, task, space, config
         self.cache, self.run_dir, self.device, self.worker = cache, run_dir, device, worker
-        self.heads = {}  # max_length -> the probe's head every trial starts from (head_start "probe")
+        self.latency, self.budget = latency, config.budget
+        self.heads = {}  # (kept_layers, max_length) -> the probe's head every trial starts from (head_start "probe")
+        self.shallow = {}  # kept_layers -> the backbone cut to it
 
-    def head_init(self, max_length: int):
+    def backbone_at(self, depth: int):
+        """The backbone cut to its first `depth` blocks (made once per depth; the weights are shared)."""
+        if depth not in self.shallow:
+            self.shallow[depth] = self.backbone.keep_first(depth)
+        return self.shallow[depth]
+
+    def head_init(self, depth: int, max_length: int):
         """The closed-form head on the frozen model's pooled features of the training rows at this
-        length (None for head_start "random"); fitted once per length, shared by the trials."""
+        depth and length (None for head_start "random"); fitted once per shape, shared by the trials."""
         from ..core import fit_head
 
         if self.config.head_start != "probe":
             return None
-        if max_length not in self.heads:
-            features = self.cache.features(self.backbone, self.task.train, start=self.backbone.num_blocks,
+        if (depth, max_length) not in self.heads:
+            backbone = self.backbone_at(depth)
+            features = self.cache.features(backbone, self.task.train, start=backbone.num_blocks,
                                            max_length=max_length, progress=False).numpy()
             weight, bias, _ = fit_head(features, self.task.train.labels, self.task.num_labels, seed=self.config.seed)
-            self.heads[max_length] = (weight, bias)
-        return self.heads[max_length]
+            self.heads[depth, max_length] = (weight, bias)
+        return self.heads[depth, max_length]
+
+    def check_latency(self, trial, depth: int, max_length: int) -> None:
+        """Measure (or look up) the trial's shape latency onto the trial; prune it before it trains
+        when no variant fits the budget."""
+        import optuna
+
+        if self.latency is None:
+            return
+        latency = self.latency.of(depth, max_length)
+        trial.set_user_attr(LATENCY_ATTR, latency)
+        trial.set_user_attr(LENGTH_ATTR, self.latency.length(max_length))
+        if not self.budget.fits(latency):
+            name, ms = self.budget.fastest(latency)
+            raise optuna.TrialPruned(f"over the latency budget before training: {name} takes {ms:.1f} ms at batch "
+                                     f"{self.budget.batch}, the budget is {self.budget.ms:g} ms")
 
     def __call__(self, trial) -> float:
         import optuna
@@ -69,12 +95,19 @@ class _Objective:
         try:
             config = TrainConfig(**{"patience": self.config.patience, **params}, seed=self.config.seed,
                                  cache="memory", device=self.device, group_by_length=self.config.group_by_length)
+            depth = config.kept_layers or self.backbone.num_blocks
+            if config.unfrozen_layers > depth:  # a queued configuration (advice, start_with) deeper than its depth
+                config = replace(config, unfrozen_layers=depth)
+                params["unfrozen_layers"] = depth
+            self.check_latency(trial, depth, config.max_length)
             check_stop()
-            result = train(self.backbone, self.task, config, cache=self.cache, on_epoch=on_epoch,
-                           head_init=self.head_init(config.max_length), first_rung=self.config.first_rung,
+            result = train(self.backbone_at(depth), self.task, config, cache=self.cache, on_epoch=on_epoch,
+                           head_init=self.head_init(depth, config.max_length), first_rung=self.config.first_rung,
                            progress=False)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as e:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
+            if str(e).startswith("over the latency budget"):
+                trial.set_user_attr(PRUNED_REASON, str(e))
             raise
         except KeyboardInterrupt:  # failed by the interrupt, not by itself: queued again for the resume
             trial.set_user_attr(INTERRUPTED, True)

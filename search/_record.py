@@ -6,7 +6,8 @@ import contextlib
 
 from ..core import FAIL_REASON, RunDir, SearchRecord, mask_url, steps_per_epoch
 from ._best import _best_saved
-from ._config import INTERRUPTED, RETRY_OF, SearchConfig
+from ._config import INTERRUPTED, PRUNED_REASON, RETRY_OF, SearchConfig
+from ._latency import LATENCY_ATTR, front
 from ._space import SearchSpace
 from ._study import DIRECTION, METRIC, finished
 
@@ -16,6 +17,8 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
     """The search.json record: the study's counts, best trial and every trial, the space, the pruner and
     sampler, and the best model saved (best_model/trial.json)."""
     from optuna.trial import TrialState
+
+    from ..export._latency import machine
 
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
@@ -32,7 +35,11 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
         "finished": len(finished(trials)), "target_trials": config.trials, "space": space.to_dict(),
         "pruner": config.pruner, "first_rung": config.first_rung, "head_start": config.head_start,
         "sampler": f"TPE(seed={config.seed}, reseeded per trial number)", "workers": config.workers,
-        "seconds": seconds})
+        "seconds": seconds, "latency_budget_ms": config.latency_budget_ms,
+        "latency_batch": config.latency_batch if config.latency else None,
+        "latency_machine": machine() if config.latency else None,
+        "front": front([{"number": t.number, "value": t.value, "params": {**fixed, **t.params},
+                         "latency_ms": t.user_attrs.get(LATENCY_ATTR)} for t in complete], config.latency_batch)})
     record.best_model = _best_saved(run_dir, config.study)
     return record
 
@@ -56,6 +63,9 @@ def _trial_row(t, fixed: dict, steps_per_epoch: int) -> dict:
         row["retry_of"] = t.user_attrs[RETRY_OF]
     if t.user_attrs.get(INTERRUPTED):
         row["interrupted"] = True
+    for key in (LATENCY_ATTR, PRUNED_REASON):
+        if key in t.user_attrs:
+            row[key] = t.user_attrs[key]
     return row
 
 

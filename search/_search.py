@@ -24,9 +24,10 @@ from ..core import (BEST_MODEL_DIR, SEARCH_FILE, STEPS_PER_EPOCH, AdviceRecord, 
 from ._advice import _advice, _clip
 from ._best import keep_if_best
 from ._config import CLOSED_FORM, SearchConfig
+from ._latency import LATENCY_ATTR, LENGTH_ATTR
 from ._objective import _feature_cache
 from ._record import _progress_bar, search_record
-from ._space import SearchSpace, check_augment
+from ._space import SearchSpace, check_augment, check_kept
 from ._study import METRIC, finished, open_storage, open_study, requeue_dead_trials, storage_url
 from ._workers import _Job, _run_workers, _work
 
@@ -67,9 +68,11 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
     else:
         lengths = backbone.tokenize(task.train.texts[:500], task.train.pairs[:500] if task.train.pairs else None,
                                     max_length=backbone.max_positions).lengths
+    shallower = config.latency_budget_ms is not None and backbone.arch.shallower is not None
     space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
-                              text_lengths=lengths)
+                              text_lengths=lengths, shallower=shallower)
     check_augment(next((p for p in space.params if p.name == "augment"), None), backbone.modality, backbone.name)
+    check_kept(space, backbone)
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)
     identity = {"metric": METRIC, "space": space.to_dict(), "model": model_identity(backbone),
@@ -85,7 +88,8 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
         log(f"resuming study '{config.study}': {done} of {config.trials} trials already finished")
 
     t0 = time.perf_counter()
-    if space["unfrozen_layers"].fixed == 0 and not config.head_search:
+    kept = next((p for p in space.params if p.name == "kept_layers"), None)
+    if space["unfrozen_layers"].fixed == 0 and not config.head_search and (kept is None or kept.fixed is not None):
         if not any(t.user_attrs.get("method") == CLOSED_FORM for t in study.get_trials(deepcopy=False)
                    if t.state.name == "COMPLETE"):
             _closed_form_head(backbone, task, study, space, config, run_dir, log, progress)
@@ -129,6 +133,17 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
 
     t0 = time.perf_counter()
     length = _clip({}, space).get("max_length", space["max_length"].fixed)
+    kept = next((p.fixed for p in space.params if p.name == "kept_layers"), None)
+    backbone = backbone.keep_first(kept or backbone.num_blocks)
+    user_attrs = {}
+    if config.latency:
+        from ._workers import latency_table
+
+        table = latency_table(run_dir, backbone, task, config)
+        try:
+            user_attrs = {LATENCY_ATTR: table.of(backbone.num_blocks, length), LENGTH_ATTR: table.length(length)}
+        finally:
+            table.close()
     rows = f"{len(task.train)} training images" if backbone.modality == "image" else \
         f"{len(task.train)} training rows ({length} tokens)"
     log(f"head-only: fitting the head in closed form on the frozen features of {rows}; --head-search searches "
@@ -148,13 +163,14 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
     seconds = time.perf_counter() - t0
     study.add_trial(optuna.trial.create_trial(
         params=params, distributions=distributions, value=accuracy,
-        user_attrs={"method": CLOSED_FORM, "C": c, "seconds": seconds, "worker": 0}))
+        user_attrs={"method": CLOSED_FORM, "C": c, "seconds": seconds, "worker": 0, **user_attrs}))
     number = max(t.number for t in study.get_trials(deepcopy=False))
     model = Classifier(backbone, task.num_labels, dropout=0.0)
     set_head(model.head, weight, bias)
     model.labels, model.max_length = list(task.labels), min(length, backbone.max_positions)
     keep_if_best(run_dir, config.study, number, accuracy,
-                 {**asdict(TrainConfig(unfrozen_layers=0, max_length=length)), "method": CLOSED_FORM, "C": c}, model)
+                 {**asdict(TrainConfig(unfrozen_layers=0, max_length=length, kept_layers=kept)), "method": CLOSED_FORM,
+                  "C": c}, model)
     log(f"head-only: validation accuracy {accuracy:.4f} (C = {c:g}) in {seconds:.0f} s")
 
 

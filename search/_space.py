@@ -10,7 +10,9 @@ space file (JSON `{"NAME": "VALUE"}`):
 Defaults (L = the model's number of blocks; max_length choices stop at the first one that holds
 95% of the training texts, and at the model's maximum):
 
-    unfrozen_layers      0:L          blocks trained from the top (0 = head only)
+    unfrozen_layers      0:L          blocks trained from the top of the kept ones (0 = head only)
+    kept_layers          L            the model keeps its first d blocks and drops the rest; with a
+                                      latency budget ceil(L/3):L (architectures that can drop blocks)
     learning_rate        1e-5:3e-4    log scale
     head_lr_multiplier   3:100        log scale
     layer_lr_decay       0.7:1.0
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 from ..core import InputError
 
-INT_FIELDS = ("unfrozen_layers", "batch_size", "epochs", "max_length")
+INT_FIELDS = ("unfrozen_layers", "kept_layers", "batch_size", "epochs", "max_length")
 LOG_FIELDS = ("learning_rate", "head_lr_multiplier")
 STR_FIELDS = ("schedule",)
 FLOAT_FIELDS = ("learning_rate", "head_lr_multiplier", "layer_lr_decay", "weight_decay", "warmup_ratio",
@@ -82,13 +84,17 @@ class Param:
             return ",".join(str(c) for c in self.choices)
         return f"{self.low}:{self.high}" if self.fixed is None else str(self.low)
 
-    def suggest(self, trial):
+    def suggest(self, trial, at_most: int | None = None):
+        """A value for `trial`; `at_most` caps an integer parameter (unfrozen_layers by the kept depth:
+        the range's top is lowered for this trial, a choice or fixed value above it becomes it)."""
         if self.fixed is not None:
-            return self.fixed
+            return self.fixed if at_most is None else min(self.fixed, at_most)
         if self.choices is not None:
-            return trial.suggest_categorical(self.name, list(self.choices))
+            choices = self.choices if at_most is None else tuple(dict.fromkeys(min(c, at_most) for c in self.choices))
+            return choices[0] if len(choices) == 1 else trial.suggest_categorical(self.name, list(choices))
         if self.name in INT_FIELDS:
-            return trial.suggest_int(self.name, int(self.low), int(self.high))
+            high = int(self.high) if at_most is None else min(int(self.high), at_most)
+            return trial.suggest_int(self.name, min(int(self.low), high), high)
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
 
 
@@ -163,12 +169,17 @@ class SearchSpace:
         return {p.name: p.text() for p in self.params}
 
     def suggest(self, trial) -> dict:
-        """Values for one trial: sampled for searched parameters, the value itself for fixed ones."""
-        return {p.name: p.suggest(trial) for p in self.params}
+        """Values for one trial: sampled for searched parameters, the value itself for fixed ones.
+        The kept depth comes first: unfrozen_layers counts from the top of the kept blocks, so it is
+        drawn up to the depth drawn."""
+        kept = {p.name: p.suggest(trial) for p in self.params if p.name == "kept_layers"}
+        depth = kept.get("kept_layers")
+        return kept | {p.name: p.suggest(trial, depth if p.name == "unfrozen_layers" else None)
+                       for p in self.params if p.name != "kept_layers"}
 
     @classmethod
     def build(cls, overrides: dict[str, str], *, num_blocks: int, max_positions: int,
-              text_lengths=None) -> "SearchSpace":
+              text_lengths=None, shallower: bool = False) -> "SearchSpace":
         """The default space, bounded by the model and data, with the user's overrides on top.
 
         Args:
@@ -176,19 +187,27 @@ class SearchSpace:
             num_blocks: the model's number of blocks (unfrozen_layers goes up to it).
             max_positions: the longest input the model takes.
             text_lengths: token counts of (a sample of) the training texts, to bound max_length.
+            shallower: search kept_layers (ceil(L/3):L) unless the overrides say otherwise: a search
+                under a latency budget, on a model that can drop its top blocks.
 
         Raises:
             InputError: a value outside what the model can do (k > L, a length beyond its maximum).
         """
         texts = {name: text for name, text in DEFAULTS.items() if text is not None}
         texts["unfrozen_layers"] = f"0:{num_blocks}"
+        if shallower:
+            texts["kept_layers"] = f"{math.ceil(num_blocks / 3)}:{num_blocks}"
         if text_lengths is not None and len(text_lengths) and "max_length" not in overrides:
             texts["max_length"] = _bounded_lengths(DEFAULTS["max_length"], text_lengths, max_positions)
         texts.update({name: str(text) for name, text in overrides.items()})
         params = tuple(parse_param(name, text) for name, text in texts.items())
         space = cls(params)
         k, lengths = space["unfrozen_layers"], space["max_length"]
+        kept = next((p for p in params if p.name == "kept_layers"), None)
         InputError.check([
+            (kept is None or (min(kept.values) >= 1 and max(kept.values) <= num_blocks),
+             f"space 'kept_layers={kept and kept.text()}' is out of range: the model has {num_blocks} blocks, "
+             f"so use values in 1:{num_blocks}."),
             (min(k.values) >= 0 and max(k.values) <= num_blocks,
              f"space 'unfrozen_layers={k.text()}' is out of range: the model has {num_blocks} blocks, "
              f"so use values in 0:{num_blocks}."),
@@ -217,3 +236,12 @@ def check_augment(param: Param | None, modality: str, model: str) -> None:
     if param is not None and True in param.values and modality != "image":
         raise InputError(f"space 'augment={param.text()}': flips and crops are for images, and {model} is a text "
                          "model. Drop --space augment.")
+
+
+def check_kept(space: SearchSpace, backbone) -> None:
+    """InputError when the space drops blocks of a model that cannot run without its top ones."""
+    kept = next((p for p in space.params if p.name == "kept_layers"), None)
+    if kept is not None and min(kept.values) < backbone.num_blocks and backbone.arch.shallower is None:
+        raise InputError(f"space 'kept_layers={kept.text()}': a {backbone.arch.family} model cannot drop its top "
+                         "blocks (its last layers are sized for, or shared with, the last block). Drop "
+                         "--space kept_layers; the budget then applies to the full depth.")

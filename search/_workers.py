@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from ..core import InputError, RunDir, check_stop, stop_on_signals
 from ._config import SearchConfig
+from ._latency import LatencyTable
 from ._objective import _feature_cache, _Objective
 from ._space import SearchSpace
 from ._study import finished, make_pruner, open_storage
@@ -48,7 +49,8 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
                               pruner=make_pruner(config.pruner, max_epochs * config.steps_per_epoch))
     cache = _feature_cache(config)
-    objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker)
+    latency = latency_table(RunDir(job.run_dir), backbone, task, config) if config.latency else None
+    objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker, latency)
 
     def stop_at_total(study, trial):
         if on_trial is not None:
@@ -59,10 +61,28 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
 
     if _enough(study, config.trials):
         return
-    with stop_on_signals():
-        study.optimize(objective, timeout=config.timeout, callbacks=[stop_at_total], catch=(Exception,),
-                       gc_after_trial=True)
-        check_stop()  # a stop asked for during the last trial's clean-up
+    try:
+        with stop_on_signals():
+            study.optimize(objective, timeout=config.timeout, callbacks=[stop_at_total], catch=(Exception,),
+                           gc_after_trial=True)
+            check_stop()  # a stop asked for during the last trial's clean-up
+    finally:
+        if latency is not None:
+            latency.close()
+
+
+def latency_table(run_dir: RunDir, backbone, task, config: SearchConfig) -> LatencyTable:
+    """The shapes' latencies for this search: texts are timed at their median token length (of up
+    to 500 training rows) when max_length does not cut them shorter."""
+    import numpy as np
+
+    typical = None
+    if backbone.modality == "text":
+        train = task.train
+        lengths = backbone.tokenize(train.texts[:500], train.pairs[:500] if train.pairs else None,
+                                    max_length=backbone.max_positions).lengths
+        typical = int(np.median(lengths))
+    return LatencyTable(run_dir, backbone, task.num_labels, typical, batches=(1, 32, config.latency_batch))
 
 
 def _enough(study, total: int) -> bool:

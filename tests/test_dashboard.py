@@ -296,3 +296,32 @@ def test_an_image_run_shows_the_image_shift_measures(tmp_path, monkeypatch):
     assert values["size ratio (median side / model's)"] == 0.125 and values["normalisation gap (sd)"] == 0.4314
     assert "unknown-token rate" not in values
     assert "no reference (--reference DIR)" in set(table["threshold"])
+
+
+def test_the_front_of_accuracy_against_latency_is_drawn_with_the_chosen_point_and_the_budget():
+    import optuna
+
+    from finetune_advisor.core import SearchRecord
+    from finetune_advisor.dashboard._runs import front_rows
+    from finetune_advisor.dashboard.app import front_chart
+
+    study = optuna.create_study(direction="maximize")
+    for number, (acc, fp32, int8, depth) in enumerate([(0.90, 4.0, 2.0, 2), (0.95, 8.0, 5.0, 4), (0.85, 6.0, 3.0, 3)]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"kept_layers": depth}, distributions={"kept_layers": optuna.distributions.IntDistribution(1, 6)},
+            value=acc, user_attrs={"latency_ms": {"fp32": {"batch_1": fp32, "batch_32": 10 * fp32},
+                                                  "int8": {"batch_1": int8, "batch_32": 10 * int8}}}))
+    complete = study.get_trials()
+    front, points = front_rows(complete)
+    assert [(p["number"], p["variant"]) for p in front] == [(0, "int8"), (1, "int8")]
+    assert len(points) == 6
+    record = SearchRecord.from_json({"study_name": "s", "storage": "x", "direction": "maximize", "metric": "accuracy",
+                                     "n_trials": {"complete": 3, "pruned": 0, "fail": 0}, "best": None, "trials": [],
+                                     "latency_budget_ms": 6.0, "latency_batch": 1})
+    fig = front_chart(complete, record)
+    names = [trace.name for trace in fig.data]
+    assert "front" in names and "chosen" in names
+    chosen = next(trace for trace in fig.data if trace.name == "chosen")
+    assert list(chosen.x) == [5.0] and list(chosen.y) == [0.95]  # the best trial at its fastest variant
+    assert fig.layout.shapes[0].x0 == 6.0  # the budget line
+    assert front_chart([t for t in complete if False], record) is None

@@ -1,0 +1,138 @@
+"""Latency as a property of a trial's shape, and the front of accuracy against latency.
+
+A trial's latency depends on its shape (kept_layers; max_length up to the texts' typical length;
+fp32 or int8), not on its weights, so it is measured once per shape, with onnxruntime on this
+machine (`export._latency.ShapeTimer`), before the trial trains, and kept in RUN/latency.json
+(under a file lock, keyed by the machine) for every later trial, worker and resume. The trial
+carries it in its user attributes (`latency_ms`: {variant: {"batch_B": ms}}).
+
+The study stays single-objective (Optuna cannot prune multi-objective studies): with a budget, a
+trial whose fastest variant is over it is pruned before it trains, so every finished trial fits
+and the most accurate is the best model. The front of validation accuracy against latency is
+computed from the finished trials afterwards (`front`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from filelock import FileLock
+
+from ..core import RunDir
+
+LATENCY_FILE = "latency.json"
+LATENCY_ATTR = "latency_ms"
+LENGTH_ATTR = "latency_length"  # the input length (tokens) a trial's latency was measured at
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A latency budget: `ms` per batch of `batch` requests (None: no budget, the front only)."""
+
+    ms: float | None = None
+    batch: int = 1
+
+    def fits(self, latency: dict) -> bool:
+        """Whether some variant of a shape ({variant: {"batch_B": ms}}) is within the budget."""
+        return self.ms is None or min(v[f"batch_{self.batch}"] for v in latency.values()) <= self.ms
+
+    def fastest(self, latency: dict) -> tuple[str, float]:
+        """(variant, ms) of the fastest variant at the budget's batch."""
+        return min(((name, v[f"batch_{self.batch}"]) for name, v in latency.items()), key=lambda x: x[1])
+
+
+class LatencyTable:
+    """Measured latencies of shapes on this machine, in RUN/latency.json, measured on first need.
+
+    Args:
+        run_dir: the run directory.
+        backbone: the loaded model; shallower shapes are cut from it (`Backbone.keep_first`).
+        num_labels: the head's width (a head of this size is timed with the rest).
+        typical_length: the texts' median length in tokens (None for images): a request of
+            max_length L is timed at min(L, typical_length), the length export times at.
+        batches: batch sizes to time (1 and 32, and the budget's).
+    """
+
+    def __init__(self, run_dir: RunDir, backbone, num_labels: int, typical_length: int | None, batches=(1, 32)):
+        from ..export._latency import machine
+
+        self.run_dir, self.backbone, self.num_labels = run_dir, backbone, num_labels
+        self.typical_length, self.batches = typical_length, tuple(dict.fromkeys(batches))
+        self.machine = machine()
+        self.timers: dict[int, object] = {}
+
+    def length(self, max_length: int) -> int | None:
+        """The length a request capped at max_length is timed at (None for images)."""
+        return None if self.typical_length is None else max(8, min(max_length, self.typical_length))
+
+    def of(self, depth: int, max_length: int) -> dict:
+        """{variant: {"batch_B": ms}} of the shape (measured now if it is not in the file)."""
+        length = self.length(max_length)
+        key = f"kept_layers={depth},length={length}"
+        file = self.run_dir.file(LATENCY_FILE)
+        with FileLock(self.run_dir.file(".latency.lock")):
+            table = self._read(file)
+            shapes = table.setdefault(self.machine, {})
+            known = shapes.get(key, {})
+            if known and all(f"batch_{b}" in v for v in known.values() for b in self.batches):
+                return known
+            shapes[key] = self._timer(depth).measure(length, self.batches)
+            from ..core import write_json_atomic
+
+            write_json_atomic(file, table)
+            return shapes[key]
+
+    def _timer(self, depth: int):
+        from ..core import Classifier, export_source_of
+        from ..export._latency import ShapeTimer
+
+        if depth not in self.timers:
+            backbone = self.backbone.keep_first(depth)
+            model = Classifier(backbone, self.num_labels, dropout=0.0, model=_cpu_copy(backbone.model)).eval()
+            model.labels = [str(i) for i in range(self.num_labels)]
+            model.max_length = min(backbone.max_positions, 512)
+            self.timers[depth] = ShapeTimer(export_source_of(model))
+        return self.timers[depth]
+
+    @staticmethod
+    def _read(file) -> dict:
+        try:
+            table = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # none yet, or unreadable: measured again
+            return {}
+        return table if isinstance(table, dict) else {}
+
+    def close(self) -> None:
+        for timer in self.timers.values():
+            timer.close()
+        self.timers = {}
+
+
+def _cpu_copy(model):
+    """The model on the CPU (where onnxruntime times it), leaving the backbone where it is."""
+    import copy
+
+    return copy.deepcopy(model).cpu() if next(model.parameters()).device.type != "cpu" else model
+
+
+def front(rows: list[dict], batch: int = 1) -> list[dict]:
+    """The trials on the front of validation accuracy against latency at `batch`: each point a
+    (trial, variant) that no other point beats on both (at least as accurate and faster, or more
+    accurate and as fast), fastest first.
+
+    Args:
+        rows: finished trials: {"number", "value", "params", "latency_ms"} (latency as `LatencyTable.of`).
+    """
+    points = [{"number": r["number"], "kept_layers": r["params"].get("kept_layers"),
+               "max_length": r["params"].get("max_length"), "variant": variant, "accuracy": r["value"],
+               "latency_ms_batch_1": v.get("batch_1"), "latency_ms_batch_32": v.get("batch_32"),
+               "latency_ms": v[f"batch_{batch}"]}
+              for r in rows for variant, v in (r.get("latency_ms") or {}).items() if f"batch_{batch}" in v]
+    points.sort(key=lambda p: (p["latency_ms"], -p["accuracy"], p["number"]))
+    kept, best = [], float("-inf")
+    for p in points:
+        if p["accuracy"] > best:
+            kept.append(p)
+            best = p["accuracy"]
+    return kept

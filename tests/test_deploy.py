@@ -1,0 +1,171 @@
+"""Deploy-aware search: models cut to their first blocks, latency per shape, the accuracy/latency
+front, a latency budget from search to export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import make_tiny_image_model, run_cli, topic_rows, write_csv
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "deberta-v2"])
+def test_a_model_cut_to_its_first_blocks_computes_what_those_blocks_compute(tiny_model, family):
+    import torch
+
+    from finetune_advisor.core import load_backbone
+
+    backbone = load_backbone(str(tiny_model(family)))
+    cut = backbone.keep_first(2)
+    inputs = backbone.tokenize(["the striker scored a late goal", "shares fell"]).batch([0, 1])
+    with torch.inference_mode():
+        full = backbone.model(**inputs, output_hidden_states=True).hidden_states[2]
+        short = cut.model(**inputs).last_hidden_state
+    assert cut.num_blocks == 2 and backbone.num_blocks == 3  # the backbone itself is untouched
+    assert torch.allclose(full, short, atol=1e-6)
+    assert cut.fingerprint != backbone.fingerprint  # its cached features are its own
+    assert backbone.keep_first(3) is backbone
+
+
+def test_a_model_trained_at_a_kept_depth_saves_and_reloads_as_that_depth(tiny_model, topic_task, tmp_path):
+    from finetune_advisor.core import TrainConfig, load_backbone, load_classifier, train
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    result = train(backbone, topic_task, TrainConfig(kept_layers=2, unfrozen_layers=1, epochs=1, max_length=32),
+                   progress=False)
+    folder = result.model.save(tmp_path / "model")
+    assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 2
+    reloaded = load_classifier(folder)
+    texts = topic_task.valid.texts[:6]
+    assert np.allclose(reloaded.predict_proba(texts), result.model.predict_proba(texts), atol=1e-5)
+    assert backbone.num_blocks == 3
+
+
+def test_a_resnet_keeps_its_first_stages_and_the_head_reads_the_last_kept_one(tmp_path):
+    from finetune_advisor.core import load_backbone
+
+    import shutil
+
+    folder = make_tiny_image_model(tmp_path / "resnet", "resnet")
+    backbone = load_backbone(str(folder))
+    cut = backbone.keep_first(1)
+    assert cut.num_blocks == 1 and cut.hidden_size == 8  # the first stage's width (hidden_sizes [8, 16, 16])
+    cut.model.save_pretrained(tmp_path / "cut")
+    shutil.copy(folder / "preprocessor_config.json", tmp_path / "cut")
+    again = load_backbone(str(tmp_path / "cut"), pooling="pooler")
+    assert again.num_blocks == 1 and again.hidden_size == 8
+
+
+def test_a_model_that_cannot_drop_blocks_says_so(tmp_path):
+    from finetune_advisor.core import InputError, load_backbone
+
+    backbone = load_backbone(str(make_tiny_image_model(tmp_path / "convnext", "convnext")))
+    with pytest.raises(InputError, match="ConvNeXt model cannot drop its top blocks"):
+        backbone.keep_first(2)
+    with pytest.raises(InputError, match="out of range"):
+        backbone.keep_first(9)
+
+
+def test_the_front_keeps_the_points_no_other_point_beats():
+    from finetune_advisor.search._latency import Budget, front
+
+    def row(number, accuracy, fp32, int8):
+        return {"number": number, "value": accuracy, "params": {"kept_layers": number},
+                "latency_ms": {"fp32": {"batch_1": fp32, "batch_32": fp32 * 10},
+                               "int8": {"batch_1": int8, "batch_32": int8 * 10}}}
+
+    rows = [row(0, 0.90, 4.0, 2.0), row(1, 0.95, 8.0, 5.0), row(2, 0.85, 6.0, 3.0), row(3, 0.95, 9.0, 6.0)]
+    points = front(rows)
+    # fastest first; trial 2 is slower and worse than trial 0; trial 3 is as accurate as 1 but slower;
+    # trial 0's fp32 (4 ms, 0.90) is beaten by its own int8 (2 ms, 0.90)
+    assert [(p["number"], p["variant"]) for p in points] == [(0, "int8"), (1, "int8")]
+    assert points[1]["latency_ms_batch_32"] == 50.0
+    assert [p["number"] for p in front(rows, batch=32)] == [0, 1]
+    assert Budget(2.5).fits(rows[0]["latency_ms"]) and not Budget(2.5).fits(rows[1]["latency_ms"])
+    assert Budget(None).fits(rows[3]["latency_ms"])
+    assert Budget(25, batch=32).fastest(rows[0]["latency_ms"]) == ("int8", 20.0)
+
+
+def test_the_unfrozen_blocks_never_outnumber_the_kept_ones():
+    import optuna
+
+    from finetune_advisor.search import SearchSpace
+
+    space = SearchSpace.build({}, num_blocks=6, max_positions=512, shallower=True)
+    assert space.to_dict()["kept_layers"] == "2:6"
+    assert "kept_layers" not in SearchSpace.build({}, num_blocks=6, max_positions=512).to_dict()
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    seen = []
+    for _ in range(25):
+        trial = study.ask()
+        params = space.suggest(trial)
+        seen.append((params["kept_layers"], params["unfrozen_layers"]))
+        study.tell(trial, params["kept_layers"] - params["unfrozen_layers"] / 10)
+    assert all(k <= d for d, k in seen)
+    assert len({d for d, _ in seen}) > 2
+
+
+def test_a_budget_picks_the_variant_that_fits_and_says_whether_it_held():
+    from finetune_advisor.export._export import ExportConfig, _within_budget
+
+    variants = [{"file": "model.onnx", "passed": True}, {"file": "model.int8.onnx", "passed": True},
+                {"file": "model.int8-static.onnx", "passed": False}]
+    timings = {"model.onnx": {"latency_ms": {"batch_1": 5.0}, "latency_spread_ms": {"batch_1": [4.8, 5.3]}},
+               "model.int8.onnx": {"latency_ms": {"batch_1": 2.0}, "latency_spread_ms": {"batch_1": [1.9, 2.2]}}}
+    config = ExportConfig(latency_budget_ms=3.0)
+    chosen, note, entry = _within_budget(variants, "model.onnx", "", timings, config, "batch_1")
+    assert chosen == "model.int8.onnx" and "over the 3 ms budget" in note
+    assert entry["held"] and not entry["within_noise"] and entry["latency_ms"] == 2.0
+    chosen, _, entry = _within_budget(variants, "model.onnx", "", timings, ExportConfig(latency_budget_ms=1.0), "batch_1")
+    assert chosen == "model.onnx" and not entry["held"]
+    _, _, entry = _within_budget(variants, "model.int8.onnx", "", timings, ExportConfig(latency_budget_ms=2.1), "batch_1")
+    assert entry["held"] and entry["within_noise"]
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--latency-budget-ms", "0"], "--latency-budget-ms 0.0 must be > 0"),
+    (["--latency-batch", "0"], "--latency-batch 0 must be >= 1"),
+    (["--latency-budget-ms", "5", "--no-latency"], "drop --no-latency"),
+])
+def test_bad_latency_settings_are_refused_before_any_work(tmp_path, flags, problem):
+    data = write_csv(tmp_path / "topics.csv", topic_rows())
+    result = run_cli("search", "--model", "demo:minilm", "--data", data, "--out", tmp_path / "run", *flags)
+    assert result.returncode == 2 and problem in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_budgeted_search_keeps_the_best_model_that_fits_and_export_checks_it(tmp_path):
+    """The search under a budget: the shapes are timed, every finished trial fits, search.json has
+    the front; the export re-times the chosen model and records whether the budget held."""
+    data = write_csv(tmp_path / "topics.csv", topic_rows(copies=4))
+    run = tmp_path / "run"
+    common = ["--model", "demo:minilm", "--data", data, "--out", run, "--pruner", "none", "--space", "epochs=1",
+              "--space", "max_length=32", "--space", "unfrozen_layers=0:1", "--space", "kept_layers=1,6"]
+    # a budget between the depths' latencies: first learn them with no budget
+    probe = run_cli("search", *common, "--trials", "2", "--space", "kept_layers=6", "--study", "timing")
+    assert probe.returncode == 0, probe.stderr
+    table = json.loads((run / "latency.json").read_text())
+    (machine, shapes), = table.items()
+    full = min(v["batch_1"] for v in shapes[next(k for k in shapes if k.startswith("kept_layers=6"))].values())
+
+    result = run_cli("search", *common, "--trials", "6", "--latency-budget-ms", f"{full * 0.8:.3f}")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run / "search.json").read_text())
+    assert record["latency_budget_ms"] == pytest.approx(full * 0.8, abs=1e-3) and record["latency_batch"] == 1
+    complete = [t for t in record["trials"] if t["state"] == "COMPLETE"]
+    over = [t for t in record["trials"] if t.get("pruned_reason")]
+    assert complete and all(t["params"]["kept_layers"] == 1 for t in complete)
+    assert over and all(t["params"]["kept_layers"] == 6 and t["state"] == "PRUNED" for t in over)
+    assert record["front"] and all(p["kept_layers"] == 1 for p in record["front"])
+    assert "accuracy against latency" in result.stdout
+    best = json.loads((run / "best_model" / "config.json").read_text())
+    assert best["num_hidden_layers"] == 1
+
+    exported = run_cli("export", run, "--repeats", "5", "--no-optimize")
+    assert exported.returncode == 0, exported.stderr
+    budget = json.loads((run / "export" / "export.json").read_text())["budget"]
+    assert budget["budget_ms"] == pytest.approx(full * 0.8, abs=1e-3) and budget["batch"] == 1
+    assert budget["held"] == (budget["latency_ms"] <= budget["budget_ms"])
+    assert "latency budget" in exported.stdout
