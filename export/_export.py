@@ -12,7 +12,7 @@ check passed (a failed export leaves the old folder, or none, and no partial one
    with the weights folded to constants, kept when it passes the same parity checks.
 4. Dynamic int8 quantisation of the fused graph (QAttention and int8 MatMuls; of the plain graph
    when fusion was refused) and, for a graph with convolutions, static int8 (QDQ, per-channel,
-   calibrated on 64 training images), each kept only when its validation accuracy is within
+   calibrated on 128 training images; depthwise convolutions stay float), each kept only when its validation accuracy is within
    `max_accuracy_drop` of the torch model's. export.json records the fusions and quantised nodes.
 5. Latency at batch 1 and 32 at the data's typical length: torch eager and every kept variant
    timed in turn within each round, medians with quartiles. The recommended variant is the

@@ -25,7 +25,7 @@ FUSED = "model.opt.onnx"
 INT8 = "model.int8.onnx"
 STATIC_INT8 = "model.int8-static.onnx"
 STATIC_OPS = ("Conv", "Gemm", "MatMul")  # what static int8 quantises
-CALIBRATION_ROWS = 64  # training inputs that calibrate static int8's activation ranges
+CALIBRATION_ROWS = 128  # training inputs that calibrate static int8's activation ranges
 FOLD_LIMIT = 1 << 22  # elements: folds the packed QKV weights (3 x hidden x hidden) of base-sized models
 QUANTIZED_OPS = ("QAttention", "DynamicQuantizeMatMul", "MatMulInteger", "QGemm", "QLinearMatMul", "ConvInteger")
 
@@ -110,10 +110,19 @@ def quantize_static(folder: Path, base: str, calibration, split, gold, torch_log
 
 
 def static_int8(source: Path, target: Path, calibration: list) -> None:
-    """`quantize_static`'s file step: QDQ, per-channel int8 weights of Conv, Gemm and MatMul,
-    uint8 activations calibrated (min-max) on the feeds in `calibration`."""
+    """`quantize_static`'s file step: onnxruntime's pre-processing first (shape inference, and
+    graph optimisation that folds each BatchNormalization into its Conv, so the int8 weights are
+    the folded ones and no float BatchNorm runs between int8 convolutions), then QDQ with
+    per-channel int8 weights of Conv, Gemm and MatMul and uint8 activations calibrated (min-max)
+    on the feeds in `calibration`. Depthwise (grouped) convolutions stay float: one activation
+    scale for all of their channels is where post-training int8 loses MobileNet-style networks
+    their accuracy (on a Lite0 Fashion-MNIST head, agreement with fp32 went from 0.835 to 0.915 of
+    200 validation images), and they hold few of the network's multiply-adds."""
+    import tempfile
+
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -122,9 +131,21 @@ def static_int8(source: Path, target: Path, calibration: list) -> None:
         def get_next(self):
             return next(self.feeds, None)
 
-    ort_quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(STATIC_OPS), per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    with tempfile.TemporaryDirectory(prefix="finetune-advisor-quant-") as tmp:
+        prepared = Path(tmp) / "model.pre.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        ort_quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(STATIC_OPS), per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=_depthwise_convolutions(prepared))
+
+
+def _depthwise_convolutions(path: Path) -> list[str]:
+    """Names of the Conv nodes with more than one group (depthwise and grouped convolutions)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node
+            if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 
 
 def has_convolutions(path: Path) -> bool:

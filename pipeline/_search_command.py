@@ -171,7 +171,7 @@ def format_trials(record, top: int = 5) -> str:
              f"{n.fail} failed"]
     rows = sorted((t for t in record.trials if t.state == "COMPLETE"), key=lambda t: -t.value)[:top]
     if not rows:
-        reasons = sorted({t.fail_reason for t in record.trials if t.fail_reason})
+        reasons = sorted({t.fail_reason or t.pruned_reason for t in record.trials if t.fail_reason or t.pruned_reason})
         return "\n".join(lines + ["no trial completed"] + [f"  - {r}" for r in reasons])
     searched = [k for k, v in record.space.items() if ":" in v or "," in v]  # fixed values are not shown
     names = sorted(searched, key=lambda k: k != "unfrozen_layers")

@@ -2,9 +2,10 @@
 
 A trial's latency depends on its shape (kept_layers; max_length up to the texts' typical length;
 fp32 or int8), not on its weights, so it is measured once per shape, with onnxruntime on this
-machine (`export._latency.ShapeTimer`), before the trial trains, and kept in RUN/latency.json
-(under a file lock, keyed by the machine) for every later trial, worker and resume. The trial
-carries it in its user attributes (`latency_ms`: {variant: {"batch_B": ms}}).
+machine (`export._latency.ShapeTimer`), before the trial trains, and kept in latency.json in the
+cache folder (under a file lock, keyed by the machine, the model's fingerprint and the shape) for
+every later trial, worker, resume and search of the same model on this machine. The trial carries
+it in its user attributes (`latency_ms`: {variant: {"batch_B": ms}}).
 
 The study stays single-objective (Optuna cannot prune multi-objective studies): with a budget, a
 trial whose fastest variant is over it is pruned before it trains, so every finished trial fits
@@ -16,10 +17,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from filelock import FileLock
-
-from ..core import RunDir
 
 LATENCY_FILE = "latency.json"
 LATENCY_ATTR = "latency_ms"
@@ -43,10 +43,10 @@ class Budget:
 
 
 class LatencyTable:
-    """Measured latencies of shapes on this machine, in RUN/latency.json, measured on first need.
+    """Measured latencies of shapes on this machine, in FOLDER/latency.json, measured on first need.
 
     Args:
-        run_dir: the run directory.
+        folder: where latency.json lives (the feature cache's folder).
         backbone: the loaded model; shallower shapes are cut from it (`Backbone.keep_first`).
         num_labels: the head's width (a head of this size is timed with the rest).
         typical_length: the texts' median length in tokens (None for images): a request of
@@ -54,10 +54,10 @@ class LatencyTable:
         batches: batch sizes to time (1 and 32, and the budget's).
     """
 
-    def __init__(self, run_dir: RunDir, backbone, num_labels: int, typical_length: int | None, batches=(1, 32)):
+    def __init__(self, folder, backbone, num_labels: int, typical_length: int | None, batches=(1, 32)):
         from ..export._latency import machine
 
-        self.run_dir, self.backbone, self.num_labels = run_dir, backbone, num_labels
+        self.folder, self.backbone, self.num_labels = Path(folder), backbone, num_labels
         self.typical_length, self.batches = typical_length, tuple(dict.fromkeys(batches))
         self.machine = machine()
         self.timers: dict[int, object] = {}
@@ -69,9 +69,10 @@ class LatencyTable:
     def of(self, depth: int, max_length: int) -> dict:
         """{variant: {"batch_B": ms}} of the shape (measured now if it is not in the file)."""
         length = self.length(max_length)
-        key = f"kept_layers={depth},length={length}"
-        file = self.run_dir.file(LATENCY_FILE)
-        with FileLock(self.run_dir.file(".latency.lock")):
+        key = f"{self.backbone.fingerprint}: kept_layers={depth}, length={length}"
+        file = self.folder / LATENCY_FILE
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.folder / ".latency.lock"):
             table = self._read(file)
             shapes = table.setdefault(self.machine, {})
             known = shapes.get(key, {})

@@ -134,16 +134,16 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
     t0 = time.perf_counter()
     length = _clip({}, space).get("max_length", space["max_length"].fixed)
     kept = next((p.fixed for p in space.params if p.name == "kept_layers"), None)
-    backbone = backbone.keep_first(kept or backbone.num_blocks)
     user_attrs = {}
     if config.latency:
         from ._workers import latency_table
 
-        table = latency_table(run_dir, backbone, task, config)
+        table = latency_table(backbone, task, config)
         try:
-            user_attrs = {LATENCY_ATTR: table.of(backbone.num_blocks, length), LENGTH_ATTR: table.length(length)}
+            user_attrs = {LATENCY_ATTR: table.of(kept or backbone.num_blocks, length), LENGTH_ATTR: table.length(length)}
         finally:
             table.close()
+    backbone = backbone.keep_first(kept or backbone.num_blocks)
     rows = f"{len(task.train)} training images" if backbone.modality == "image" else \
         f"{len(task.train)} training rows ({length} tokens)"
     log(f"head-only: fitting the head in closed form on the frozen features of {rows}; --head-search searches "

@@ -49,7 +49,7 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
                               pruner=make_pruner(config.pruner, max_epochs * config.steps_per_epoch))
     cache = _feature_cache(config)
-    latency = latency_table(RunDir(job.run_dir), backbone, task, config) if config.latency else None
+    latency = latency_table(backbone, task, config) if config.latency else None
     objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker, latency)
 
     def stop_at_total(study, trial):
@@ -71,10 +71,12 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
             latency.close()
 
 
-def latency_table(run_dir: RunDir, backbone, task, config: SearchConfig) -> LatencyTable:
-    """The shapes' latencies for this search: texts are timed at their median token length (of up
-    to 500 training rows) when max_length does not cut them shorter."""
+def latency_table(backbone, task, config: SearchConfig) -> LatencyTable:
+    """The shapes' latencies for this search (latency.json in the cache folder): texts are timed at
+    their median token length (of up to 500 training rows) when max_length does not cut them shorter."""
     import numpy as np
+
+    from ..core import default_cache_dir
 
     typical = None
     if backbone.modality == "text":
@@ -82,7 +84,8 @@ def latency_table(run_dir: RunDir, backbone, task, config: SearchConfig) -> Late
         lengths = backbone.tokenize(train.texts[:500], train.pairs[:500] if train.pairs else None,
                                     max_length=backbone.max_positions).lengths
         typical = int(np.median(lengths))
-    return LatencyTable(run_dir, backbone, task.num_labels, typical, batches=(1, 32, config.latency_batch))
+    return LatencyTable(config.cache_dir or default_cache_dir(), backbone, task.num_labels, typical,
+                        batches=(1, 32, config.latency_batch))
 
 
 def _enough(study, total: int) -> bool:

@@ -146,9 +146,8 @@ def test_a_budgeted_search_keeps_the_best_model_that_fits_and_export_checks_it(t
     # a budget between the depths' latencies: first learn them with no budget
     probe = run_cli("search", *common, "--trials", "2", "--space", "kept_layers=6", "--study", "timing")
     assert probe.returncode == 0, probe.stderr
-    table = json.loads((run / "latency.json").read_text())
-    (machine, shapes), = table.items()
-    full = min(v["batch_1"] for v in shapes[next(k for k in shapes if k.startswith("kept_layers=6"))].values())
+    timed = json.loads((run / "search.json").read_text())["trials"][0]["latency_ms"]
+    full = min(v["batch_1"] for v in timed.values())
 
     result = run_cli("search", *common, "--trials", "6", "--latency-budget-ms", f"{full * 0.8:.3f}")
     assert result.returncode == 0, result.stderr
@@ -169,3 +168,15 @@ def test_a_budgeted_search_keeps_the_best_model_that_fits_and_export_checks_it(t
     assert budget["budget_ms"] == pytest.approx(full * 0.8, abs=1e-3) and budget["batch"] == 1
     assert budget["held"] == (budget["latency_ms"] <= budget["budget_ms"])
     assert "latency budget" in exported.stdout
+
+
+def test_dropping_blocks_of_a_model_that_cannot_is_refused_before_a_study_exists(tmp_path):
+    from helpers import write_shape_images
+
+    model = make_tiny_image_model(tmp_path / "convnext", "convnext")
+    images = write_shape_images(tmp_path / "shapes", per_class=6)
+    result = run_cli("search", "--model", model, "--data", images, "--out", tmp_path / "run",
+                     "--space", "kept_layers=1:3", "--no-latency")
+    assert result.returncode == 2, result.stderr
+    assert "ConvNeXt model cannot drop its top blocks" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "study.db").exists()

@@ -18,7 +18,7 @@ from finetune_advisor.core import DataConfig, InputError, RunDir, load_task, wri
 from helpers import run_cli, topic_rows, write_csv
 from test_hostile import expect_refusal, run_main, write
 
-SEARCH = ["search", "--model", "demo:minilm", "--space", "max_length=32"]
+SEARCH = ["search", "--model", "demo:minilm", "--space", "max_length=32", "--no-latency"]
 
 
 @pytest.fixture(autouse=True)

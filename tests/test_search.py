@@ -100,7 +100,7 @@ def searched(tmp_path_factory, minilm, topic_task):
     """A real 5-trial search of MiniLM on the topic task, then resumed to 7 trials."""
 
     run = tmp_path_factory.mktemp("run")
-    config = SearchConfig(trials=5, space=QUICK, pruner="none")
+    config = SearchConfig(trials=5, space=QUICK, pruner="none")  # latency on, as by default
     first = search_json(minilm, topic_task, run, config, progress=False, log=lambda s: None)
     before = {t["number"]: t["value"] for t in first["trials"]}
     lines = []
@@ -124,6 +124,15 @@ def test_search_json_follows_the_contract(searched):
     best = max(record["trials"], key=lambda t: (t["value"], -t["number"]))
     assert record["best"]["number"] == best["number"] and record["best"]["value"] == best["value"]
     assert (run / "search.json").exists()
+    # every trial's shape was timed (one shape here: the full depth at 32 tokens), and the front drawn from them
+    for t in record["trials"]:
+        assert set(t["latency_ms"]) == {"fp32", "int8"}
+        assert all(set(v) == {"batch_1", "batch_32"} and min(v.values()) > 0 for v in t["latency_ms"].values())
+    assert record["latency_budget_ms"] is None and record["latency_batch"] == 1 and record["latency_machine"]
+    front = record["front"]
+    assert front and [p["latency_ms"] for p in front] == sorted(p["latency_ms"] for p in front)
+    assert all(a["accuracy"] < b["accuracy"] for a, b in zip(front, front[1:]))
+    assert front[-1]["accuracy"] == record["best"]["value"]
 
 
 def test_resume_keeps_finished_trials_and_counts_the_total(searched):
@@ -159,10 +168,10 @@ def test_a_study_that_searches_something_else_is_refused(searched, minilm, topic
 
     run = searched[0]
     with pytest.raises(InputError, match="study 'search' already exists and searches something else.*space"):
-        search(minilm, topic_task, run, SearchConfig(trials=8, space={**QUICK, "epochs": "1:3"}),
+        search(minilm, topic_task, run, SearchConfig(latency=False, trials=8, space={**QUICK, "epochs": "1:3"}),
                progress=False, log=lambda s: None)
     with pytest.raises(InputError, match="pruner_steps_per_epoch: stored 3, now 1"):  # its steps would mix
-        search(minilm, topic_task, run, SearchConfig(trials=8, space=QUICK, first_rung=1), progress=False,
+        search(minilm, topic_task, run, SearchConfig(latency=False, trials=8, space=QUICK, first_rung=1), progress=False,
                log=lambda s: None)
 
 
@@ -173,7 +182,7 @@ def test_a_study_with_another_direction_is_refused(tmp_path, minilm, topic_task)
 
     optuna.create_study(study_name="search", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="minimize")
     with pytest.raises(InputError, match="direction minimize.*maximizes accuracy.*--study"):
-        search(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=QUICK), progress=False, log=lambda s: None)
+        search(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=1, space=QUICK), progress=False, log=lambda s: None)
 
 
 def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_path, minilm, topic_task,
@@ -193,7 +202,7 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_pat
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(core, "train", flaky_train)
-    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=4, space=QUICK, pruner="none"),
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=4, space=QUICK, pruner="none"),
                     progress=False, log=lambda s: None)
     states = [t["state"] for t in record["trials"]]
     assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]  # the study went on to its total
@@ -204,7 +213,7 @@ def test_a_trial_that_raises_or_runs_out_of_memory_fails_with_its_reason(tmp_pat
 def test_a_nan_loss_fails_the_trial_with_its_reason(tmp_path, minilm, topic_task):
 
     space = {**QUICK, "unfrozen_layers": "1", "learning_rate": "1e30", "head_lr_multiplier": "1e6"}
-    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=space), progress=False,
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=1, space=space), progress=False,
                     log=lambda s: None)
     (trial,) = record["trials"]
     assert trial["state"] == "FAIL" and trial["fail_reason"].startswith("non-finite loss: the loss became")
@@ -220,7 +229,7 @@ def test_trials_train_on_batches_grouped_by_length_unless_asked_not_to(tmp_path,
     real = _train.length_grouped_batches
     monkeypatch.setattr(_train, "length_grouped_batches", lambda *a, **k: calls.append(1) or real(*a, **k))
     space = {**QUICK, "unfrozen_layers": "1", "epochs": "1"}
-    search_json(minilm, topic_task, tmp_path, SearchConfig(trials=1, space=space, group_by_length=grouped),
+    search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=1, space=space, group_by_length=grouped),
                 progress=False, log=lambda s: None)
     assert bool(calls) == grouped
 
@@ -232,7 +241,7 @@ def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
     # good from the first epoch): some trials barely move from chance after an epoch.
     space = {**QUICK, "epochs": "3", "learning_rate": "1e-7:1e-3", "head_lr_multiplier": "1:100"}
     pruned = search_json(minilm, topic_task, tmp_path / "median",
-                         SearchConfig(trials=8, space=space, pruner="median", head_start="random"),
+                         SearchConfig(latency=False, trials=8, space=space, pruner="median", head_start="random"),
                          progress=False, log=lambda s: None)
     assert pruned["n_trials"]["pruned"] >= 1
     for t in pruned["trials"]:
@@ -240,7 +249,7 @@ def test_pruning_prunes_and_none_does_not(tmp_path, minilm, topic_task):
         assert epochs < 3 if t["state"] == "PRUNED" else epochs >= 1  # pruned trials stopped early
     # a trial far behind is stopped at the first rung, after a third of the data
     assert any(list(t["intermediate"]) == ["0.3333"] for t in pruned["trials"] if t["state"] == "PRUNED")
-    kept = search_json(minilm, topic_task, tmp_path / "none", SearchConfig(trials=4, space=space, pruner="none"),
+    kept = search_json(minilm, topic_task, tmp_path / "none", SearchConfig(latency=False, trials=4, space=space, pruner="none"),
                   progress=False, log=lambda s: None)
     assert kept["n_trials"]["pruned"] == 0
 
@@ -257,7 +266,7 @@ def test_advice_narrows_layers_and_seeds_the_first_trial(tmp_path, minilm, topic
     write_advice(tmp_path, topic_task, "fine-tune", [1, 3])
     lines = []
     space = {k: v for k, v in QUICK.items() if k != "unfrozen_layers"}
-    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space), progress=False,
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=2, space=space), progress=False,
                     log=lines.append)
     assert record["space"]["unfrozen_layers"] == "1:3"
     first = record["trials"][0]["params"]
@@ -269,7 +278,7 @@ def test_start_with_configurations_are_tried_first_in_order(tmp_path, minilm, to
     space = {k: v for k, v in QUICK.items() if k not in ("unfrozen_layers", "learning_rate")}
     space |= {"unfrozen_layers": "0:2", "learning_rate": "1e-5:1e-3"}
     start = ({"unfrozen_layers": 2, "learning_rate": 3e-4}, {"unfrozen_layers": 0, "learning_rate": 5.0})
-    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=3, space=space, start_with=start),
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=3, space=space, start_with=start),
                          progress=False, log=lambda s: None)
     tried = [(t["params"]["unfrozen_layers"], t["params"]["learning_rate"]) for t in record["trials"][:2]]
     assert tried == [(2, 3e-4), (0, 1e-3)]  # in order; 5.0 moved inside the space
@@ -285,7 +294,7 @@ def test_a_head_only_advice_is_read_by_the_search_itself(tmp_path, minilm, topic
     write_advice(tmp_path, topic_task, "head-only", [1, 3])
     space = {k: v for k, v in QUICK.items() if k != "unfrozen_layers"}
     lines = []
-    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space), progress=False,
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=2, space=space), progress=False,
                          log=lines.append)
     assert record["space"]["unfrozen_layers"] == "0" and float(record["space"]["layer_lr_decay"]) == 1
     assert all(t["params"]["unfrozen_layers"] == 0 for t in record["trials"])
@@ -300,8 +309,9 @@ def topics_file(tmp_path) -> Path:
     return write_csv(tmp_path / "topics.csv", topic_rows(copies=4))
 
 
-def quick_flags():
-    return [f for name, value in QUICK.items() for f in ("--space", f"{name}={value}")]
+def quick_flags(latency: bool = False):
+    """The quick space as flags; trials untimed unless `latency` (the two-worker test times them)."""
+    return [f for name, value in QUICK.items() for f in ("--space", f"{name}={value}")] + ([] if latency else ["--no-latency"])
 
 
 @pytest.mark.parametrize("flags,match", [
@@ -328,9 +338,11 @@ def test_bad_search_input_exits_2_and_writes_nothing(tmp_path, topics_file, flag
 def test_two_workers_share_one_sqlite_study(tmp_path, topics_file):
     out = tmp_path / "run"
     result = cli("search", "--model", "demo:minilm", "--data", str(topics_file), "--out", str(out),
-                 "--trials", "6", "--workers", "2", "--pruner", "none", *quick_flags())
+                 "--trials", "6", "--workers", "2", "--pruner", "none", *quick_flags(latency=True))
     assert result.returncode == 0, result.stderr
     trials = trials_of(f"sqlite:///{out / 'study.db'}")
+    timed = [t.user_attrs["latency_ms"] for t in trials if t.state.name == "COMPLETE"]
+    assert timed and all(x == timed[0] for x in timed)  # one shape, timed once, read by both workers
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # no number twice, none missing
     assert 6 <= len(trials) <= 7  # the total, plus at most the other worker's running trial
     assert {t.user_attrs["worker"] for t in trials} == {0, 1}
@@ -509,7 +521,7 @@ def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic
 
     space = {"unfrozen_layers": "0", "max_length": "32"}
     lines = []
-    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=5, space=space), progress=False,
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=5, space=space), progress=False,
                          log=lines.append)
     (trial,) = record["trials"]
     assert trial["state"] == "COMPLETE" and record["best"]["number"] == trial["number"]
@@ -523,7 +535,7 @@ def test_head_only_is_fitted_in_closed_form_as_one_trial(tmp_path, minilm, topic
     reloaded = (model.predict_proba(topic_task.valid.texts).argmax(1) == topic_task.valid.labels).mean()
     assert reloaded == pytest.approx(trial["value"])
     assert any("closed form" in line for line in lines)
-    again = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=5, space=space), progress=False,
+    again = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=5, space=space), progress=False,
                         log=lambda s: None)
     assert len(again["trials"]) == 1
 
@@ -535,12 +547,12 @@ def test_the_closed_form_head_starts_from_the_advisors_embedded_sample(tmp_path,
 
     monkeypatch.setenv("FINETUNE_ADVISOR_CACHE", str(tmp_path / "cache"))
     space = {"unfrozen_layers": "0", "max_length": "32"}
-    fresh = search_json(minilm, topic_task, tmp_path / "fresh", SearchConfig(trials=1, space=space, cache="memory"),
+    fresh = search_json(minilm, topic_task, tmp_path / "fresh", SearchConfig(latency=False, trials=1, space=space, cache="memory"),
                         progress=False, log=lambda s: None)
     advice = advise(minilm, topic_task, AdvisorConfig(max_length=32, sample_rows=20, pilot_epochs=1),
                     progress=False).to_json()
     lines = []
-    record = search_json(minilm, topic_task, tmp_path / "run", SearchConfig(trials=1, space=space), progress=False,
+    record = search_json(minilm, topic_task, tmp_path / "run", SearchConfig(latency=False, trials=1, space=space), progress=False,
                          log=lines.append)
     sampled = advice["probe"]["train_rows"] + advice["probe"]["valid_rows"]
     assert advice["probe"]["train_rows"] < len(topic_task.train)
@@ -551,7 +563,7 @@ def test_the_closed_form_head_starts_from_the_advisors_embedded_sample(tmp_path,
 
 def test_head_search_runs_trials_when_asked(tmp_path, minilm, topic_task):
     space = {"unfrozen_layers": "0", "max_length": "32", "epochs": "1", "batch_size": "16"}
-    record = search_json(minilm, topic_task, tmp_path, SearchConfig(trials=2, space=space, head_search=True,
+    record = search_json(minilm, topic_task, tmp_path, SearchConfig(latency=False, trials=2, space=space, head_search=True,
                                                                     pruner="none"), progress=False, log=lambda s: None)
     assert len(record["trials"]) == 2 and all(t["params"]["unfrozen_layers"] == 0 for t in record["trials"])
 
@@ -571,7 +583,7 @@ def test_trials_start_from_the_probes_head(tmp_path, minilm, topic_task):
     values = {}
     for start in ("probe", "random"):
         record = search_json(minilm, topic_task, tmp_path / start,
-                             SearchConfig(trials=1, space=space, pruner="none", head_start=start),
+                             SearchConfig(latency=False, trials=1, space=space, pruner="none", head_start=start),
                              progress=False, log=lambda s: None)
         assert record["head_start"] == start
         values[start] = record["trials"][0]["value"]
