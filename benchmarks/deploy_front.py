@@ -44,7 +44,7 @@ def text(args) -> dict:
     task = load_task("demo:bbc-news", DataConfig(max_rows=args.rows, seed=0))
     backbone = load_backbone("demo:minilm")
     with tempfile.TemporaryDirectory() as tmp:
-        budget = _full_int8_latency(backbone, task, Path(tmp))
+        budget = _full_int8_latency(backbone, task)
         runs = {}
         for name, extra in (("default", {}), ("deploy", {"latency_budget_ms": budget})):
             config = SearchConfig(trials=args.trials, seed=0, space=SPACE, use_advice=False, **extra)
@@ -75,14 +75,12 @@ def text(args) -> dict:
     }
 
 
-def _full_int8_latency(backbone, task, folder: Path) -> float:
+def _full_int8_latency(backbone, task) -> float:
     """Batch-1 latency of the full model's int8 at 128 tokens (or the texts' median, if shorter)."""
-    from finetune_advisor.core import RunDir
+    from finetune_advisor.search import SearchConfig
     from finetune_advisor.search._workers import latency_table
 
-    from finetune_advisor.search import SearchConfig
-
-    table = latency_table(RunDir(folder / "budget"), backbone, task, SearchConfig())
+    table = latency_table(backbone, task, SearchConfig())
     try:
         latency = table.of(backbone.num_blocks, 128)
     finally:

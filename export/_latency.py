@@ -59,6 +59,7 @@ class ShapeTimer:
             except Exception:  # noqa: BLE001 - no int8 for this graph: fp32 only
                 pass
         self.sessions = {name: ort_session(path, spinning=False) for name, path in files.items()}
+        source.module = None  # exported: the torch model is not needed to time the files
 
     def _feeds(self, batch: int, length: int) -> dict:
         """Inputs of `batch` rows at exactly `length` tokens (images: blank ones of the model's size)."""

@@ -15,6 +15,7 @@ computed from the finished trials afterwards (`front`).
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,8 @@ class LatencyTable:
 
         if depth not in self.timers:
             backbone = self.backbone.keep_first(depth)
-            model = Classifier(backbone, self.num_labels, dropout=0.0, model=_cpu_copy(backbone.model)).eval()
+            # a copy: the export folds layers out of the module it is given, and the search trains this backbone
+            model = Classifier(backbone, self.num_labels, dropout=0.0, model=copy.deepcopy(backbone.model).cpu()).eval()
             model.labels = [str(i) for i in range(self.num_labels)]
             model.max_length = min(backbone.max_positions, 512)
             self.timers[depth] = ShapeTimer(export_source_of(model))
@@ -108,13 +110,6 @@ class LatencyTable:
         for timer in self.timers.values():
             timer.close()
         self.timers = {}
-
-
-def _cpu_copy(model):
-    """The model on the CPU (where onnxruntime times it), leaving the backbone where it is."""
-    import copy
-
-    return copy.deepcopy(model).cpu() if next(model.parameters()).device.type != "cpu" else model
 
 
 def front(rows: list[dict], batch: int = 1) -> list[dict]:

@@ -180,3 +180,59 @@ def test_dropping_blocks_of_a_model_that_cannot_is_refused_before_a_study_exists
     assert result.returncode == 2, result.stderr
     assert "ConvNeXt model cannot drop its top blocks" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "study.db").exists()
+
+
+def _tiny_efficientnet(folder, open_gates: bool):
+    """A tiny EfficientNet saved with its image processor; squeeze-excite gates opened as the demo's."""
+    import torch
+    from transformers import EfficientNetConfig, EfficientNetModel
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    torch.manual_seed(0)
+    config = EfficientNetConfig(width_coefficient=0.25, depth_coefficient=0.25, image_size=32, hidden_dim=64,
+                                hidden_act="relu6")
+    model = EfficientNetModel(config).eval()
+    if open_gates:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if ".squeeze_excite." in name:
+                    p.fill_(30.0 if name.endswith("expand.bias") else 0.0)
+    model.save_pretrained(folder)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_open_squeeze_excite_gates_fold_out_exactly_and_only_open_ones(tmp_path):
+    import copy
+
+    import torch
+
+    from finetune_advisor.core import load_backbone
+    from finetune_advisor.core._export_source import fold_open_gates
+
+    opened = load_backbone(str(_tiny_efficientnet(tmp_path / "open", open_gates=True)))
+    x = torch.randn(2, 3, 32, 32)
+    model = copy.deepcopy(opened.model)
+    with torch.inference_mode():
+        before = model(pixel_values=x).pooler_output
+        assert fold_open_gates(model) == len(opened.arch.block_list(opened.model)) > 0
+        assert torch.equal(model(pixel_values=x).pooler_output, before)
+    shut = load_backbone(str(_tiny_efficientnet(tmp_path / "shut", open_gates=False)))
+    assert fold_open_gates(copy.deepcopy(shut.model)) == 0  # a working gate changes its input: kept
+
+
+def test_timing_a_shape_leaves_the_searched_model_as_it_was(tmp_path):
+    from finetune_advisor.core import load_backbone
+    from finetune_advisor.search._latency import LatencyTable
+
+    backbone = load_backbone(str(_tiny_efficientnet(tmp_path / "open", open_gates=True)))
+    modules = [type(m).__name__ for m in backbone.model.modules()]
+    table = LatencyTable(tmp_path / "cache", backbone, num_labels=3, typical_length=None)
+    try:
+        latency = table.of(backbone.num_blocks, 128)
+    finally:
+        table.close()
+    assert set(latency) == {"fp32", "int8"} and all(v["batch_1"] > 0 for v in latency.values())
+    assert [type(m).__name__ for m in backbone.model.modules()] == modules  # no layer folded out of it
+    again = LatencyTable(tmp_path / "cache", backbone, num_labels=3, typical_length=None)
+    assert again.of(backbone.num_blocks, 64) == latency and not again.timers  # read back, not timed again

@@ -407,7 +407,8 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert fp32["passed"] and fp32["max_abs_diff"] <= 1e-4
     assert (run / "export" / "preprocessor_config.json").is_file()
     static = next(v for v in record["variants"] if v["precision"] == "int8-static")  # every family has a Conv
-    assert record["static_quantization"]["tried"] and static["quantized_nodes"]["QDQ Conv"] >= 1
+    # int8 where it keeps accuracy: not the first or last conv, depthwise convs or the head (export._variants)
+    assert record["static_quantization"]["tried"] and sum(static["quantized_nodes"].values()) >= 1
     assert static["accuracy_drop"] == pytest.approx(record["torch_accuracy"] - static["accuracy"])
     assert (run / "export" / static["file"]).is_file() == static["passed"]  # refused files are not shipped
     if not static["passed"]:
