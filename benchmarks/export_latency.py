@@ -31,7 +31,7 @@ import numpy as np
 
 
 from finetune_advisor.core import DataConfig, library_versions, load_task, write_json_atomic  # noqa: E402
-from finetune_advisor.export._latency import vector_extensions  # noqa: E402
+from finetune_advisor.export._latency import machine, vector_extensions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_latency.json"
 STATIC = "model.static-int8.onnx"
@@ -160,7 +160,7 @@ def main() -> None:
                                  "timing": "each figure [q1, median, q3] ms; contenders in turn in every round (export._variants.time_in_turn)",
                                  "variants": rows, "summary": summary, "fusion": record["fusion"],
                                  "quantization": record["quantization"],
-                                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                 "machine": {"cpu": machine(), "platform": platform.platform(), "cpus": os.cpu_count(),
                                              "vector_extensions": vector_extensions()},
                                  "versions": library_versions()})
     print(f"{'variant':<24} {'accuracy':>8} {'b1 ms':>7} {'b32 ms':>8} {'valid ms':>9} {'b1 x':>5} {'b32 x':>6} "

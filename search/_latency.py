@@ -62,13 +62,15 @@ class LatencyTable:
         self.typical_length, self.batches = typical_length, tuple(dict.fromkeys(batches))
         self.machine = machine()
         self.timers: dict[int, object] = {}
+        self.untimed = ""  # why the model cannot be timed, once it is known
 
     def length(self, max_length: int) -> int | None:
         """The length a request capped at max_length is timed at (None for images)."""
         return None if self.typical_length is None else max(8, min(max_length, self.typical_length))
 
-    def of(self, depth: int, max_length: int) -> dict:
-        """{variant: {"batch_B": ms}} of the shape (measured now if it is not in the file)."""
+    def of(self, depth: int, max_length: int) -> dict | None:
+        """{variant: {"batch_B": ms}} of the shape (measured now if it is not in the file); None when
+        the model does not export to ONNX (`untimed` says why)."""
         length = self.length(max_length)
         key = f"{self.backbone.fingerprint}: kept_layers={depth}, length={length}"
         file = self.folder / LATENCY_FILE
@@ -79,23 +81,32 @@ class LatencyTable:
             known = shapes.get(key, {})
             if known and all(f"batch_{b}" in v for v in known.values() for b in self.batches):
                 return known
-            shapes[key] = self._timer(depth).measure(length, self.batches)
+            timer = self._timer(depth)
+            if timer is None:
+                return None
+            shapes[key] = timer.measure(length, self.batches)
             from ..core import write_json_atomic
 
             write_json_atomic(file, table)
             return shapes[key]
 
     def _timer(self, depth: int):
-        from ..core import Classifier, export_source_of
+        from ..core import Classifier, InputError, export_source_of
         from ..export._latency import ShapeTimer
 
+        if self.untimed:
+            return None
         if depth not in self.timers:
             backbone = self.backbone.keep_first(depth)
             # a copy: the export folds layers out of the module it is given, and the search trains this backbone
             model = Classifier(backbone, self.num_labels, dropout=0.0, model=copy.deepcopy(backbone.model).cpu()).eval()
             model.labels = [str(i) for i in range(self.num_labels)]
             model.max_length = min(backbone.max_positions, 512)
-            self.timers[depth] = ShapeTimer(export_source_of(model))
+            try:
+                self.timers[depth] = ShapeTimer(export_source_of(model))
+            except InputError as e:  # e.g. Swin: its window attention does not trace with a dynamic batch
+                self.untimed = str(e)
+                return None
         return self.timers[depth]
 
     @staticmethod

@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import replace
 
-from ..core import FAIL_REASON, RunDir, check_stop
+from ..core import FAIL_REASON, InputError, RunDir, check_stop
 from ._best import keep_if_best
 from ._config import INTERRUPTED, PRUNED_REASON, RETRY_OF, SearchConfig
 from ._latency import LATENCY_ATTR, LENGTH_ATTR, LatencyTable
@@ -69,6 +69,10 @@ class _Objective:
         if self.latency is None:
             return
         latency = self.latency.of(depth, max_length)
+        if latency is None:  # the model does not export: no latency, so no budget can be checked
+            if self.budget.ms is not None:
+                raise InputError(f"the latency budget cannot be checked: {self.latency.untimed}")
+            return
         trial.set_user_attr(LATENCY_ATTR, latency)
         trial.set_user_attr(LENGTH_ATTR, self.latency.length(max_length))
         if not self.budget.fits(latency):

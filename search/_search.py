@@ -140,7 +140,8 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
 
         table = latency_table(backbone, task, config)
         try:
-            user_attrs = {LATENCY_ATTR: table.of(kept or backbone.num_blocks, length), LENGTH_ATTR: table.length(length)}
+            latency = table.of(kept or backbone.num_blocks, length)
+            user_attrs = {LATENCY_ATTR: latency, LENGTH_ATTR: table.length(length)} if latency else {}
         finally:
             table.close()
     backbone = backbone.keep_first(kept or backbone.num_blocks)

@@ -189,7 +189,7 @@ def _tiny_efficientnet(folder, open_gates: bool):
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
     torch.manual_seed(0)
-    config = EfficientNetConfig(width_coefficient=0.25, depth_coefficient=0.25, image_size=32, hidden_dim=64,
+    config = EfficientNetConfig(width_coefficient=0.25, depth_coefficient=0.25, image_size=32, hidden_dim=320,
                                 hidden_act="relu6")
     model = EfficientNetModel(config).eval()
     if open_gates:
@@ -236,3 +236,14 @@ def test_timing_a_shape_leaves_the_searched_model_as_it_was(tmp_path):
     assert [type(m).__name__ for m in backbone.model.modules()] == modules  # no layer folded out of it
     again = LatencyTable(tmp_path / "cache", backbone, num_labels=3, typical_length=None)
     assert again.of(backbone.num_blocks, 64) == latency and not again.timers  # read back, not timed again
+
+
+def test_a_model_that_does_not_export_is_left_untimed_and_says_why(tmp_path):
+    from finetune_advisor.core import load_backbone
+    from finetune_advisor.search._latency import LatencyTable
+
+    backbone = load_backbone(str(make_tiny_image_model(tmp_path / "swin", "swin")))
+    table = LatencyTable(tmp_path / "cache", backbone, num_labels=3, typical_length=None)
+    assert table.of(backbone.num_blocks, 128) is None
+    assert "Swin architecture does not export to ONNX" in table.untimed
+    assert not (tmp_path / "cache" / "latency.json").exists()  # nothing recorded for it
