@@ -21,7 +21,7 @@ import numpy as np
 from ..core import AdviceRecord, InputError, TaskData, Thresholds, default_cache_dir, sample_split
 from . import _scores, _signals
 from ._config import AdvisorConfig
-from ._decide import Signals, decide, standard_error, thresholds
+from ._decide import SMALL_VALID, Signals, decide, standard_error, thresholds
 from ._inputs import _SHIFT_ROWS, read_inputs
 from ._pilot import _cost, _pilot, next_pilot_depth  # noqa: F401 (next_pilot_depth: advisor's API)
 
@@ -117,6 +117,9 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
         probe["baseline_accuracy"] = float(np.mean(pixels == vy))
         probe["baseline_p_value"] = _scores.mcnemar_p_value(pixels == vy, predicted["last"][0] == vy)
 
+    probe["scored_rows"] = len(valid_s)
+    if len(valid_s) < SMALL_VALID:
+        _cross_validate(probe, feats, samples, texts if task.modality == "text" else None, config.seed, skipped)
     lap("probes")
 
     # 4) zero-shot
@@ -145,7 +148,8 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     # 8) decision
     chance = float(np.bincount(vy).max() / len(vy))
     for part, key in ((probe, "accuracy"), (probe, "knn_accuracy"), (probe, "baseline_accuracy"), (zero_shot, "accuracy")):
-        part[f"{key}_se"] = standard_error(part.get(key), len(valid_s))  # all measured on the same rows
+        rows = probe["scored_rows"] if part is probe else len(valid_s)  # the probe's may be cross-validated
+        part[f"{key}_se"] = standard_error(part.get(key), rows)
     parts = {"zero_shot": zero_shot, "probe": probe, "shift": shift, "expected": expected, "cost": cost}
     provisional = AdviceRecord.from_json({"decision": "head-only", "reasons": [], "advisor_seconds": 0.0,
                                           "chance_accuracy": chance, **parts})
@@ -163,6 +167,43 @@ def advise(backbone, task: TaskData, config: AdvisorConfig = AdvisorConfig(), *,
     if run_dir is not None:
         record.write(run_dir)
     return record
+
+
+def _cross_validate(probe: dict, feats: dict, samples, texts: dict | None, seed: int, skipped: list) -> None:
+    """On a small validation sample, the probes' and the baseline's accuracies cross-validated over
+    every labelled row of the sample (training and validation rows together: `_signals.out_of_fold`),
+    so one row moves them less; `scored_rows` and `cv_folds` say so. Zero-shot stays on the
+    validation rows (it fits nothing, but it runs the model again on each row)."""
+    (_, train_s), (_, valid_s) = samples
+    y = np.concatenate([train_s.labels, valid_s.labels])
+    folds = _signals.cv_folds(y, seed=seed)
+    if not folds:
+        skipped.append("cross-validation on the small validation sample: a class has fewer than 2 rows.")
+        return
+    x = {name: np.concatenate([f["train"], f["valid"]]) for name, f in feats.items()}
+
+    def accuracy(predict) -> tuple[float, np.ndarray]:
+        correct = _signals.out_of_fold(predict, y, folds) == y
+        return float(correct.mean()), correct
+
+    probes = {name: accuracy(lambda tr, te, v=v: _signals.probe_predictions(v[tr], y[tr], v[te], seed=seed)[0])
+              for name, v in x.items()}
+    probe["accuracy"], probe_correct = probes["last"]
+    probe["accuracy_last_layer"] = probe["accuracy"]
+    if "average" in probes:
+        probe["accuracy_layer_average"] = probes["average"][0]
+    probe["knn_accuracy"] = accuracy(lambda tr, te: _signals.knn_predictions(x["last"][tr], y[tr], x["last"][te]))[0]
+    if texts is not None:
+        rows = texts["train"] + texts["valid"]
+        fit = lambda tr, te: _signals.ngram_predictions([rows[i] for i in tr], y[tr], [rows[i] for i in te],  # noqa: E731
+                                                        seed=seed)[0]
+    else:
+        paths = list(train_s.texts) + list(valid_s.texts)
+        fit = lambda tr, te: _signals.pixel_predictions([paths[i] for i in tr], y[tr], [paths[i] for i in te],  # noqa: E731
+                                                        seed=seed)[0]
+    probe["baseline_accuracy"], baseline_correct = accuracy(fit)
+    probe["baseline_p_value"] = _scores.mcnemar_p_value(baseline_correct, probe_correct)
+    probe["scored_rows"], probe["cv_folds"] = len(y), len(folds)
 
 
 def _zero_shot(backbone, task, valid_s, valid_x, descriptions, config, device, skipped, say) -> dict:

@@ -52,6 +52,8 @@ class Signals:
     valid_rows: int | None = None
     baseline_p_value: float | None = None
     baseline_method: str = "a model with no pretraining"
+    scored_rows: int | None = None  # rows the accuracies were measured on (all sampled rows when cross-validated)
+    cv_folds: int | None = None
 
     @classmethod
     def from_advice(cls, advice) -> "Signals":
@@ -62,7 +64,8 @@ class Signals:
         return cls(advice.chance_accuracy, advice.zero_shot.accuracy, probe.accuracy, expected.fine_tune_accuracy,
                    advice.shift.unk_rate or 0.0, advice.cost.search_seconds, tuple(layers) if layers else None,
                    probe.accuracy_layer_average, expected.uncertainty, probe.baseline_accuracy, probe.valid_rows,
-                   probe.baseline_p_value, probe.baseline_method or cls.baseline_method)
+                   probe.baseline_p_value, probe.baseline_method or cls.baseline_method,
+                   probe.scored_rows or probe.valid_rows, probe.cv_folds)
 
 
 def thresholds(chance: float, *, min_gain: float = 0.01, target_accuracy: float | None = None,
@@ -93,10 +96,14 @@ def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None 
     decision, reasons = _rule(s, min_gain=min_gain, target_accuracy=target_accuracy, budget_seconds=budget_seconds,
                               max_unk_rate=max_unk_rate)
     if s.valid_rows and s.valid_rows < SMALL_VALID:
-        se = standard_error(s.probe, s.valid_rows)
+        rows = s.scored_rows or s.valid_rows
+        se = standard_error(s.probe, rows)
         noise = 2 * (2 ** 0.5) * se  # two standard errors of a difference of two such accuracies
-        reasons.append(f"The validation sample has {s.valid_rows} rows: one row moves accuracy by "
-                       f"{1 / s.valid_rows:.3f}, the probe's {s.probe:.3f} has a standard error of {se:.3f}, and "
+        where = (f"The validation sample has {s.valid_rows} rows, so the probes and the baseline were "
+                 f"cross-validated ({s.cv_folds} folds) over all {rows} sampled rows" if s.cv_folds else
+                 f"The validation sample has {s.valid_rows} rows")
+        reasons.append(f"{where}: one row moves accuracy by "
+                       f"{1 / rows:.3f}, the probe's {s.probe:.3f} has a standard error of {se:.3f}, and "
                        f"differences under about {noise:.3f} between two models are within the noise"
                        f"{' (the minimum gain ' + format(min_gain, '.3f') + ' is smaller)' if min_gain < noise else ''}. "
                        "More validation rows (--valid FILE) make the decision surer.")

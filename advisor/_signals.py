@@ -73,6 +73,39 @@ def knn_accuracy(train_x, train_y, valid_x, valid_y, *, k: int = 10) -> float:
     return float(knn.fit(train_x, train_y).score(valid_x, valid_y))
 
 
+def knn_predictions(train_x, train_y, valid_x, *, k: int = 10) -> np.ndarray:
+    """The classes `knn_accuracy`'s k-nearest-neighbour probe predicts for the validation rows."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train_y)), metric="cosine", weights="distance")
+    return knn.fit(train_x, train_y).predict(valid_x)
+
+
+def cv_folds(labels, *, seed: int = 0, most: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold splits (train rows, held-out rows) of `labels`, k = min(most, smallest class
+    count); [] when a class has fewer than 2 rows (nothing to hold out)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    counts = np.unique(labels, return_counts=True)[1]
+    k = min(most, int(counts.min())) if len(counts) > 1 else 0
+    if k < 2:
+        return []
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
+def out_of_fold(predict, labels, folds) -> np.ndarray:
+    """Cross-validated predictions: each row predicted by `predict(train_rows, held_out_rows)`
+    fitted without it (scikit-learn's cross_val_predict, for any fit-and-predict function). Their
+    accuracy is cross-validated accuracy over all rows: mean over rows of [y_hat(x) = y], the
+    folds' accuracies weighted by their sizes (Hastie, Tibshirani, Friedman, "The Elements of
+    Statistical Learning", 2009, 7.10)."""
+    predicted = np.empty(len(labels), dtype=np.asarray(labels).dtype)
+    for train_rows, held_out in folds:
+        predicted[held_out] = predict(train_rows, held_out)
+    return predicted
+
+
 NGRAM_C = (0.1, 1.0)  # the SVM's C: TF-IDF rows have unit norm, so C near 1 fits
 
 

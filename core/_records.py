@@ -165,6 +165,8 @@ class Probe(Part):
     accuracy_se: float | None = None  # binomial standard errors on the validation rows (all on the same rows)
     knn_accuracy_se: float | None = None
     baseline_accuracy_se: float | None = None
+    scored_rows: int | None = None  # rows the accuracies above were measured on (all rows when cross-validated)
+    cv_folds: int | None = None  # a small validation sample: accuracies cross-validated over every sampled row
 
 
 @dataclass

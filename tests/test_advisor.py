@@ -194,3 +194,37 @@ def test_the_pilot_predicts_a_gain_where_fine_tuning_pays(tmp_path, minilm):
     assert record["decision"] == "fine-tune"
     low, high = expected["suggested_unfrozen_layers"]
     assert 1 <= low <= high <= minilm.num_blocks
+
+
+def test_cross_validated_predictions_are_scikit_learns_on_the_same_folds():
+    from sklearn.model_selection import cross_val_predict, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from finetune_advisor.advisor._signals import cv_folds, knn_predictions, out_of_fold
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 8)) + y[:, None] * 0.8
+    folds = cv_folds(y, seed=0)
+    assert len(folds) == 5 and sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(60))
+    ours = out_of_fold(lambda tr, te: knn_predictions(x[tr], y[tr], x[te]), y, folds)
+    knn = KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance")
+    assert np.array_equal(ours, cross_val_predict(knn, x, y, cv=folds))
+    scores = cross_val_score(knn, x, y, cv=folds)  # per fold; over all rows they weigh by fold size
+    assert np.mean(ours == y) == pytest.approx(np.average(scores, weights=[len(te) for _, te in folds]))
+    assert cv_folds(np.array([0, 0, 1])) == []  # a class of one row: nothing to hold out
+
+
+def test_a_small_validation_sample_is_scored_by_cross_validation_over_every_row(tmp_path, tiny_model, topic_task):
+    from finetune_advisor.advisor import advise
+    from finetune_advisor.core import load_backbone
+
+    backbone = load_backbone(str(tiny_model("bert")))
+    record = advise(backbone, topic_task, AdvisorConfig(max_length=32, pilot_epochs=1), progress=False)
+    probe, rows = record.probe, len(topic_task.train) + len(topic_task.valid)
+    assert probe.valid_rows == len(topic_task.valid) < 200
+    assert probe.scored_rows == rows and probe.cv_folds == 5
+    assert probe.accuracy_se == pytest.approx((probe.accuracy * (1 - probe.accuracy) / rows) ** 0.5)
+    assert probe.baseline_accuracy_se == pytest.approx(
+        (probe.baseline_accuracy * (1 - probe.baseline_accuracy) / rows) ** 0.5)
+    assert any(f"cross-validated (5 folds) over all {rows} sampled rows" in r for r in record.reasons)

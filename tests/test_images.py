@@ -510,7 +510,8 @@ def test_images_that_raw_pixels_read_better_give_change_model(tmp_path, image_mo
     probe = advice.probe
     assert probe.baseline_accuracy == 1.0 and probe.baseline_method == "RBF SVM on 24x24 grey pixels"
     assert probe.accuracy < 0.95 and probe.baseline_p_value < 0.05
-    n = probe.valid_rows  # every accuracy carries its binomial standard error on those rows
+    n = probe.scored_rows  # a small validation split: cross-validated over every row, with that many rows' error
+    assert probe.cv_folds and n == len(task.train) + len(task.valid)
     assert probe.accuracy_se == pytest.approx((probe.accuracy * (1 - probe.accuracy) / n) ** 0.5)
     assert probe.baseline_accuracy_se == 0.0 and advice.zero_shot.accuracy_se is None  # no zero-shot here
     assert advice.decision == "change-model"
