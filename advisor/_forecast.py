@@ -35,9 +35,11 @@
    distribution. The errors are not scaled by the binomial noise of the validation rows: the
    pilot and the search are scored on the same rows, so that noise is shared, not added (on the
    suite, the residuals' spread beyond binomial noise came out at zero while the largest errors
-   sat on the task with the most validation rows). Under 4 tasks no such quantile exists and the
-   interval is normal: ± 1.2816 sqrt(p (1 - p) / n_valid + sd^2), sd the residuals' spread
-   beyond binomial noise (`fit`).
+   sat on the task with the most validation rows). But it is never narrower than the binomial
+   noise of the rows the fine-tuned model will be judged on, ± 1.2816 sqrt(p (1 - p) / n_valid):
+   on 40 validation rows one row is 2.5 points, more than the suite's quantile, so a small split
+   widens the interval. Under 4 tasks no such quantile exists and the interval is normal:
+   ± 1.2816 sqrt(p (1 - p) / n_valid + sd^2), sd the residuals' spread beyond binomial noise (`fit`).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def calibrate(raw: float, probe: float, n_valid: int, calibration: dict) -> tupl
     """(forecast, half-width of its 80% interval) for a raw pilot forecast; module docstring, 3-4."""
     p = float(np.clip(probe + calibration["scale"] * (raw - probe) + calibration["offset"], 0.0, 1.0))
     if calibration.get("half_width") is not None:
-        return p, float(calibration["half_width"])
+        return p, max(float(calibration["half_width"]), calibration["z"] * math.sqrt(p * (1 - p) / max(n_valid, 1)))
     return p, calibration["z"] * math.sqrt(p * (1 - p) / max(n_valid, 1) + calibration["sd"] ** 2)
 
 

@@ -108,3 +108,12 @@ def test_the_calibration_file_is_read_and_its_absence_is_the_identity(tmp_path):
     forecast, half = _forecast.calibrate(0.8, 0.7, 100, calibration)
     assert forecast == pytest.approx(0.7 + 1.2 * 0.1 + 0.01)
     assert half == pytest.approx(1.2816 * np.sqrt(forecast * (1 - forecast) / 100 + 0.02 ** 2))
+
+
+def test_the_interval_is_never_narrower_than_the_noise_of_the_rows_it_is_judged_on():
+    from finetune_advisor.advisor._forecast import Z80, calibrate
+
+    calibration = {"scale": 1.0, "offset": 0.0, "half_width": 0.02, "z": Z80}
+    p, half = calibrate(0.8, 0.75, 40, calibration)  # 40 validation rows: one row is 2.5 points
+    assert p == pytest.approx(0.8) and half == pytest.approx(Z80 * (0.8 * 0.2 / 40) ** 0.5)
+    assert calibrate(0.8, 0.75, 5000, calibration)[1] == 0.02  # many rows: the suite's quantile
