@@ -35,10 +35,10 @@
    distribution. The errors are not scaled by the binomial noise of the validation rows: the
    pilot and the search are scored on the same rows, so that noise is shared, not added (on the
    suite, the residuals' spread beyond binomial noise came out at zero while the largest errors
-   sat on the task with the most validation rows). But it is never narrower than the binomial
-   noise of the rows the fine-tuned model will be judged on, ± 1.2816 sqrt(p (1 - p) / n_valid):
-   on 40 validation rows one row is 2.5 points, more than the suite's quantile, so a small split
-   widens the interval. Under 4 tasks no such quantile exists and the interval is normal:
+   sat on the task with the most validation rows). A task judged on fewer validation rows than
+   the suite's median m carries more of that noise than the suite's errors held, so its interval
+   widens by it: ± sqrt(q^2 + 1.2816^2 p (1 - p) (1 / n_valid - 1 / m)) for n_valid < m (on 40
+   rows one row is 2.5 points). Under 4 tasks no such quantile exists and the interval is normal:
    ± 1.2816 sqrt(p (1 - p) / n_valid + sd^2), sd the residuals' spread beyond binomial noise (`fit`).
 """
 
@@ -96,7 +96,9 @@ def calibrate(raw: float, probe: float, n_valid: int, calibration: dict) -> tupl
     """(forecast, half-width of its 80% interval) for a raw pilot forecast; module docstring, 3-4."""
     p = float(np.clip(probe + calibration["scale"] * (raw - probe) + calibration["offset"], 0.0, 1.0))
     if calibration.get("half_width") is not None:
-        return p, max(float(calibration["half_width"]), calibration["z"] * math.sqrt(p * (1 - p) / max(n_valid, 1)))
+        suite_rows = calibration.get("valid_rows") or n_valid
+        extra = max(0.0, p * (1 - p) * (1 / max(n_valid, 1) - 1 / suite_rows))  # noise the suite's errors lacked
+        return p, math.sqrt(float(calibration["half_width"]) ** 2 + calibration.get("z", Z80) ** 2 * extra)
     return p, calibration["z"] * math.sqrt(p * (1 - p) / max(n_valid, 1) + calibration["sd"] ** 2)
 
 
@@ -119,7 +121,7 @@ def fit(rows: list[dict], *, prior_tasks: float = 2.0, coverage: float = 0.8) ->
         if rank <= len(rows):
             half_width, method = float(np.sort(errors)[rank - 1]), "conformal, leave one task out"
     return {"scale": scale, "offset": offset, "sd": sd, "z": Z80, "half_width": half_width, "interval_method": method,
-            "tasks": len(rows)}
+            "tasks": len(rows), "valid_rows": float(np.median([r["valid_rows"] for r in rows]))}
 
 
 def _fit_line(rows: list[dict], prior_tasks: float) -> tuple[float, float, float]:

@@ -110,10 +110,14 @@ def test_the_calibration_file_is_read_and_its_absence_is_the_identity(tmp_path):
     assert half == pytest.approx(1.2816 * np.sqrt(forecast * (1 - forecast) / 100 + 0.02 ** 2))
 
 
-def test_the_interval_is_never_narrower_than_the_noise_of_the_rows_it_is_judged_on():
+def test_fewer_validation_rows_than_the_suite_had_widen_the_interval_by_their_noise():
     from finetune_advisor.advisor._forecast import Z80, calibrate
 
-    calibration = {"scale": 1.0, "offset": 0.0, "half_width": 0.02, "z": Z80}
+    calibration = {"scale": 1.0, "offset": 0.0, "half_width": 0.03, "z": Z80, "valid_rows": 200}
     p, half = calibrate(0.8, 0.75, 40, calibration)  # 40 validation rows: one row is 2.5 points
-    assert p == pytest.approx(0.8) and half == pytest.approx(Z80 * (0.8 * 0.2 / 40) ** 0.5)
-    assert calibrate(0.8, 0.75, 5000, calibration)[1] == 0.02  # many rows: the suite's quantile
+    assert p == pytest.approx(0.8)
+    assert half == pytest.approx((0.03 ** 2 + Z80 ** 2 * 0.8 * 0.2 * (1 / 40 - 1 / 200)) ** 0.5)
+    assert calibrate(0.8, 0.75, 200, calibration)[1] == pytest.approx(0.03)  # as many rows as the suite: its quantile
+    assert calibrate(0.8, 0.75, 5000, calibration)[1] == pytest.approx(0.03)  # more rows never narrow it
+    assert _forecast.fit([{"raw": 0.7, "probe": 0.6, "measured": 0.7, "valid_rows": n} for n in (50, 100, 300)])[
+        "valid_rows"] == 100
