@@ -56,6 +56,8 @@ def _clip(first: dict, space: SearchSpace) -> dict:
         if p.fixed is not None:
             continue
         value = defaults[p.name]
+        if value is None:  # kept_layers: None is every block, the top of its range
+            value = max(p.values)
         if p.choices is not None:
             numeric = all(isinstance(c, (int, float)) for c in p.choices)
             params[p.name] = min(p.choices, key=lambda c: abs(c - value)) if numeric else p.choices[0]

@@ -104,6 +104,9 @@ def test_the_unfrozen_blocks_never_outnumber_the_kept_ones():
         study.tell(trial, params["kept_layers"] - params["unfrozen_layers"] / 10)
     assert all(k <= d for d, k in seen)
     assert len({d for d, _ in seen}) > 2
+    from finetune_advisor.search._advice import _clip  # a queued first trial (the advice's) keeps every block
+
+    assert _clip({"unfrozen_layers": 2}, space)["kept_layers"] == 6
 
 
 def test_a_budget_picks_the_variant_that_fits_and_says_whether_it_held():
