@@ -266,8 +266,8 @@ def front_chart(complete, record) -> go.Figure | None:
         mine = [p for p in points if p["variant"] == variant]
         fig.add_trace(go.Scatter(x=[p["latency_ms"] for p in mine], y=[p["accuracy"] for p in mine], mode="markers",
                                  name=f"trials ({variant})", opacity=0.5, marker={"size": 8},
-                                 text=[f"trial {p['number']}: {p['kept_layers']} blocks, {p['max_length']} tokens"
-                                       for p in mine]))
+                                 text=[f"trial {p['number']}: {p['kept_layers'] or 'all'} blocks"
+                                       + (f", {p['max_length']} tokens" if p["max_length"] else "") for p in mine]))
     fig.add_trace(go.Scatter(x=[p["latency_ms"] for p in rows], y=[p["accuracy"] for p in rows], mode="lines+markers",
                              name="front", line={"shape": "hv"}, marker={"size": 10},
                              text=[f"trial {p['number']} ({p['variant']})" for p in rows]))
