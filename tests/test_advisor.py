@@ -122,7 +122,9 @@ def test_advise_end_to_end_on_the_demo(tmp_path, capsys):
     assert advice["cost"]["search_cost"] > 0
     assert 0.5 < advice["probe"]["baseline_accuracy"] <= 1  # character n-grams read BBC topics too
     steps = advice["step_seconds"]
-    assert set(steps) == {"embedding", "probes", "zero_shot", "shift", "pilot", "cost"}
+    # 20 validation rows: the probes and the baseline are cross-validated over every sampled row too
+    assert set(steps) == {"embedding", "probes", "zero_shot", "shift", "pilot", "cross_validation", "cost"}
+    assert advice["probe"]["cv_folds"] == 5 and advice["probe"]["scored_rows"] > advice["probe"]["valid_rows"]
     assert sum(steps.values()) <= advice["advisor_seconds"]
     assert f"decision: {advice['decision'].upper()}" in out and "no pretraining (character 2-5-gram TF-IDF + linear SVM)" in out
     assert json.loads((run / "run.json").read_text())["commands"][0]["command"] == "advise"
