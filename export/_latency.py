@@ -22,7 +22,6 @@ from ._checks import ort_session
 from ._onnx import _quiet_logs, to_onnx
 from ._variants import dynamic_int8, fuse_graph, has_convolutions, static_int8, time_in_turn
 
-VARIANTS = ("fp32", "int8")
 ROUNDS = 3  # timed rounds per (length, batch); each runs every variant once untimed, then `BLOCK` times
 BLOCK = {1: 5}  # timed runs per round at batch 1; one at larger batches
 

@@ -71,7 +71,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
     shallower = config.latency_budget_ms is not None and backbone.arch.shallower is not None
     space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
                               text_lengths=lengths, shallower=shallower)
-    check_augment(next((p for p in space.params if p.name == "augment"), None), backbone.modality, backbone.name)
+    check_augment(space.get("augment"), backbone.modality, backbone.name)
     check_kept(space, backbone)
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)
@@ -88,7 +88,7 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
         log(f"resuming study '{config.study}': {done} of {config.trials} trials already finished")
 
     t0 = time.perf_counter()
-    kept = next((p for p in space.params if p.name == "kept_layers"), None)
+    kept = space.get("kept_layers")
     if space["unfrozen_layers"].fixed == 0 and not config.head_search and (kept is None or kept.fixed is not None):
         if not any(t.user_attrs.get("method") == CLOSED_FORM for t in study.get_trials(deepcopy=False)
                    if t.state.name == "COMPLETE"):
@@ -133,18 +133,19 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
 
     t0 = time.perf_counter()
     length = _clip({}, space).get("max_length", space["max_length"].fixed)
-    kept = next((p.fixed for p in space.params if p.name == "kept_layers"), None)
+    kept = space.get("kept_layers")
+    depth = kept.fixed if kept is not None else backbone.num_blocks  # the closed form runs only at one depth
     user_attrs = {}
     if config.latency:
         from ._workers import latency_table
 
         table = latency_table(backbone, task, config)
         try:
-            latency = table.of(kept or backbone.num_blocks, length)
+            latency = table.of(depth, length)
             user_attrs = {LATENCY_ATTR: latency, LENGTH_ATTR: table.length(length)} if latency else {}
         finally:
             table.close()
-    backbone = backbone.keep_first(kept or backbone.num_blocks)
+    backbone = backbone.keep_first(depth)
     rows = f"{len(task.train)} training images" if backbone.modality == "image" else \
         f"{len(task.train)} training rows ({length} tokens)"
     log(f"head-only: fitting the head in closed form on the frozen features of {rows}; --head-search searches "
@@ -170,7 +171,7 @@ def _closed_form_head(backbone, task, study, space: SearchSpace, config: SearchC
     set_head(model.head, weight, bias)
     model.labels, model.max_length = list(task.labels), min(length, backbone.max_positions)
     keep_if_best(run_dir, config.study, number, accuracy,
-                 {**asdict(TrainConfig(unfrozen_layers=0, max_length=length, kept_layers=kept)), "method": CLOSED_FORM,
+                 {**asdict(TrainConfig(unfrozen_layers=0, max_length=length, kept_layers=kept and depth)), "method": CLOSED_FORM,
                   "C": c}, model)
     log(f"head-only: validation accuracy {accuracy:.4f} (C = {c:g}) in {seconds:.0f} s")
 

@@ -164,6 +164,10 @@ class SearchSpace:
     def __getitem__(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
 
+    def get(self, name: str) -> Param | None:
+        """The parameter `name`, or None when the space does not have it (kept_layers, augment)."""
+        return next((p for p in self.params if p.name == name), None)
+
     def to_dict(self) -> dict[str, str]:
         """{name: 'LO:HI' | 'A,B' | 'V'}: what is stored with the study and in search.json."""
         return {p.name: p.text() for p in self.params}
@@ -172,10 +176,11 @@ class SearchSpace:
         """Values for one trial: sampled for searched parameters, the value itself for fixed ones.
         The kept depth comes first: unfrozen_layers counts from the top of the kept blocks, so it is
         drawn up to the depth drawn."""
-        kept = {p.name: p.suggest(trial) for p in self.params if p.name == "kept_layers"}
-        depth = kept.get("kept_layers")
-        return kept | {p.name: p.suggest(trial, depth if p.name == "unfrozen_layers" else None)
-                       for p in self.params if p.name != "kept_layers"}
+        kept = self.get("kept_layers")
+        depth = kept.suggest(trial) if kept is not None else None
+        drawn = {} if kept is None else {"kept_layers": depth}
+        return drawn | {p.name: p.suggest(trial, depth if p.name == "unfrozen_layers" else None)
+                        for p in self.params if p.name != "kept_layers"}
 
     @classmethod
     def build(cls, overrides: dict[str, str], *, num_blocks: int, max_positions: int,
@@ -203,7 +208,7 @@ class SearchSpace:
         params = tuple(parse_param(name, text) for name, text in texts.items())
         space = cls(params)
         k, lengths = space["unfrozen_layers"], space["max_length"]
-        kept = next((p for p in params if p.name == "kept_layers"), None)
+        kept = space.get("kept_layers")
         InputError.check([
             (kept is None or (min(kept.values) >= 1 and max(kept.values) <= num_blocks),
              f"space 'kept_layers={kept and kept.text()}' is out of range: the model has {num_blocks} blocks, "
@@ -240,7 +245,7 @@ def check_augment(param: Param | None, modality: str, model: str) -> None:
 
 def check_kept(space: SearchSpace, backbone) -> None:
     """InputError when the space drops blocks of a model that cannot run without its top ones."""
-    kept = next((p for p in space.params if p.name == "kept_layers"), None)
+    kept = space.get("kept_layers")
     if kept is not None and min(kept.values) < backbone.num_blocks and backbone.arch.shallower is None:
         raise InputError(f"space 'kept_layers={kept.text()}': a {backbone.arch.family} model cannot drop its top "
                          "blocks (its last layers are sized for, or shared with, the last block). Drop "
