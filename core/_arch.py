@@ -32,10 +32,10 @@ class ArchSpec:
         modality: "text" (a tokenizer) or "image" (an image processor, `pixel_values`).
         uniform: whether every block's output has the same width (transformers), so per-layer
             features can be averaged; a CNN's or Swin's stages widen as they go.
-        shallower: how the model's config says "the first d blocks only" (`keep_depth`), so that a
-            model cut to its first d blocks saves and reloads as such; None where the head cannot
-            read the output of a middle block (a final layer sized for the last stage, shared
-            blocks).
+        shallower: cuts a copy of the model to its first d blocks (`keep_depth`): its config says
+            d, so it saves and reloads as such, and a final layer sized for the last block (a
+            ConvNeXt's or Swin's norm, an EfficientNet's top conv) is replaced by one that passes
+            block d's output through; None where the blocks are shared (ALBERT).
     """
 
     family: str
@@ -61,23 +61,92 @@ class ArchSpec:
             parent = getattr(parent, part)
         setattr(parent, name, blocks)
 
-    def keep_depth(self, config, depth: int) -> None:
-        """Set `config` (a copy) to describe the first `depth` blocks of the model."""
-        self.shallower(config, depth)
+    def keep_depth(self, model, depth: int) -> None:
+        """Make `model` (a copy whose block list already holds its first `depth` blocks) and its
+        config describe those blocks only."""
+        self.shallower(model, depth)
 
     def can_cache_inner(self, model) -> bool:
         return self.cache_inner(model) if callable(self.cache_inner) else self.cache_inner
 
 
-def _layers(config, depth: int) -> None:
-    config.num_hidden_layers = depth  # DistilBERT maps it to n_layers
+def _layers(model, depth: int) -> None:
+    model.config.num_hidden_layers = depth  # DistilBERT maps it to n_layers
 
 
-def _stages(config, depth: int) -> None:
+def _stages(model, depth: int) -> None:
     """A ResNet's first `depth` stages; the pooler averages whatever the last one gives."""
+    config = model.config
     config.depths, config.hidden_sizes = list(config.depths[:depth]), list(config.hidden_sizes[:depth])
     config.stage_names = config.stage_names[:depth + 1]
     config._out_features, config._out_indices = [config.stage_names[-1]], [depth]
+
+
+def _fresh_norm(width: int, eps: float, like):
+    """A LayerNorm at its initial values (scale 1, shift 0): it standardises the pooled features of
+    the last kept stage, as the dropped norm did for the last stage, with nothing learnt for them."""
+    import torch
+
+    weight = next(like.parameters())
+    return torch.nn.LayerNorm(width, eps=eps, device=weight.device, dtype=weight.dtype)
+
+
+def _convnext_stages(model, depth: int) -> None:
+    """A ConvNeXt's first `depth` stages; the final LayerNorm (sized for the last stage) is replaced
+    by a fresh one of the kept stage's width."""
+    _stages(model, depth)
+    model.config.num_stages = depth
+    model.layernorm = _fresh_norm(model.config.hidden_sizes[-1], model.config.layer_norm_eps, model.layernorm)
+
+
+def _swin_stages(model, depth: int) -> None:
+    """A Swin's first `depth` stages: the last kept one stops merging patches (as a last stage does),
+    and the final LayerNorm is replaced by a fresh one of its width."""
+    config = model.config
+    config.depths, config.num_heads = list(config.depths[:depth]), list(config.num_heads[:depth])
+    config.num_layers = depth
+    config.hidden_size = int(config.embed_dim * 2 ** (depth - 1))
+    config.stage_names = config.stage_names[:depth + 1]
+    config._out_features, config._out_indices = [config.stage_names[-1]], [depth]
+    model.encoder.num_layers = depth
+    model.encoder.layers[-1].downsample = None
+    model.num_features = config.hidden_size
+    model.layernorm = _fresh_norm(config.hidden_size, config.layer_norm_eps, model.layernorm)
+
+
+def _efficientnet_blocks(model, depth: int) -> None:
+    """An EfficientNet's first `depth` MBConv blocks. The config lists blocks per stage, so it keeps
+    the stages that hold them with the last one's repeats cut (depth coefficient 1: the counts are
+    exact). The top 1x1 conv (sized for the last block's channels) is replaced by one that passes
+    block `depth`'s channels through, zero-padded to the model's width, and its batch norm by an
+    identity: the head reads the pooled, activated output of block `depth`."""
+    import math
+
+    import torch
+
+    config = model.config
+    counts = [math.ceil(config.depth_coefficient * n) for n in config.num_block_repeats]
+    kept, left = [], depth
+    for count in counts:
+        if left <= 0:
+            break
+        kept.append(min(count, left))
+        left -= kept[-1]
+    for name in ("in_channels", "out_channels", "strides", "kernel_sizes", "expand_ratios"):
+        setattr(config, name, list(getattr(config, name)[:len(kept)]))
+    config.depth_coefficient, config.num_block_repeats = 1.0, kept
+    config.num_hidden_layers = sum(kept) * 4  # as EfficientNetConfig counts them
+    encoder, old = model.encoder, model.encoder.top_conv
+    channels = encoder.blocks[-1].projection.project_conv.out_channels
+    conv = torch.nn.Conv2d(channels, old.out_channels, 1, padding="same", bias=False,
+                           device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:channels, :, 0, 0] = torch.eye(channels)
+    encoder.top_conv = conv
+    bn = encoder.top_bn
+    encoder.top_bn = torch.nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum,
+                                          device=old.weight.device, dtype=old.weight.dtype)
 
 
 ARCHITECTURES: tuple[ArchSpec, ...] = (
@@ -93,15 +162,18 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     # image models: a ResNet or ConvNeXt block is a stage (a group of residual blocks at one resolution)
     ArchSpec("ResNet", ("resnet",), "encoder.stages", pooling="pooler", modality="image", uniform=False,
              shallower=_stages),
-    ArchSpec("ConvNeXt", ("convnext",), "encoder.stages", pooling="pooler", modality="image", uniform=False),
+    ArchSpec("ConvNeXt", ("convnext",), "encoder.stages", pooling="pooler", modality="image", uniform=False,
+             shallower=_convnext_stages),
     ArchSpec("ViT", ("vit",), "layers", pooling="cls", modality="image", shallower=_layers),
     # EfficientNet: a block is one MBConv block (16 in B0 and Lite0)
-    ArchSpec("EfficientNet", ("efficientnet",), "encoder.blocks", pooling="pooler", modality="image", uniform=False),
+    ArchSpec("EfficientNet", ("efficientnet",), "encoder.blocks", pooling="pooler", modality="image", uniform=False,
+             shallower=_efficientnet_blocks),
     ArchSpec("DINOv2", ("dinov2",), "encoder.layer", pooling="cls", modality="image", shallower=_layers),
     # Swin: a block is a stage; each stage is told its input's height and width by the encoder's
     # loop, which starts from the embeddings' size, so a stage above the first cannot be fed a
     # cached input (k = 0 and k = L are cached as for any model; 0 < k < L trains uncached)
-    ArchSpec("Swin", ("swin",), "encoder.layers", pooling="pooler", cache_inner=False, modality="image", uniform=False),
+    ArchSpec("Swin", ("swin",), "encoder.layers", pooling="pooler", cache_inner=False, modality="image", uniform=False,
+             shallower=_swin_stages),
     # image-text dual encoders: the image tower is the backbone (its pooled output, before the
     # projection into the shared space); the text tower serves the zero-shot only
     ArchSpec("CLIP", ("clip", "clip_vision_model"), "encoder.layers", pooling="pooler", modality="image",

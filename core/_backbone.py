@@ -162,7 +162,7 @@ class Backbone:
 
         Raises:
             InputError: depth outside 1..num_blocks, or an architecture whose head reads only its
-                last block (ALBERT, ConvNeXt, EfficientNet, Swin).
+                last block (ALBERT: its blocks are shared).
         """
         import copy
 
@@ -174,8 +174,8 @@ class Backbone:
         if depth == n:
             return self
         if self.arch.shallower is None:
-            raise InputError(f"kept_layers {depth}: a {self.arch.family} model cannot drop its top blocks here (its "
-                             "last layers are sized for, or shared with, the last block). Leave kept_layers out.")
+            raise InputError(f"kept_layers {depth}: a {self.arch.family} model cannot drop its top blocks (they are "
+                             "shared between depths). Leave kept_layers out.")
         blocks = self.arch.block_list(self.model)
         shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
         self.arch.set_block_list(self.model, torch.nn.ModuleList(blocks[:depth]))
@@ -183,7 +183,8 @@ class Backbone:
             model = copy.deepcopy(self.model, shared)
         finally:
             self.arch.set_block_list(self.model, blocks)
-        self.arch.keep_depth(model.config, depth)
+        self.arch.keep_depth(model, depth)
+        model.train(self.model.training)  # the layers made for the cut start in training mode
         width = 0
         if self.modality == "image":
             h, w = self.image_spec.output_size

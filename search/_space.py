@@ -248,5 +248,5 @@ def check_kept(space: SearchSpace, backbone) -> None:
     kept = space.get("kept_layers")
     if kept is not None and min(kept.values) < backbone.num_blocks and backbone.arch.shallower is None:
         raise InputError(f"space 'kept_layers={kept.text()}': a {backbone.arch.family} model cannot drop its top "
-                         "blocks (its last layers are sized for, or shared with, the last block). Drop "
+                         "blocks (they are shared between depths). Drop "
                          "--space kept_layers; the budget then applies to the full depth.")

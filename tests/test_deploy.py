@@ -57,12 +57,45 @@ def test_a_resnet_keeps_its_first_stages_and_the_head_reads_the_last_kept_one(tm
     assert again.num_blocks == 1 and again.hidden_size == 8
 
 
-def test_a_model_that_cannot_drop_blocks_says_so(tmp_path):
+@pytest.mark.parametrize("family", ["convnext", "swin", "efficientnet"])
+def test_a_cnn_or_swin_cut_to_its_first_blocks_pools_the_last_kept_one_and_reloads(tmp_path, family):
+    """The final layers sized for the last block (ConvNeXt's and Swin's norm, EfficientNet's top conv)
+    are replaced, so the cut model runs its kept blocks exactly and saves and reloads as itself."""
+    import shutil
+
+    import torch
+
+    from finetune_advisor.core import load_backbone
+
+    folder = (_tiny_efficientnet(tmp_path / family, open_gates=True) if family == "efficientnet"
+              else make_tiny_image_model(tmp_path / family, family))
+    backbone = load_backbone(str(folder))
+    depth = 3 if family == "efficientnet" else 2  # the tiny EfficientNet: 3 blocks of 7, across two stages
+    cut = backbone.keep_first(depth)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():  # a Swin stage's own output comes before its patch merging
+        full = backbone.model(pixel_values=x, output_hidden_states=True, **(
+            {"output_hidden_states_before_downsampling": True} if family == "swin" else {}))
+        short = cut.model(pixel_values=x, output_hidden_states=True)
+    states = "reshaped_hidden_states" if family == "swin" else "hidden_states"
+    assert torch.allclose(getattr(full, states)[depth], getattr(short, states)[depth], atol=1e-6)
+    assert cut.num_blocks == depth and len(backbone.arch.block_list(backbone.model)) == backbone.num_blocks
+    assert cut.fingerprint != backbone.fingerprint
+    assert not any(m.training for m in cut.model.modules())  # a batch norm made for the cut too
+    cut.model.save_pretrained(tmp_path / "cut")
+    shutil.copy(folder / "preprocessor_config.json", tmp_path / "cut")
+    again = load_backbone(str(tmp_path / "cut"))
+    assert again.num_blocks == depth and again.hidden_size == cut.hidden_size
+    with torch.inference_mode():
+        assert torch.allclose(again.model(pixel_values=x).pooler_output, short.pooler_output, atol=1e-6)
+
+
+def test_a_model_that_cannot_drop_blocks_says_so(tmp_path, tiny_model):
     from finetune_advisor.core import InputError, load_backbone
 
-    backbone = load_backbone(str(make_tiny_image_model(tmp_path / "convnext", "convnext")))
-    with pytest.raises(InputError, match="ConvNeXt model cannot drop its top blocks"):
-        backbone.keep_first(2)
+    backbone = load_backbone(str(tiny_model("albert", num_hidden_groups=3)))
+    with pytest.raises(InputError, match="ALBERT model cannot drop its top blocks"):
+        backbone.keep_first(1)
     with pytest.raises(InputError, match="out of range"):
         backbone.keep_first(9)
 
@@ -173,16 +206,31 @@ def test_a_budgeted_search_keeps_the_best_model_that_fits_and_export_checks_it(t
     assert "latency budget" in exported.stdout
 
 
-def test_dropping_blocks_of_a_model_that_cannot_is_refused_before_a_study_exists(tmp_path):
-    from helpers import write_shape_images
-
-    model = make_tiny_image_model(tmp_path / "convnext", "convnext")
-    images = write_shape_images(tmp_path / "shapes", per_class=6)
-    result = run_cli("search", "--model", model, "--data", images, "--out", tmp_path / "run",
+def test_dropping_blocks_of_a_model_that_cannot_is_refused_before_a_study_exists(tmp_path, tiny_model, topic_csv):
+    result = run_cli("search", "--model", tiny_model("albert", num_hidden_groups=3), "--data", topic_csv, "--out", tmp_path / "run",
                      "--space", "kept_layers=1:3", "--no-latency")
     assert result.returncode == 2, result.stderr
-    assert "ConvNeXt model cannot drop its top blocks" in result.stderr and "Traceback" not in result.stderr
+    assert "ALBERT model cannot drop its top blocks" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "study.db").exists()
+
+
+@pytest.mark.slow
+def test_a_convnext_searched_over_its_depth_keeps_a_best_model_that_predicts(tmp_path):
+    from helpers import write_shape_images
+
+    from finetune_advisor.core import load_classifier
+
+    model = make_tiny_image_model(tmp_path / "convnext", "convnext")
+    images = write_shape_images(tmp_path / "shapes", per_class=8)
+    result = run_cli("search", "--model", model, "--data", images, "--out", tmp_path / "run", "--trials", "3",
+                     "--space", "kept_layers=1,2", "--space", "unfrozen_layers=0:1", "--space", "epochs=1",
+                     "--no-latency")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "run" / "search.json").read_text())
+    depth = record["best"]["params"]["kept_layers"]
+    assert json.loads((tmp_path / "run" / "best_model" / "config.json").read_text())["depths"] == [1] * depth
+    paths = sorted(str(p) for p in (images / "circle").glob("*.png"))[:3]
+    assert load_classifier(tmp_path / "run" / "best_model").predict_proba(paths).shape == (3, 3)
 
 
 def _tiny_efficientnet(folder, open_gates: bool):
