@@ -281,9 +281,11 @@ def test_timing_a_shape_leaves_the_searched_model_as_it_was(tmp_path):
     table = LatencyTable(tmp_path / "cache", backbone, num_labels=3, typical_length=None)
     try:
         latency = table.of(backbone.num_blocks, 128)
+        shallow = table.of(2, 128)  # a cut EfficientNet exports and quantises too
     finally:
         table.close()
     assert set(latency) == {"fp32", "int8"} and all(v["batch_1"] > 0 for v in latency.values())
+    assert set(shallow) == {"fp32", "int8"} and all(v["batch_1"] > 0 for v in shallow.values())
     assert [type(m).__name__ for m in backbone.model.modules()] == modules  # no layer folded out of it
     again = LatencyTable(tmp_path / "cache", backbone, num_labels=3, typical_length=None)
     assert again.of(backbone.num_blocks, 64) == latency and not again.timers  # read back, not timed again
