@@ -22,8 +22,9 @@
    they were the same size.
 
 3. Calibration across tasks: the pilot's few rows and epochs bias the raw gain over the probe;
-   its scale and offset are fitted on the advisor suite's measured fine-tuned accuracies
-   (benchmarks/advisor_suite.py, validated leave-one-task-out), stored in forecast.json:
+   its scale and offset are fitted on the advisor suite's measured fine-tuned accuracies, per
+   modality (benchmarks/advisor_suite.py into forecast.json, benchmarks/advisor_suite_images.py
+   into forecast_image.json; validated leave-one-task-out):
 
        forecast = clip(probe + scale (raw - probe) + offset, 0, 1)      (`calibrate`)
 
@@ -50,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_FILE = Path(__file__).with_name("forecast.json")
+CALIBRATION_FILE = Path(__file__).with_name("forecast.json")  # text: benchmarks/advisor_suite.py
+IMAGE_CALIBRATION_FILE = Path(__file__).with_name("forecast_image.json")  # benchmarks/advisor_suite_images.py
 MAX_EXTRAPOLATION = 10.0  # the most the rows are multiplied along the power law
 Z80 = 1.2816  # two-sided 80% of a normal
 # Before any suite is fitted: the raw forecast as it is, and a residual spread of 5 points.
@@ -85,6 +87,11 @@ def carry(pilot: float, pilot_probe: float, probe: float, probe_rows: int, n_tra
     floor = 0.5 / max(n_valid, 1)
     ratio = max(1.0 - pilot, floor) / max(1.0 - pilot_probe, floor)
     return float(np.clip(1.0 - ratio * (1.0 - scale_to_rows(probe, probe_rows, n_train, exponent)), 0.0, 1.0))
+
+
+def calibration_file(modality: str) -> Path:
+    """Each modality is calibrated on its own suite: a text suite's bias says nothing of a CNN's."""
+    return IMAGE_CALIBRATION_FILE if modality == "image" else CALIBRATION_FILE
 
 
 def load_calibration(path: Path = CALIBRATION_FILE) -> dict:

@@ -56,7 +56,7 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe, config, skipped, sa
     exponent = _forecast.error_exponent(probe["learning_curve"], len(train_s), len(valid_s))
     raw = _forecast.carry(accuracies[best_k], probe_pilot, probe["accuracy"], len(train_s), len(task.train), exponent,
                           len(valid_s))
-    calibration = _forecast.load_calibration()
+    calibration = _forecast.load_calibration(_forecast.calibration_file(backbone.modality))
     expected, half = _forecast.calibrate(raw, probe["accuracy"], len(task.valid), calibration)
     k = int(best_k)
     return {"fine_tune_accuracy": expected, "uncertainty": half, "interval": "80%",

@@ -407,11 +407,13 @@ def summary(results: list[dict]) -> dict:
                       "on the other tasks"}
 
 
-def refit(results: list[dict]) -> dict:
-    """Fit the calibration on every task and write it to advisor/forecast.json (what advise reads)."""
+def refit(results: list[dict], modality: str = "text") -> dict:
+    """Fit the calibration on every task and write it where advise reads it for `modality`
+    (advisor/forecast.json for text, advisor/forecast_image.json for images)."""
+    results_file = RESULTS if modality == "text" else RESULTS.with_name("advisor_suite_images.json")
     calibration = {**_forecast.fit([fit_row(r) for r in results if r["raw_fine_tune"] is not None]),
-                   "fitted_on": "benchmarks/results/advisor_suite.json"}
-    write_json_atomic(_forecast.CALIBRATION_FILE, calibration)
+                   "fitted_on": f"benchmarks/results/{results_file.name}"}
+    write_json_atomic(_forecast.calibration_file(modality), calibration)
     return calibration
 
 

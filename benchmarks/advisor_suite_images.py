@@ -1,26 +1,50 @@
 """Benchmark: the advisor's advice on image tasks against what training actually gives, in one run.
 
-The model is demo:efficientnet-lite0 (ImageNet, 224 px, 16 blocks); the tasks are built from
-demo:fashion-mnist (28 px grayscale clothing, 10 classes), 50 training and 20 validation images a
-class unless said:
-- fashion: the images as they are;
-- blur: a strong Gaussian blur (radius 1.5 px on 28 px images: the texture that tells a shirt
-  from a pullover is gone, the shape stays);
-- inverted: colours inverted (light clothes on black become dark clothes on white, nearer to
-  ImageNet's photographs, but every pixel statistic moves);
-- few-shot: 5 training images a class, the same 20 validation images a class.
+The model is demo:efficientnet-lite0 (ImageNet, 224 px, 16 blocks). The tasks come from four
+labelled image sources that ship in packages, 50 training and 20 validation images a class
+unless said:
+- Fashion-MNIST (Debian package `dataset-fashion-mnist`, demo:fashion-mnist; MIT licence): 28 px
+  grayscale clothing, 10 classes.
+  - fashion: the images as they are;
+  - blur: a strong Gaussian blur (radius 1.5 px: the texture that tells a shirt from a pullover
+    is gone, the shape stays);
+  - inverted: colours inverted (dark clothes on white, nearer to ImageNet's photographs, but every
+    pixel statistic moves);
+  - few-shot: 5 training images a class, fashion's validation images.
+- handwritten digits (scikit-learn's `load_digits`, the UCI optdigits test set; CC BY 4.0): 8x8
+  grayscale, 10 classes, far below the model's 224 px.
+  - digits; digits-few-shot: 5 training images a class, digits' validation images.
+- faces (scikit-image's `data/lfw_subset.npy`: 100 faces of Labeled Faces in the Wild, Huang et
+  al. 2007, and 100 non-face patches, 25 px grayscale; BSD-3 as scikit-image ships it): face or
+  not, 70 training and 30 validation images a class.
+- textures (scikit-image's `data/brick.png`, `grass.png`, `gravel.png`, 512 px grayscale
+  photographs; public domain / CC0 as scikit-image's data README lists them): 32 px crops, 3
+  classes; training crops from each photograph's top half, validation crops from its bottom half
+  (no pixel is in both).
 
-Measured, as in benchmarks/advisor_suite.py: training with k = 0 (a head on frozen features),
-1, 2 and all 16 blocks unfrozen, a few epochs each (one setting per k stands in for the search);
-the measured best choice is the cheapest within min_gain of the best (the advisor's rule). On
-the first task each k also trains one epoch without the frozen-layer cache: the cache ratio is
-that epoch's seconds over a cached epoch's (k = 16 has nothing frozen to cache).
+Install the sources first: `apt-get install dataset-fashion-mnist` and `pip install scikit-image`
+(its data files only are read; scikit-learn is a dependency already).
 
-    python benchmarks/advisor_suite_images.py   # writes benchmarks/results/advisor_suite_images.json
+Measured (`PROTOCOL`): training with k = 0 (a head on frozen features, 20 epochs), 1, 2 and all 16
+blocks unfrozen (3 epochs), one setting per k standing in for the search; the pixel baseline
+(advisor/_signals.py `pixel_predictions`, the model without pretraining) on all training rows.
+The measured best choice is the cheapest within min_gain of the best, change-model when the
+baseline is the best (benchmarks/advisor_suite.py `measured_choice`). The measurements are kept
+in results/advisor_suite_images_measured.json while a task's data and the protocol hold, so a run
+cut short goes on where it stopped.
+
+The summary is computed by the text suite's code (benchmarks/advisor_suite.py `summary`, leave
+one task out), and `refit` writes the calibration into advisor/forecast_image.json, which the
+advisor reads for image models.
+
+    python benchmarks/advisor_suite_images.py [--tasks NAME ...] [--measure-only] [--refit]
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
 import sys
 import tempfile
 import time
@@ -30,105 +54,199 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advisor_suite import MIN_GAIN, _f, kendall_tau, task_row  # noqa: E402
+from advisor_suite import MIN_GAIN, _f, refit, summary, task_row  # noqa: E402
 
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
 from finetune_advisor.advisor._signals import pixel_predictions  # noqa: E402
 from finetune_advisor.core import DataConfig, TrainConfig, library_versions, load_backbone, load_task, train, write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite_images.json"
+MEASURED = RESULTS.with_name("advisor_suite_images_measured.json")
+PROTOCOL = {"head_epochs": 20, "epochs": 3, "lr_top": 3e-4, "lr_all": 1e-4, "head_lr_multiplier": {"0": 30, "k": 10},
+            "batch_size": 16, "seed": 0, "cache": "memory"}
 TRAIN, VALID, FEW = 50, 20, 5  # images a class
+INSTALL = "apt-get install dataset-fashion-mnist; pip install scikit-image"
+
+
+def _save(image, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target)
+
+
+def _split_folders(folder: Path, name: str, images_by_class: dict[str, list], n_train: int) -> tuple[str, DataConfig]:
+    """Write folder/name/{train,valid}/<label>/<n>.png: the first n_train images of each class to train."""
+    for label, images in images_by_class.items():
+        for n, image in enumerate(images):
+            _save(image, folder / name / ("train" if n < n_train else "valid") / label / f"{n}.png")
+    return str(folder / name / "train"), DataConfig(valid=str(folder / name / "valid"))
+
+
+def _few_shot(folder: Path, name: str, source: str) -> tuple[str, DataConfig]:
+    """The first FEW training images a class of task `source`, judged on its validation images."""
+    for label_dir in sorted((folder / source / "train").iterdir()):
+        for n in range(FEW):
+            target = folder / name / label_dir.name / f"{n}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((label_dir / f"{n}.png").read_bytes())
+    return str(folder / name), DataConfig(valid=str(folder / source / "valid"))
+
+
+def _skimage_data() -> Path:
+    spec = importlib.util.find_spec("skimage")  # the data files only: the package is not imported
+    if spec is None:
+        sys.exit(f"scikit-image is not installed: install the sources first ({INSTALL}).")
+    return Path(spec.submodule_search_locations[0]) / "data"
 
 
 def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
-    """Write each task as image folders DIR/<label>/<n>.png; returns name -> (train folder, DataConfig)."""
+    """Write each task as image folders; returns name -> (train folder, DataConfig)."""
     from PIL import Image, ImageFilter, ImageOps
+    from sklearn.datasets import load_digits
 
+    rng = np.random.default_rng(0)
     fashion = load_task("demo:fashion-mnist", DataConfig(test_fraction=0.0))
     paths = list(fashion.train.texts) + list(fashion.valid.texts)
     labels = np.r_[fashion.train.labels, fashion.valid.labels]
-    rng = np.random.default_rng(0)
-    chosen = {c: rng.permutation(np.flatnonzero(labels == c))[:TRAIN + VALID] for c in range(fashion.num_labels)}
+    chosen = {fashion.labels[c]: rng.permutation(np.flatnonzero(labels == c))[:TRAIN + VALID]
+              for c in range(fashion.num_labels)}
     looks = {"fashion": lambda im: im, "blur": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
              "inverted": ImageOps.invert}
-    tasks = {}
-    for name, look in looks.items():
-        for c, idx in chosen.items():
-            for n, i in enumerate(idx):
-                split = "train" if n < TRAIN else "valid"
-                target = folder / name / split / fashion.labels[c] / f"{n}.png"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                look(Image.open(paths[i]).convert("L")).save(target)
-        tasks[name] = (str(folder / name / "train"), DataConfig(valid=str(folder / name / "valid")))
-    for c in range(fashion.num_labels):  # few-shot: the first FEW training images of fashion
-        label = fashion.labels[c]
-        target = folder / "few-shot" / label
-        target.mkdir(parents=True)
-        for n in range(FEW):
-            (target / f"{n}.png").write_bytes((folder / "fashion" / "train" / label / f"{n}.png").read_bytes())
-    tasks["few-shot"] = (str(folder / "few-shot"), DataConfig(valid=str(folder / "fashion" / "valid")))
+    tasks = {name: _split_folders(folder, name, {label: [look(Image.open(paths[i]).convert("L")) for i in idx]
+                                                 for label, idx in chosen.items()}, TRAIN)
+             for name, look in looks.items()}
+    tasks["few-shot"] = _few_shot(folder, "few-shot", "fashion")
+
+    digits = load_digits()
+    picked = {str(d): rng.permutation(np.flatnonzero(digits.target == d))[:TRAIN + VALID] for d in range(10)}
+    tasks["digits"] = _split_folders(folder, "digits", {
+        label: [Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)) for i in idx]
+        for label, idx in picked.items()}, TRAIN)
+    tasks["digits-few-shot"] = _few_shot(folder, "digits-few-shot", "digits")
+
+    data = _skimage_data()
+    lfw = (np.load(data / "lfw_subset.npy") * 255).astype(np.uint8)  # 100 faces, then 100 non-faces
+    order = rng.permutation(100)
+    tasks["faces"] = _split_folders(folder, "faces", {
+        "face": [Image.fromarray(lfw[i]) for i in order], "not-face": [Image.fromarray(lfw[100 + i]) for i in order]},
+        70)
+
+    side = 32
+    crops = {}
+    for name in ("brick", "grass", "gravel"):
+        photo = np.asarray(Image.open(data / f"{name}.png").convert("L"))
+        half = photo.shape[0] // 2
+
+        def crop(top: int, photo=photo) -> Image.Image:
+            y = top + int(rng.integers(0, half - side))
+            x = int(rng.integers(0, photo.shape[1] - side))
+            return Image.fromarray(photo[y:y + side, x:x + side])
+
+        crops[name] = [crop(0) for _ in range(TRAIN)] + [crop(half) for _ in range(VALID)]
+    tasks["textures"] = _split_folders(folder, "textures", crops, TRAIN)
     return tasks
 
 
-def measure(backbone, task, k: int, *, cache: str = "memory", epochs: int | None = None):
+def measure(backbone, task, k: int):
     """Train k blocks (one setting per k: a head alone learns fast, the whole model slowly)."""
     full = k == backbone.num_blocks
-    config = TrainConfig(unfrozen_layers=k, epochs=epochs or (20 if k == 0 else 3), patience=0, cache=cache,
-                         learning_rate=1e-4 if full else 3e-4, head_lr_multiplier=30 if k == 0 else 10,
-                         batch_size=16, seed=0)
-    return train(backbone, task, config, progress=False)
+    config = TrainConfig(unfrozen_layers=k, epochs=PROTOCOL["head_epochs"] if k == 0 else PROTOCOL["epochs"],
+                         patience=0, cache=PROTOCOL["cache"],
+                         learning_rate=PROTOCOL["lr_all"] if full else PROTOCOL["lr_top"],
+                         head_lr_multiplier=PROTOCOL["head_lr_multiplier"]["0" if k == 0 else "k"],
+                         batch_size=PROTOCOL["batch_size"], seed=PROTOCOL["seed"])
+    result = train(backbone, task, config, progress=False)
+    return {"accuracy": result.best_valid_accuracy, "seconds_per_epoch": result.epoch_seconds,
+            "cache_seconds": result.cache_seconds}
 
 
-def main() -> None:
+def content_key(task, root: Path) -> str:
+    """sha256 of every image's bytes, path under `root` and label, per split: the task's identity
+    across runs (`TaskData.fingerprint` also reads the files' temporary paths and times)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for split in (task.train, task.valid):
+        for path, label in zip(split.texts, split.labels):
+            h.update(f"{split.name}\x1f{Path(path).relative_to(root)}\x1f{label}\x1f".encode())
+            h.update(Path(path).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def ground_truth(backbone, task, key: str, cached: dict, say) -> dict:
+    """The task's measurements (`PROTOCOL`) and pixel baseline, from `cached` when its data (`key`)
+    and the protocol are the same."""
+    if cached.get("fingerprint") == key and cached.get("protocol") == PROTOCOL:
+        return cached
+    t0 = time.perf_counter()
+    measured = {}
+    for k in (0, 1, 2, backbone.num_blocks):
+        measured[str(k)] = measure(backbone, task, k)
+        say(f"k={k}: {measured[str(k)]['accuracy']:.3f}")
+    pixels, _, _ = pixel_predictions(task.train.texts, task.train.labels, task.valid.texts)
+    return {"fingerprint": key, "protocol": PROTOCOL, "measured": measured,
+            "baseline": float(np.mean(pixels == task.valid.labels)), "measure_seconds": time.perf_counter() - t0}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="*", help="run only these tasks (default: all)")
+    parser.add_argument("--measure-only", action="store_true",
+                        help=f"measure the ground truth of the tasks (kept in {MEASURED.name}) and stop")
+    parser.add_argument("--refit", action="store_true",
+                        help="no training: recompute the summary of the last results and refit "
+                             "advisor/forecast_image.json")
+    args = parser.parse_args(argv)
+    if args.refit:
+        record = json.loads(RESULTS.read_text())
+        record["summary"] = summary(record["tasks"])
+        record["calibration"] = refit(record["tasks"], "image")
+        write_json_atomic(RESULTS, record)
+        print(json.dumps(record["summary"], indent=2))
+        return
     backbone = load_backbone("demo:efficientnet-lite0")
-    ks = (0, 1, 2, backbone.num_blocks)
-    results, cache_ratio = [], {}
+    cache = json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
+    old = {r["task"]: r for r in json.loads(RESULTS.read_text()).get("tasks", [])} if RESULTS.is_file() else {}
+    results, record = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (path, dconfig) in build_tasks(Path(tmp)).items():
+        tasks = build_tasks(Path(tmp))
+        for name, (path, dconfig) in tasks.items():
             task = load_task(path, dconfig)
+            key = content_key(task, Path(tmp))
+            if args.tasks and name not in args.tasks:
+                if name in old and old[name].get("fingerprint") == key:
+                    results.append(old[name])  # a task not rerun keeps its last row
+                continue
+            say = lambda msg, name=name: print(f"  {name}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+            cache[name] = ground_truth(backbone, task, key, cache.get(name, {}), say)
+            write_json_atomic(MEASURED, cache)  # after each task: a run cut short keeps what it measured
+            measured = {int(k): v for k, v in cache[name]["measured"].items()}
+            if args.measure_only:
+                print(f"{name:<16} " + "  ".join(f"k={k} {m['accuracy']:.3f}" for k, m in measured.items())
+                      + f"  pixels {cache[name]['baseline']:.3f}", flush=True)
+                continue
             t0 = time.perf_counter()
             advice = advise(backbone, task, AdvisorConfig(min_gain=MIN_GAIN), progress=False).to_json()
             advisor_seconds = time.perf_counter() - t0
-            measured = {}
-            for k in ks:
-                result = measure(backbone, task, k)
-                measured[k] = {"accuracy": result.best_valid_accuracy, "seconds_per_epoch": result.epoch_seconds,
-                               "cache_seconds": result.cache_seconds}
-                if not cache_ratio and k < backbone.num_blocks:  # the first task: the same k without the cache
-                    measured[k]["uncached_seconds_per_epoch"] = measure(backbone, task, k, cache="off",
-                                                                        epochs=1).epoch_seconds
-            if not cache_ratio:
-                cache_ratio = {str(k): m["uncached_seconds_per_epoch"] / m["seconds_per_epoch"]
-                               for k, m in measured.items() if "uncached_seconds_per_epoch" in m}
-            pixels, _, _ = pixel_predictions(task.train.texts, task.train.labels, task.valid.texts)
-            baseline = float(np.mean(pixels == task.valid.labels))  # the model without pretraining, on every row
-            row = task_row(name, task, advice, measured, baseline, advisor_seconds, backbone.num_blocks)
+            row = task_row(name, task, advice, measured, cache[name]["baseline"], advisor_seconds, backbone.num_blocks)
+            row["fingerprint"] = key
             row["shift"] = {key: advice["shift"].get(key) for key in
                             ("size_ratio", "grayscale_share", "normalisation_gap", "contrast_ratio", "effective_rank")}
             results.append(row)
-            print(f"{name:<9} advice {row['decision']:<10} measured {row['measured_choice']:<10} "
+            print(f"{name:<16} advice {row['decision']:<12} measured {row['measured_choice']:<12} "
                   f"ft predicted {_f(row['predicted_fine_tune'])} measured {row['measured_fine_tune']:.3f} "
                   f"(k={row['measured_best_k']})  head {row['measured_head']:.3f}  probe {row['probe']:.3f}  "
-                  f"advisor {advisor_seconds:.0f}s = "
-                  f"{row['advisor_over_epoch']:.1f} full epochs", flush=True)
-            record = summary(results, cache_ratio)  # written after each task: a long run keeps what it measured
-            write_json_atomic(RESULTS, record)
-    tau = record["kendall_tau_fine_tune_accuracy"]
-    print("frozen-layer cache, uncached / cached epoch seconds per k: "
-          + ", ".join(f"k={k}: {r:.1f}x" for k, r in cache_ratio.items()))
-    print(f"Kendall tau (predicted vs measured fine-tuned accuracy): {tau}")
-    print(f"decisions matching the measured best choice: {record['decisions_agree']}/{len(results)}")
-    print(f"wrote {RESULTS}")
-
-
-def summary(results: list[dict], cache_ratio: dict) -> dict:
-    pairs = [(r["predicted_fine_tune"], r["measured_fine_tune"]) for r in results if r["predicted_fine_tune"] is not None]
-    return {"benchmark": "advisor_suite_images", "model": "demo:efficientnet-lite0", "data": "demo:fashion-mnist",
-            "min_gain": MIN_GAIN, "tasks": results, "complete": len(results) == 4,
-            "kendall_tau_fine_tune_accuracy": kendall_tau(pairs),
-            "decisions_agree": sum(r["agree"] for r in results), "cache_ratio_per_k": cache_ratio,
-            "median_abs_error_fine_tune": float(np.median([abs(p - m) for p, m in pairs])) if pairs else None,
-            "versions": library_versions()}
+                  f"pixels {row['measured_ngram']:.3f}  advisor {advisor_seconds:.0f}s", flush=True)
+            record = {"benchmark": "advisor_suite_images", "model": "demo:efficientnet-lite0", "min_gain": MIN_GAIN,
+                      "protocol": PROTOCOL, "summary": summary(results), "tasks": results,
+                      "complete": len(results) == len(tasks), "versions": library_versions(),
+                      "targets": {"tasks": ">= 8", "decision_agreement": ">= 0.85", "kendall_tau": ">= 0.7",
+                                  "median_abs_error": "<= 0.04", "interval_coverage": ">= 0.8"}}
+            write_json_atomic(RESULTS, record)  # after each task: a long run keeps what it measured
+    if record:
+        record["calibration"] = refit(results, "image")
+        write_json_atomic(RESULTS, record)
+        print(json.dumps(record["summary"], indent=2))
+        print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -390,6 +390,10 @@ def test_image_model_advise_search_export_predict(family, image_model, shapes, t
     assert 0 <= advice["probe"]["accuracy"] <= 1 and advice["shift"]["model_input"] == [32, 32]
     assert advice["shift"]["size_ratio"] == pytest.approx(20 / 32)
     assert advice["zero_shot"]["method"] == ("image-text" if family in ("clip", "siglip") else None)
+    from finetune_advisor.advisor import _forecast  # the forecast is calibrated on the image suite, not the text one
+
+    assert advice["expected"]["calibration"]["tasks"] == _forecast.load_calibration(
+        _forecast.calibration_file("image"))["tasks"] != _forecast.load_calibration()["tasks"]
     result = run_cli("search", "--model", model, "--data", shapes, "--out", run, "--trials", "2", "--device", "cpu",
                      "--space", "unfrozen_layers=1:3", "--space", "epochs=2", "--space", "augment=false,true",
                      "--no-advice", "--pruner", "none")
