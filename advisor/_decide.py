@@ -76,13 +76,21 @@ def thresholds(chance: float, *, min_gain: float = 0.01, target_accuracy: float 
             "budget_seconds": budget_seconds}
 
 
+Z95 = 1.96
+
+
 def standard_error(accuracy: float | None, rows: int | None) -> float | None:
-    """The binomial standard error of an accuracy measured on `rows` independent rows:
-    se = sqrt(p (1 - p) / n) (the Wald interval's; e.g. Wasserman, "All of Statistics", 2004, 6.3).
-    None when either is unknown."""
+    """The binomial standard error of an accuracy p measured on n = `rows` independent rows, in
+    Agresti and Coull's form ("Approximate is better than 'exact' for interval estimation of
+    binomial proportions", The American Statistician 52(2), 1998): with z = 1.96,
+    p~ = (p n + z^2 / 2) / (n + z^2) and se = sqrt(p~ (1 - p~) / (n + z^2)). It is the Wald
+    sqrt(p (1 - p) / n) for many rows, but never 0: 40 of 40 right is not a certain 1.000 (se
+    0.031). None when either is unknown."""
     if accuracy is None or not rows:
         return None
-    return (accuracy * (1 - accuracy) / rows) ** 0.5
+    n = rows + Z95 ** 2
+    p = (accuracy * rows + Z95 ** 2 / 2) / n
+    return (p * (1 - p) / n) ** 0.5
 
 
 def decide(s: Signals, *, min_gain: float = 0.01, target_accuracy: float | None = None,

@@ -219,6 +219,7 @@ def test_cross_validated_predictions_are_scikit_learns_on_the_same_folds():
 
 def test_a_small_validation_sample_is_scored_by_cross_validation_over_every_row(tmp_path, tiny_model, topic_task):
     from finetune_advisor.advisor import advise
+    from finetune_advisor.advisor import standard_error
     from finetune_advisor.core import load_backbone
 
     backbone = load_backbone(str(tiny_model("bert")))
@@ -226,7 +227,6 @@ def test_a_small_validation_sample_is_scored_by_cross_validation_over_every_row(
     probe, rows = record.probe, len(topic_task.train) + len(topic_task.valid)
     assert probe.valid_rows == len(topic_task.valid) < 200
     assert probe.scored_rows == rows and probe.cv_folds == 5
-    assert probe.accuracy_se == pytest.approx((probe.accuracy * (1 - probe.accuracy) / rows) ** 0.5)
-    assert probe.baseline_accuracy_se == pytest.approx(
-        (probe.baseline_accuracy * (1 - probe.baseline_accuracy) / rows) ** 0.5)
+    assert probe.accuracy_se == standard_error(probe.accuracy, rows)  # on every scored row, not the split's
+    assert probe.baseline_accuracy_se == standard_error(probe.baseline_accuracy, rows)
     assert any(f"cross-validated (5 folds) over all {rows} sampled rows" in r for r in record.reasons)
