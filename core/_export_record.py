@@ -37,6 +37,8 @@ class Variant(Part):
     made_from: str | None = None  # the file it was quantised from ("from" in export.json)
     quantized_nodes: dict[str, int] = field(default_factory=dict)
     fused_operators: dict[str, int] = field(default_factory=dict)
+    float_first_convs: int | None = None  # static int8: its first convolutions kept in float (export._variants)
+    tries: list[dict] = field(default_factory=list)  # static int8: the rungs refused before this one
 
     def to_json(self) -> dict:
         data = super().to_json()

@@ -300,3 +300,42 @@ def test_a_model_that_does_not_export_is_left_untimed_and_says_why(tmp_path):
     assert table.of(backbone.num_blocks, 128) is None
     assert "Swin architecture does not export to ONNX" in table.untimed
     assert not (tmp_path / "cache" / "latency.json").exists()  # nothing recorded for it
+
+
+def test_static_int8_that_fails_the_gate_keeps_more_of_its_first_convolutions_in_float(monkeypatch, tmp_path):
+    """The ladder of export._variants.quantize_static: rungs 0 and 4 refused, 8 passes and is kept
+    with the refused ones listed; a graph that never passes stops at the last rung."""
+    from finetune_advisor.export import _variants
+
+    made = []
+
+    def gated(make, target, precision, *args):
+        make(target)
+        variants, passes = args[-1], made[-1] >= 8
+        variants.append({"file": target.name, "accuracy": 0.9 if passes else 0.8, "accuracy_drop": 0.0 if passes else 0.1,
+                         "passed": passes})
+        return {"tried": True, "kept": passes, "accuracy_drop": variants[-1]["accuracy_drop"]}
+
+    monkeypatch.setattr(_variants, "_gated", gated)
+    monkeypatch.setattr(_variants, "static_int8", lambda source, target, calibration, float_first: made.append(float_first))
+    variants = []
+    result = _variants.quantize_static(tmp_path, "model.onnx", [], None, None, None, 0.9, None, None, variants)
+    assert made == [0, 4, 8] and result["kept"] and result["float_first_convs"] == 8
+    assert len(variants) == 1 and [t["float_first_convs"] for t in variants[0]["tries"]] == [0, 4]
+    made.clear()
+    monkeypatch.setattr(_variants, "static_int8", lambda source, target, calibration, float_first: made.append(-1))
+    result = _variants.quantize_static(tmp_path, "model.onnx", [], None, None, None, 0.9, None, None, variants := [])
+    assert len(made) == len(_variants.FLOAT_FIRST_LADDER) and not result["kept"] and len(variants[0]["tries"]) == 3
+
+
+def test_the_first_convolutions_named_stay_in_float(tmp_path):
+    import torch
+
+    from finetune_advisor.core import load_backbone
+    from finetune_advisor.export._variants import _kept_float
+
+    backbone = load_backbone(str(_tiny_efficientnet(tmp_path / "open", open_gates=False)))
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(backbone.model, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False, input_names=["pixel_values"])
+    base, more = _kept_float(path), _kept_float(path, 3)
+    assert more[:len(base)] == base and len(more) == len(base) + 3 and not set(base) & set(more[len(base):])
