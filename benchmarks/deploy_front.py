@@ -124,7 +124,8 @@ def images(data: str, rows: int | None) -> dict:
         "valid_rows": len(task.valid), "torch_accuracy": record.torch_accuracy,
         "variants": [{"file": v.file, "precision": v.precision, "passed": v.passed, "accuracy": v.accuracy,
                       "accuracy_drop": v.accuracy_drop, "latency_ms": v.latency_ms.to_json() if v.latency_ms else None,
-                      "why": v.why} for v in record.variants],
+                      "why": v.why, "float_first_convs": v.float_first_convs, "tries": v.tries}
+                     for v in record.variants],
         "torch_latency_ms": record.torch_latency_ms.to_json(),
         "recommended": record.recommended,
         "int8_variant": best.file if best else None,
