@@ -507,6 +507,7 @@ def test_images_that_raw_pixels_read_better_give_change_model(tmp_path, image_mo
     """The image counterpart of the n-gram rule: the pixel model beats the probe beyond noise
     (McNemar) and the top of the forecast, so the advice is change-model, with that reason."""
     from finetune_advisor import AdvisorConfig, DataConfig, advise, load_backbone
+    from finetune_advisor.advisor import standard_error
 
     task = load_task(str(write_position_images(tmp_path / "pos")), DataConfig(valid_fraction=0.4, test_fraction=0.0))
     advice = advise(load_backbone(str(image_model("resnet"))), task, AdvisorConfig(device="cpu", cache_dir=""),
@@ -516,8 +517,9 @@ def test_images_that_raw_pixels_read_better_give_change_model(tmp_path, image_mo
     assert probe.accuracy < 0.95 and probe.baseline_p_value < 0.05
     n = probe.scored_rows  # a small validation split: cross-validated over every row, with that many rows' error
     assert probe.cv_folds and n == len(task.train) + len(task.valid)
-    assert probe.accuracy_se == pytest.approx((probe.accuracy * (1 - probe.accuracy) / n) ** 0.5)
-    assert probe.baseline_accuracy_se == 0.0 and advice.zero_shot.accuracy_se is None  # no zero-shot here
+    assert probe.accuracy_se == standard_error(probe.accuracy, n)
+    assert probe.baseline_accuracy_se == standard_error(1.0, n) > 0  # every row right is not certainty
+    assert advice.zero_shot.accuracy_se is None  # no zero-shot here
     assert advice.decision == "change-model"
     assert advice.reasons[0].startswith("A model with no pretraining (RBF SVM on 24x24 grey pixels) reaches 1.000")
     assert not any("n-gram" in s for s in advice.skipped)
