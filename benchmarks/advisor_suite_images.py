@@ -34,8 +34,9 @@ in results/advisor_suite_images_measured.json while a task's data and the protoc
 cut short goes on where it stopped.
 
 The summary is computed by the text suite's code (benchmarks/advisor_suite.py `summary`, leave
-one task out), and `refit` writes the calibration into advisor/forecast_image.json, which the
-advisor reads for image models.
+one task out). The calibration fitted on every task goes into advisor/forecast_image.json, which
+the advisor reads for image models, only when it beat the raw forecast leave one task out
+(`calibration`); otherwise image forecasts stay raw.
 
     python benchmarks/advisor_suite_images.py [--tasks NAME ...] [--measure-only] [--refit]
 """
@@ -54,7 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advisor_suite import MIN_GAIN, _f, refit, summary, task_row  # noqa: E402
+from advisor_suite import MIN_GAIN, _f, fit_row, refit, summary, task_row  # noqa: E402
 
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
 from finetune_advisor.advisor._signals import pixel_predictions  # noqa: E402
@@ -187,6 +188,21 @@ def ground_truth(backbone, task, key: str, cached: dict, say) -> dict:
             "baseline": float(np.mean(pixels == task.valid.labels)), "measure_seconds": time.perf_counter() - t0}
 
 
+def calibration(record: dict) -> dict:
+    """advisor/forecast_image.json, fitted on every task (`refit`), but only when the fitted line
+    beat the raw forecast leave one task out (median absolute error); otherwise the file is removed
+    and image forecasts stay raw: a calibration that errs more on tasks it did not see is not
+    shipped."""
+    from finetune_advisor.advisor import _forecast
+
+    fitted, raw = record["summary"]["median_abs_error"], record["summary"]["uncalibrated"]["median_abs_error"]
+    if fitted is not None and raw is not None and fitted < raw:
+        return {**refit(record["tasks"], "image"), "shipped": True}
+    _forecast.IMAGE_CALIBRATION_FILE.unlink(missing_ok=True)
+    return {**_forecast.fit([fit_row(r) for r in record["tasks"] if r["raw_fine_tune"] is not None]), "shipped": False,
+            "why": f"leave one task out its median error was {fitted:.3f} against the raw forecast's {raw:.3f}"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="*", help="run only these tasks (default: all)")
@@ -199,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.refit:
         record = json.loads(RESULTS.read_text())
         record["summary"] = summary(record["tasks"])
-        record["calibration"] = refit(record["tasks"], "image")
+        record["calibration"] = calibration(record)
         write_json_atomic(RESULTS, record)
         print(json.dumps(record["summary"], indent=2))
         return
@@ -243,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "median_abs_error": "<= 0.04", "interval_coverage": ">= 0.8"}}
             write_json_atomic(RESULTS, record)  # after each task: a long run keeps what it measured
     if record:
-        record["calibration"] = refit(results, "image")
+        record["calibration"] = calibration(record)
         write_json_atomic(RESULTS, record)
         print(json.dumps(record["summary"], indent=2))
         print(f"wrote {RESULTS}")
