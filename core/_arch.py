@@ -74,12 +74,17 @@ def _layers(model, depth: int) -> None:
     model.config.num_hidden_layers = depth  # DistilBERT maps it to n_layers
 
 
+def _stage_names(config, depth: int) -> None:
+    """A staged config's stage names and backbone outputs cut to the stem and `depth` stages."""
+    config.stage_names = config.stage_names[:depth + 1]
+    config._out_features, config._out_indices = [config.stage_names[-1]], [depth]
+
+
 def _stages(model, depth: int) -> None:
     """A ResNet's first `depth` stages; the pooler averages whatever the last one gives."""
     config = model.config
     config.depths, config.hidden_sizes = list(config.depths[:depth]), list(config.hidden_sizes[:depth])
-    config.stage_names = config.stage_names[:depth + 1]
-    config._out_features, config._out_indices = [config.stage_names[-1]], [depth]
+    _stage_names(config, depth)
 
 
 def _fresh_norm(width: int, eps: float, like):
@@ -106,8 +111,7 @@ def _swin_stages(model, depth: int) -> None:
     config.depths, config.num_heads = list(config.depths[:depth]), list(config.num_heads[:depth])
     config.num_layers = depth
     config.hidden_size = int(config.embed_dim * 2 ** (depth - 1))
-    config.stage_names = config.stage_names[:depth + 1]
-    config._out_features, config._out_indices = [config.stage_names[-1]], [depth]
+    _stage_names(config, depth)
     model.encoder.num_layers = depth
     model.encoder.layers[-1].downsample = None
     model.num_features = config.hidden_size
