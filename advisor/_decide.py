@@ -30,8 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core._data import MIN_VALID_ROWS
+
 NEAR_CHANCE = 0.10
-SMALL_VALID = 200  # validation rows under which one row moves accuracy by half a point or more
+SMALL_VALID = MIN_VALID_ROWS  # validation rows under which one row moves accuracy by half a point or more
 BASELINE_ALPHA = 0.05  # McNemar's level for "the model without pretraining beats the probe"
 
 

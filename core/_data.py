@@ -26,6 +26,25 @@ from ._readers import _check_images, _is_image_data, _read_rows
 from ._split import _allocate_groups, _duplicate_groups, stratified_indices
 
 IMBALANCE_WARN_RATIO = 10.0
+VALID_FRACTION = 0.1  # the usual share of each class split off for validation
+MIN_VALID_ROWS = 200  # validation rows under which one row moves accuracy by half a point or more
+MAX_VALID_FRACTION = 0.25  # the most of the data the split gives validation on its own
+
+
+def valid_share(rows: int) -> float:
+    """The share of each class the split gives validation when none is asked for: 10%, grown to
+    MIN_VALID_ROWS rows where that takes at most 25% of the `rows` (else 25%). Two models'
+    accuracies on n validation rows are told apart only when they differ by more than about
+    `noise_floor(n)`, so a 10% split of 1,000 rows (100 rows, +-0.14) says less than 200 rows
+    (+-0.10) at the cost of 10% of the training rows."""
+    return min(MAX_VALID_FRACTION, max(VALID_FRACTION, MIN_VALID_ROWS / max(rows, 1)))
+
+
+def noise_floor(rows: int, accuracy: float = 0.5) -> float:
+    """The smallest difference between two models' accuracies on `rows` validation rows that is
+    not noise: two standard errors of the difference of two independent binomial proportions,
+    2 * sqrt(2 * p * (1 - p) / n) (the normal approximation; p = 0.5 is the widest case)."""
+    return 2.0 * (2.0 * accuracy * (1.0 - accuracy) / max(rows, 1)) ** 0.5
 
 
 @dataclass(frozen=True)
@@ -39,7 +58,8 @@ class DataConfig:
             file has a known pair such as sentence1/sentence2 and no text column.
         valid: a separate validation file; None = split it off the data.
         test: a separate test file; None = split it off the data when `valid` is None, else none.
-        valid_fraction: share of each class that goes to validation when splitting, in (0, 0.5].
+        valid_fraction: share of each class that goes to validation when splitting, in (0, 0.5];
+            None = `valid_share` (10%, grown to 200 rows where that takes at most 25% of the data).
         test_fraction: share of each class that goes to test when splitting, in [0, 0.5].
         max_rows: keep a stratified sample of about this many rows before splitting (None = all).
         seed: seed of the split and of the sample.
@@ -53,7 +73,7 @@ class DataConfig:
     text_pair_column: str | None = None
     valid: str | None = None
     test: str | None = None
-    valid_fraction: float = 0.1
+    valid_fraction: float | None = None
     test_fraction: float = 0.1
     max_rows: int | None = None
     seed: int = 0
@@ -62,7 +82,8 @@ class DataConfig:
 
     def __post_init__(self):
         InputError.check([
-            (0 < self.valid_fraction <= 0.5, f"valid_fraction {self.valid_fraction} must be in (0, 0.5]; 0.1 is usual."),
+            (self.valid_fraction is None or 0 < self.valid_fraction <= 0.5,
+             f"valid_fraction {self.valid_fraction} must be in (0, 0.5]; 0.1 is usual."),
             (0 <= self.test_fraction <= 0.5, f"test_fraction {self.test_fraction} must be in [0, 0.5]; 0.1 is usual."),
             (self.seed >= 0, f"--seed {self.seed} must be >= 0 (a whole number, e.g. 0)."),
             (self.max_rows is None or self.max_rows >= 4,
@@ -223,9 +244,12 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
         test_fraction = 0.0 if test is not None else config.test_fraction
         groups, group_notes = _duplicate_groups(rows, data)
         notes += group_notes
-        train_idx, valid_idx, test_idx = _allocate_groups(y, groups, [config.valid_fraction, test_fraction], rng)
+        share = config.valid_fraction if config.valid_fraction is not None else valid_share(len(rows))
+        train_idx, valid_idx, test_idx = _allocate_groups(y, groups, [share, test_fraction], rng)
         train = make("train", [rows[i] for i in train_idx], y[train_idx])
         valid_split = make("valid", [rows[i] for i in valid_idx], y[valid_idx])
+        if config.valid_fraction is None:
+            notes += _valid_notes(len(valid_split), share)
         test_split = make("test", [rows[i] for i in test_idx], y[test_idx]) if len(test_idx) else None
     else:
         train = make("train", rows, y)
@@ -243,6 +267,20 @@ def load_task(data: str, config: DataConfig = DataConfig()) -> TaskData:
     task = TaskData(data, labels, train, valid_split, test_split, text_col, label_col, pair_col)
     task.warnings = notes + _warnings(task)
     return task
+
+
+def _valid_notes(n: int, share: float) -> list[str]:
+    """What the split did for validation's sake, and what its size allows."""
+    if n < MIN_VALID_ROWS:
+        return [f"validation: only {n} rows ({share:.0%} of each class, the most the split gives it): accuracies "
+                f"closer than about {noise_floor(n):.2f} are within the noise, so a smaller gain (--min-gain) cannot "
+                "be told apart; the advisor cross-validates its own scores. Add labelled rows, or pass --valid FILE "
+                f"with at least {MIN_VALID_ROWS}."]
+    if share > VALID_FRACTION:
+        return [f"validation: {n} rows ({share:.0%} of each class, not the usual {VALID_FRACTION:.0%}), so that "
+                f"accuracies {noise_floor(n):.2f} apart are told apart (10% would give "
+                f"{noise_floor(round(n * VALID_FRACTION / share)):.2f})."]
+    return []
 
 
 def _label_order(labels) -> list[str]:

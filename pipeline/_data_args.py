@@ -24,7 +24,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Fa
                    help="column of image paths (relative to the file's folder): an image task from a table")
     g.add_argument("--skip-bad-images", action="store_true",
                    help="drop images that cannot be read (and say how many) instead of stopping")
-    g.add_argument("--valid", metavar="FILE", help="validation file (default: split 10%% off, stratified)")
+    g.add_argument("--valid", metavar="FILE",
+                   help="validation file (default: split 10%% off, stratified; more, up to 25%%, to reach 200 rows)")
     g.add_argument("--test", metavar="FILE", help="test file (default: split 10%% off unless --valid is given)")
     g.add_argument("--max-rows", type=int, metavar="N", help="use a stratified sample of about N rows")
     g.add_argument("--seed", type=int, default=0, help="seed of the split and sample (default: 0)")

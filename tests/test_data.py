@@ -31,10 +31,34 @@ def test_split_is_stratified_seeded_and_covers_every_class(tmp_path):
     task = load_task(path)
     for split in task.splits():
         assert set(split.labels.tolist()) == {0, 1, 2}
-    assert [len(task.train), len(task.valid), len(task.test)] == [72, 9, 9]
+    assert [len(task.train), len(task.valid), len(task.test)] == [57, 24, 9]  # validation: 25%, the most it gets
     assert load_task(path).fingerprint == task.fingerprint
     assert load_task(path, DataConfig(seed=1)).fingerprint != task.fingerprint
     assert not set(task.train.texts) & set(task.valid.texts)
+
+
+@pytest.mark.parametrize("copies, sizes, says", [
+    (200, [2880, 360, 360], None),  # 10% is 360 rows: enough
+    (60, [771, 201, 108], "201 rows (19% of each class, not the usual 10%)"),  # grown to 200 rows
+    (20, [234, 90, 36], "only 90 rows (25% of each class, the most the split gives it)"),  # 25% is not enough
+])
+def test_the_split_gives_validation_200_rows_where_a_quarter_of_the_data_allows_and_says_when_not(
+        tmp_path, copies, sizes, says):
+    path = str(write_csv(tmp_path / "d.csv", topic_rows(copies=copies)))
+    task = load_task(path)
+    assert [len(task.train), len(task.valid), len(task.test)] == sizes
+    notes = [w for w in task.warnings if w.startswith("validation:")]
+    assert (says in notes[0]) if says else not notes
+    asked = load_task(path, DataConfig(valid_fraction=0.1))  # a share asked for is kept, without a word
+    assert len(asked.valid) == round(len(topic_rows(copies=copies)) * 0.1)
+    assert not [w for w in asked.warnings if w.startswith("validation:")]
+
+
+def test_noise_floor_is_two_standard_errors_of_a_difference_of_two_accuracies():
+    from finetune_advisor.core._data import noise_floor
+
+    assert noise_floor(200) == pytest.approx(0.1)  # 2 * sqrt(2 * 0.25 / 200)
+    assert noise_floor(800, 0.9) == pytest.approx(2 * (2 * 0.09 / 800) ** 0.5)
 
 
 def test_integer_labels_sort_numerically_and_columns_found_by_usual_names(tmp_path):

@@ -498,7 +498,7 @@ def write_position_images(root: Path, per_class: int = 100, size: int = 48) -> P
 def test_the_pixel_baseline_separates_what_raw_pixels_carry(tmp_path):
     from finetune_advisor.advisor._signals import pixel_predictions
 
-    task = load_task(str(write_position_images(tmp_path / "pos", per_class=40)))
+    task = load_task(str(write_position_images(tmp_path / "pos", per_class=40)), DataConfig(valid_fraction=0.1))
     predicted, c, method = pixel_predictions(task.train.texts, task.train.labels, task.valid.texts)
     assert (predicted == task.valid.labels).all() and method == "RBF SVM on 24x24 grey pixels" and c in (1, 10, 100)
 
