@@ -14,13 +14,17 @@ IMAGE_TEXT_TEMPLATE = "a photo of a {}."
 
 
 def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tuple[float, float]:
-    """Logistic-regression probe on standardised frozen features, C chosen by cross-validation.
+    """Logistic-regression probe on frozen features, C chosen by cross-validation: the head the
+    search fits for a head-only model (core.fit_head), so the probe reads what head-only delivers.
 
-    p(y = c | x) = softmax_c(W z + b), z = (x - mu) / sigma per feature, W and b minimising the
-    cross-entropy + ||W||^2 / (2 C); accuracy = mean[argmax_c p(c | x) = y] on the validation
-    rows. The linear probe of Alain & Bengio, "Understanding intermediate layers using linear
-    classifier probes" (2016), as used to compare frozen representations (Kornblith, Shlens, Le,
-    "Do Better ImageNet Models Transfer Better?", CVPR 2019).
+    z = (x - mu) / s with one global scale s = sqrt(mean_j var(x_j)); p(y = c | x) = softmax_c(W z + b),
+    W and b minimising the cross-entropy + ||W||^2 / (2 C); accuracy = mean[argmax_c p(c | x) = y]
+    on the validation rows. The linear probe of Alain & Bengio, "Understanding intermediate layers
+    using linear classifier probes" (2016), as used to compare frozen representations (Kornblith,
+    Shlens, Le, "Do Better ImageNet Models Transfer Better?", CVPR 2019). One scale, not one per
+    feature: dividing each feature by its own deviation magnifies the nearly constant ones, and
+    that probe read under the head on every suite (a CNN's pooled features on blurred
+    Fashion-MNIST: 0.700 against the head's 0.765 on the same rows).
 
     Returns:
         (validation accuracy, chosen C). C is searched over 10^-3..10^2 by stratified k-fold on
@@ -30,24 +34,24 @@ def probe_accuracy(train_x, train_y, valid_x, valid_y, *, seed: int = 0) -> tupl
     return float(np.mean(predicted == np.asarray(valid_y))), c
 
 
-def probe_predictions(train_x, train_y, valid_x, *, seed: int = 0) -> tuple[np.ndarray, float]:
-    """The classes `probe_accuracy`'s probe predicts for the validation rows, and its C."""
-    from ..core import fit_probe
+def probe_predictions(train_x, train_y, valid_x, *, seed: int = 0, c: float | None = None) -> tuple[np.ndarray, float]:
+    """The classes `probe_accuracy`'s probe predicts for the validation rows, and its C (`c`, or
+    cross-validated when None)."""
+    from ..core import fit_head
 
-    model, c = fit_probe(train_x, train_y, seed=seed)
-    return model.predict(valid_x), c
+    train_y = np.asarray(train_y)
+    weight, bias, c = fit_head(train_x, train_y, int(train_y.max()) + 1, c=c, seed=seed)
+    return (np.asarray(valid_x, np.float32) @ weight.T + bias).argmax(1), c
 
 
 def fixed_probe_accuracy(train_x, train_y, valid_x, valid_y, c: float) -> float:
-    """Logistic-regression probe with a given C (the learning curve reuses the cross-validated C)."""
-    from ..core import fit_probe
-
-    model, _ = fit_probe(train_x, train_y, c=c)
-    return float(model.score(valid_x, valid_y))
+    """`probe_accuracy` with a given C (the learning curve reuses the cross-validated C)."""
+    predicted, _ = probe_predictions(train_x, train_y, valid_x, c=c)
+    return float(np.mean(predicted == np.asarray(valid_y)))
 
 
 def probe_head(train_x, train_y, num_labels: int, c: float) -> tuple[np.ndarray, np.ndarray]:
-    """A linear head equal to a probe fitted with C = `c`, for the pilot to start from (LP-FT:
+    """The probe's linear head (`probe_accuracy`) fitted with C = `c`, for the pilot to start from (LP-FT:
     Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
     ICLR 2022: linear probing, then fine-tuning from that head). The fit and its folding into the
     head are `core.fit_head`'s (one global feature scale, so the head stays well-conditioned).

@@ -15,7 +15,7 @@ from ._data import DataConfig, Split, TaskData, load_task
 from ._errors import InputError, first_line
 from ._files import (atomic_folder, check_replaceable, check_writable, clean_stale_temp, default_cache_dir,
                      library_versions, mask_secrets, mask_url, pid_alive, read_json, write_json_atomic)
-from ._head import fit_head, fit_probe, fit_with_c, one_blas_thread
+from ._head import fit_head, fit_with_c, one_blas_thread
 from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, DEFAULT_TRIALS, EXPORT_DIR, EXPORT_FILE,
                        FAIL_REASON, RUN_FILE, SEARCH_FILE, STEPS_PER_EPOCH, STUDY_FILE, AdviceRecord, BestTrial, Cost,
                        Expected, FrontPoint, ImageStats, Probe, RunCommand, RunData, RunRecord, SearchCost,
@@ -41,7 +41,7 @@ _LAZY = {
     "is_out_of_memory": "_device",
 }
 
-__all__ = ["fit_head", "fit_probe", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord",
+__all__ = ["fit_head", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchRecord", "ExportRecord",
            "RunRecord", "TrialRecord", "Part", "ZeroShot", "Probe", "Shift", "ShiftSample", "ImageStats", "Expected", "Cost",
            "SearchCost", "Thresholds", "TrialCounts", "BestTrial", "TrialRow", "FrontPoint", "Latency", "LatencyBudget", "Variant", "RunCommand", "RunData", "epoch_reports", "sqlite_url", "steps_per_epoch", "ADVICE_FILE", "BEST_MODEL_DIR",
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE", "STEPS_PER_EPOCH",

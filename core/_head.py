@@ -1,8 +1,8 @@
 """Linear heads fitted in closed form on frozen features.
 
-`fit_probe` is the advisor's probe (logistic regression on standardised features, C by
-cross-validation). `fit_head` fits the same kind of model as a head a `Classifier` can carry:
-folded into one well-conditioned linear map on the raw pooled features. No gradient steps, no
+`fit_head` is logistic regression on frozen features (C by cross-validation), folded into one
+well-conditioned linear map on the raw pooled features: the head a `Classifier` carries, and the
+advisor's probe. No gradient steps, no
 epochs: one fit where a search over a head's learning rate spends minutes to get to the same place.
 """
 
@@ -20,24 +20,6 @@ def one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def fit_probe(train_x: np.ndarray, train_y: np.ndarray, *, c: float | None = None, seed: int = 0):
-    """Logistic-regression probe on standardised features, C by stratified k-fold.
-
-    p(y = c | x) = softmax_c(W z + b), z = (x - mu) / sigma per feature, W and b minimising the
-    cross-entropy + ||W||^2 / (2 C). C is `c` when given, else searched over 10^-3..10^2 with
-    k = min(5, smallest class count) folds; with a class of one row no fold can hold it, and C = 1.
-
-    Returns:
-        (fitted sklearn pipeline StandardScaler -> LogisticRegression, chosen C).
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return fit_with_c(pipe, "logisticregression__C", train_x, train_y, c=c, seed=seed)
 
 
 def fit_with_c(estimator, param: str, x, y, *, c: float | None = None, seed: int = 0, grid=C_GRID):
@@ -63,9 +45,9 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, num_labels: int, *, c: fl
 
     z = (x - mu) / s with s = sqrt(mean_j var(x_j)); p(y | x) = softmax(W z + b); folded:
     W' = W / s, b' = b - W' mu. One scale for every feature, not one per feature as in
-    `fit_probe`: a feature that is nearly constant would be divided by a tiny deviation, and the
-    head would carry weights of 1e30 that any change of that feature, int8 rounding or further
-    training blows up. C is `c`, or chosen by stratified k-fold over C_GRID as in `fit_probe`.
+    a standard scaler: a feature that is nearly constant would be divided by a tiny deviation, and
+    the head would carry weights of 1e30 that any change of that feature, int8 rounding or further
+    training blows up. C is `c`, or chosen by stratified k-fold over C_GRID (`fit_with_c`).
     A binary model has one row w (log-odds of class 1): [-w/2, +w/2] gives the same softmax.
     Classes absent from the training rows get a row of zeros and a bias of -1e4 (never predicted).
 
