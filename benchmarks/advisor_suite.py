@@ -89,7 +89,7 @@ GROWN = 1500  # rows of word-order, rotation and first-topic (1,200 to train)
 def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     """Write the tasks as CSV files; returns name -> (path, DataConfig)."""
     rng = np.random.default_rng(0)
-    bbc = load_task("demo:bbc-news", DataConfig(test_fraction=0.0))
+    bbc = load_task("demo:bbc-news", DataConfig(test_fraction=0.0, valid_fraction=0.1))
     rows = list(zip(bbc.train.texts + bbc.valid.texts,
                     [bbc.labels[i] for i in np.r_[bbc.train.labels, bbc.valid.labels]]))
     order = rng.permutation(len(rows))
@@ -239,10 +239,10 @@ def measured_choice(zero_shot, head, fine_tune, ngram, chance) -> str:
     return next(name for name, acc in options if acc is not None and acc >= best - MIN_GAIN)
 
 
-def measure(backbone, task, say=lambda msg: None) -> dict:
-    """Ground truth for one task (`PROTOCOL`): k = 0 is the closed-form head on the frozen features
+def measure(backbone, task, say=lambda msg: None, protocol: dict = PROTOCOL) -> dict:
+    """Ground truth for one task (`protocol`): k = 0 is the closed-form head on the frozen features
     of all training rows (core.fit_head, what the search fits for head-only); k = 1, 2 and L start
-    from that head (LP-FT, as the search's trials do) and train 4 epochs, seed 0. When the best
+    from that head (LP-FT, as the search's trials do) and train its epochs (4), seed 0. When the best
     fine-tuned k is within noise of the head (2 standard errors of a difference of two accuracies on
     the validation rows), it is trained again with the extra seeds and its accuracy is the mean
     over the seeds. k = 0's seconds per epoch are those of one epoch of a head on cached features
@@ -257,10 +257,10 @@ def measure(backbone, task, say=lambda msg: None) -> dict:
     head = float(np.mean((x["valid"] @ weight.T + bias).argmax(1) == task.valid.labels))
     say(f"closed-form head: {head:.3f}")
 
-    def run(k, seed, epochs=PROTOCOL["epochs"]):
+    def run(k, seed, epochs=protocol["epochs"]):
         config = TrainConfig(unfrozen_layers=k, epochs=epochs, patience=0, max_length=MAX_LENGTH, seed=seed,
-                             learning_rate=PROTOCOL["lr_all"] if k == full else PROTOCOL["lr_top"],
-                             head_lr_multiplier=PROTOCOL["head_lr_multiplier"])
+                             learning_rate=protocol["lr_all"] if k == full else protocol["lr_top"],
+                             head_lr_multiplier=protocol["head_lr_multiplier"])
         result = train(backbone, task, config, cache=cache, head_init=(weight, bias), progress=False)
         say(f"k={k} seed {seed}: {result.best_valid_accuracy:.3f}")
         return result.best_valid_accuracy, result.epoch_seconds
@@ -273,7 +273,7 @@ def measure(backbone, task, say=lambda msg: None) -> dict:
     tuned = measured[best_k]["accuracy"]
     p = (head + tuned) / 2
     if abs(head - tuned) <= 2 * math.sqrt(2 * p * (1 - p) / len(task.valid)) and head != tuned:
-        measured[best_k]["seeds"] += [run(best_k, seed)[0] for seed in PROTOCOL["extra_seeds"]]
+        measured[best_k]["seeds"] += [run(best_k, seed)[0] for seed in protocol["extra_seeds"]]
         measured[best_k]["accuracy"] = float(np.mean(measured[best_k]["seeds"]))
     return {str(k): v for k, v in measured.items()}
 

@@ -38,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train_buckets.json"
 
 def sentence_task(folder: Path, rows: int):
     """BBC sentences (3 words or more) labelled with their article's topic, `rows` of them."""
-    bbc = load_task("demo:bbc-news", DataConfig(test_fraction=0.0))
+    bbc = load_task("demo:bbc-news", DataConfig(test_fraction=0.0, valid_fraction=0.1))
     labelled = [(s, bbc.labels[y]) for split in (bbc.train, bbc.valid) for text, y in zip(split.texts, split.labels)
                 for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
     pick = np.random.default_rng(0).permutation(len(labelled))[:rows]
