@@ -177,19 +177,30 @@ def ground_truth(backbone, task, key: str, cached: dict, say) -> dict:
             "baseline": float(np.mean(pixels == task.valid.labels)), "measure_seconds": time.perf_counter() - t0}
 
 
+PAYS = 0.05  # fine-tuning "pays" on a task where it beats the probe by this much (measured)
+PAYING_TASKS = 2  # tasks where it pays, before a fitted line may say how much it pays
+
+
 def calibration(record: dict) -> dict:
     """advisor/forecast_image.json, fitted on every task (`refit`), but only when the fitted line
-    beat the raw forecast leave one task out (median absolute error); otherwise the file is removed
-    and image forecasts stay raw: a calibration that errs more on tasks it did not see is not
-    shipped."""
+    beat the raw forecast leave one task out (median absolute error) and the suite holds at least
+    PAYING_TASKS tasks where fine-tuning beat the probe by PAYS; otherwise the file is removed and
+    image forecasts stay raw. A calibration that errs more on tasks it did not see is not shipped,
+    nor one fitted only where fine-tuning did not pay: it would learn that it never pays and shrink
+    every pilot's gain toward the probe."""
     from finetune_advisor.advisor import _forecast
 
     fitted, raw = record["summary"]["median_abs_error"], record["summary"]["uncalibrated"]["median_abs_error"]
-    if fitted is not None and raw is not None and fitted < raw:
-        return {**refit(record["tasks"], "image"), "shipped": True}
+    paying = [r["task"] for r in record["tasks"] if r["measured_fine_tune"] >= r["probe"] + PAYS]
+    if fitted is not None and raw is not None and fitted < raw and len(paying) >= PAYING_TASKS:
+        return {**refit(record["tasks"], "image"), "shipped": True, "paying_tasks": paying}
     _forecast.IMAGE_CALIBRATION_FILE.unlink(missing_ok=True)
+    why = (f"leave one task out its median error was {fitted:.3f} against the raw forecast's {raw:.3f}"
+           if fitted is None or raw is None or fitted >= raw else
+           f"fine-tuning beat the probe by {PAYS} on {len(paying)} task(s) ({', '.join(paying) or 'none'}), "
+           f"fewer than {PAYING_TASKS}: a line fitted where it never paid would say it never pays")
     return {**_forecast.fit([fit_row(r) for r in record["tasks"] if r["raw_fine_tune"] is not None]), "shipped": False,
-            "why": f"leave one task out its median error was {fitted:.3f} against the raw forecast's {raw:.3f}"}
+            "paying_tasks": paying, "why": why}
 
 
 def main(argv: list[str] | None = None) -> None:
