@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import re
 import sys
 import tempfile
@@ -75,6 +74,7 @@ from finetune_advisor.advisor import AdvisorConfig, Signals, advise, decide  # n
 from finetune_advisor.advisor import _forecast  # noqa: E402
 from finetune_advisor.core import (DEFAULT_TRIALS, AdviceRecord, DataConfig, TrainConfig, library_versions, load_backbone, load_task,  # noqa: E402
                   train, write_json_atomic)
+from finetune_advisor.core._data import noise_floor  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite.json"
 MEASURED = RESULTS.with_name("advisor_suite_measured.json")  # the ground truth, reused while the data and protocol hold
@@ -272,7 +272,7 @@ def measure(backbone, task, say=lambda msg: None, protocol: dict = PROTOCOL) -> 
     best_k = max((1, 2, full), key=lambda k: measured[k]["accuracy"])
     tuned = measured[best_k]["accuracy"]
     p = (head + tuned) / 2
-    if abs(head - tuned) <= 2 * math.sqrt(2 * p * (1 - p) / len(task.valid)) and head != tuned:
+    if abs(head - tuned) <= noise_floor(len(task.valid), p) and head != tuned:
         measured[best_k]["seeds"] += [run(best_k, seed)[0] for seed in protocol["extra_seeds"]]
         measured[best_k]["accuracy"] = float(np.mean(measured[best_k]["seeds"]))
     return {str(k): v for k, v in measured.items()}
@@ -367,13 +367,19 @@ def leave_one_out(results: list[dict]) -> None:
             row["loo"] = {"forecast": None, "uncertainty": None, "decision": row["decision"]}
             continue
         calibration = _forecast.fit(others)
-        forecast, half = _forecast.calibrate(row["raw_fine_tune"], row["probe"], row["valid_rows"], calibration)
-        advice = {**row["advice"], "expected": {**row["advice"]["expected"], "fine_tune_accuracy": forecast,
-                                                "uncertainty": half}}
-        record = AdviceRecord.from_json({"decision": row["decision"], "reasons": [], "advisor_seconds": 0.0, **advice})
-        decision, _ = decide(Signals.from_advice(record), min_gain=MIN_GAIN)
+        forecast, half, decision = decision_with(row, calibration)
         row["loo"] = {"forecast": forecast, "uncertainty": half, "decision": decision,
                       "agree": decision == row["measured_choice"], "calibration": calibration}
+
+
+def decision_with(row: dict, calibration: dict) -> tuple[float, float, str]:
+    """(forecast, its half-width, the advisor's decision) for a task's row when its raw forecast
+    is calibrated by `calibration` (`_forecast.IDENTITY`: the raw forecast itself)."""
+    forecast, half = _forecast.calibrate(row["raw_fine_tune"], row["probe"], row["valid_rows"], calibration)
+    advice = {**row["advice"], "expected": {**row["advice"]["expected"], "fine_tune_accuracy": forecast,
+                                            "uncertainty": half}}
+    record = AdviceRecord.from_json({"decision": row["decision"], "reasons": [], "advisor_seconds": 0.0, **advice})
+    return forecast, half, decide(Signals.from_advice(record), min_gain=MIN_GAIN)[0]
 
 
 def fit_row(row: dict) -> dict:

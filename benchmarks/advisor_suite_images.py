@@ -43,8 +43,9 @@ cut short goes on where it stopped.
 
 The summary is computed by the text suite's code (benchmarks/advisor_suite.py `summary`, leave
 one task out). The calibration fitted on every task goes into advisor/forecast_image.json, which
-the advisor reads for image models, only when it beat the raw forecast leave one task out
-(`calibration`); otherwise image forecasts stay raw.
+the advisor reads for image models, only when leave one task out it errs less than the raw forecast
+and decides no worse, and fine-tuning pays on at least two tasks (`calibration`); otherwise image
+forecasts stay raw.
 
     python benchmarks/advisor_suite_images.py [--tasks NAME ...] [--measure-only] [--refit]
 """
@@ -63,7 +64,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advisor_suite import MIN_GAIN, _f, fit_row, measure, refit, summary, task_row  # noqa: E402
+from advisor_suite import MIN_GAIN, _f, decision_with, fit_row, measure, refit, summary, task_row  # noqa: E402
 from advisor_suite import PROTOCOL as TEXT_PROTOCOL  # noqa: E402
 
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
@@ -211,20 +212,10 @@ PAYING_TASKS = 2  # tasks where it pays, before a fitted line may say how much i
 def raw_decisions(tasks: list[dict]) -> list[str]:
     """Each task's decision from its raw forecast (no calibration: what advise decides for images
     when no forecast_image.json ships), by the advisor's own rule."""
-    from finetune_advisor.advisor import Signals, _forecast, decide
-    from finetune_advisor.core import AdviceRecord
+    from finetune_advisor.advisor import _forecast
 
-    decisions = []
-    for row in tasks:
-        expected = row["advice"]["expected"]
-        if row["raw_fine_tune"] is not None:
-            forecast, half = _forecast.calibrate(row["raw_fine_tune"], row["probe"], row["valid_rows"],
-                                                 dict(_forecast.IDENTITY))
-            expected = {**expected, "fine_tune_accuracy": forecast, "uncertainty": half}
-        record = AdviceRecord.from_json({"decision": row["decision"], "reasons": [], "advisor_seconds": 0.0,
-                                         **row["advice"], "expected": expected})
-        decisions.append(decide(Signals.from_advice(record), min_gain=MIN_GAIN)[0])
-    return decisions
+    return [decision_with(row, dict(_forecast.IDENTITY))[2] if row["raw_fine_tune"] is not None else row["decision"]
+            for row in tasks]
 
 
 def calibration(record: dict) -> dict:
