@@ -37,9 +37,10 @@ import numpy as np
 
 from finetune_advisor.advisor._signals import cv_folds
 from finetune_advisor.core import (DataConfig, FeatureCache, TaskData, TrainConfig, fit_head, library_versions,
-                                   load_backbone, load_task, sample_indices, stratified_indices, train,
+                                   load_backbone, load_task, sample_indices, train,
                                    write_json_atomic)
 from finetune_advisor.core._data import valid_share
+from finetune_advisor.core._split import _allocate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_kfold.json"
 CANDIDATES = (0, 1, 2)  # unfrozen blocks, cheapest first
@@ -81,9 +82,8 @@ def one_draw(backbone, bbc, rows: int, seed: int) -> dict:
     rest = np.setdiff1d(np.arange(len(everything)), mine)
     test = everything.subset(rng.choice(rest, min(TEST_ROWS, len(rest)), replace=False))
     labelled = everything.subset(mine)
-    # the product's split of these rows (its default validation share for small data)
-    valid_idx = stratified_indices(labelled.labels, valid_share(len(labelled)), rng, min_per_class=1)
-    train_idx = np.setdiff1d(np.arange(len(labelled)), valid_idx)
+    # the product's split of these rows (core._split, at its default validation share for small data)
+    train_idx, valid_idx = _allocate(labelled.labels, [valid_share(len(labelled))], rng)
     train_s, valid_s = labelled.subset(train_idx), labelled.subset(valid_idx)
     cache = FeatureCache()
     runs = {"split": 0, "k-fold": 0}
