@@ -63,7 +63,7 @@ def _pilot(backbone, task, train_s, valid_s, last, c, probe, config, skipped, sa
             "gain_over_probe": expected - probe["accuracy"], "raw_fine_tune_accuracy": raw,
             "pilot_accuracy": accuracies, "pilot_probe_accuracy": probe_pilot, "pilot_rows": len(pilot),
             "pilot_method": "LP-FT: fine-tuned from the probe's head", "error_exponent": exponent,
-            "calibration": {key: calibration.get(key) for key in ("scale", "offset", "sd", "half_width", "tasks")},
+            "calibration": {key: calibration.get(key) for key in ("scale", "sd", "half_width", "tasks")},
             "suggested_unfrozen_layers": [max(1, k - 1), min(backbone.num_blocks, k + 2)]}, timings
 
 

@@ -41,11 +41,11 @@ baseline is the best (benchmarks/advisor_suite.py `measured_choice`). The measur
 in results/advisor_suite_images_measured.json while a task's data and the protocol hold, so a run
 cut short goes on where it stopped.
 
-The summary is computed by the text suite's code (benchmarks/advisor_suite.py `summary`, leave
-one task out). The calibration fitted on every task goes into advisor/forecast_image.json, which
-the advisor reads for image models, only when leave one task out it errs less than the raw forecast
-and decides no worse, and fine-tuning pays on at least two tasks (`calibration`); otherwise image
-forecasts stay raw.
+The summary and the shipped calibration come from the text suite's code (benchmarks/advisor_suite.py
+`calibrate_suite`, leave one task out): advisor/forecast_image.json, which the advisor reads for
+image models, holds a fitted scale only when leave one task out it errs less than the raw forecast
+and decides no worse, and fine-tuning pays on at least two tasks; otherwise it holds the raw
+forecast (scale 1) with its interval.
 
     python benchmarks/advisor_suite_images.py [--tasks NAME ...] [--measure-only] [--refit]
 """
@@ -64,7 +64,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advisor_suite import MIN_GAIN, _f, decision_with, fit_row, measure, refit, summary, task_row  # noqa: E402
+from advisor_suite import MIN_GAIN, _f, calibrate_suite, measure, summary, task_row  # noqa: E402
 from advisor_suite import PROTOCOL as TEXT_PROTOCOL  # noqa: E402
 
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
@@ -205,50 +205,6 @@ def ground_truth(backbone, task, key: str, cached: dict, say) -> dict:
             "baseline": float(np.mean(pixels == task.valid.labels)), "measure_seconds": time.perf_counter() - t0}
 
 
-PAYS = 0.05  # fine-tuning "pays" on a task where it beats the probe by this much (measured)
-PAYING_TASKS = 2  # tasks where it pays, before a fitted line may say how much it pays
-
-
-def raw_decisions(tasks: list[dict]) -> list[str]:
-    """Each task's decision from its raw forecast (no calibration: what advise decides for images
-    when no forecast_image.json ships), by the advisor's own rule."""
-    from finetune_advisor.advisor import _forecast
-
-    return [decision_with(row, dict(_forecast.IDENTITY))[2] if row["raw_fine_tune"] is not None else row["decision"]
-            for row in tasks]
-
-
-def calibration(record: dict) -> dict:
-    """advisor/forecast_image.json, fitted on every task (`refit`), but only when, leave one task
-    out, the fitted line beat the raw forecast (median absolute error) and decided no worse
-    (decision agreement against `raw_decisions`), and the suite holds at least PAYING_TASKS tasks
-    where fine-tuning beat the probe by PAYS; otherwise the file is removed and image forecasts
-    stay raw. A calibration that errs or decides worse on tasks it did not see is not shipped, nor
-    one fitted only where fine-tuning did not pay: it would learn that it never pays and shrink
-    every pilot's gain toward the probe."""
-    from finetune_advisor.advisor import _forecast
-
-    tasks, summary_ = record["tasks"], record["summary"]
-    fitted, raw = summary_["median_abs_error"], summary_["uncalibrated"]["median_abs_error"]
-    raw_agreement = float(np.mean([d == r["measured_choice"] for d, r in zip(raw_decisions(tasks), tasks)]))
-    summary_["uncalibrated"]["decision_agreement"] = raw_agreement
-    paying = [r["task"] for r in tasks if r["measured_fine_tune"] >= r["probe"] + PAYS]
-    problems = []
-    if fitted is None or raw is None or fitted >= raw:
-        problems.append(f"leave one task out its median error was {fitted:.3f} against the raw forecast's {raw:.3f}")
-    if summary_["decision_agreement"] < raw_agreement:
-        problems.append(f"leave one task out it decided right on {summary_['decision_agreement']:.2f} of the tasks, "
-                        f"the raw forecast on {raw_agreement:.2f}")
-    if len(paying) < PAYING_TASKS:
-        problems.append(f"fine-tuning beat the probe by {PAYS} on {len(paying)} task(s) ({', '.join(paying) or 'none'}), "
-                        f"fewer than {PAYING_TASKS}: a line fitted where it never paid would say it never pays")
-    if not problems:
-        return {**refit(tasks, "image"), "shipped": True, "paying_tasks": paying}
-    _forecast.IMAGE_CALIBRATION_FILE.unlink(missing_ok=True)
-    return {**_forecast.fit([fit_row(r) for r in tasks if r["raw_fine_tune"] is not None]), "shipped": False,
-            "paying_tasks": paying, "why": "; ".join(problems)}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="*", help="run only these tasks (default: all)")
@@ -260,8 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.refit:
         record = json.loads(RESULTS.read_text())
-        record["summary"] = summary(record["tasks"])
-        record["calibration"] = calibration(record)
+        record["summary"], record["calibration"] = calibrate_suite(record["tasks"], "image")
         write_json_atomic(RESULTS, record)
         print(json.dumps(record["summary"], indent=2))
         return
@@ -305,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "median_abs_error": "<= 0.04", "interval_coverage": ">= 0.8"}}
             write_json_atomic(RESULTS, record)  # after each task: a long run keeps what it measured
     if record:
-        record["calibration"] = calibration(record)
+        record["summary"], record["calibration"] = calibrate_suite(results, "image")
         write_json_atomic(RESULTS, record)
         print(json.dumps(record["summary"], indent=2))
         print(f"wrote {RESULTS}")

@@ -106,6 +106,7 @@ def test_a_built_wheel_installs_one_package_that_runs_the_demo(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"finetune_advisor"}
     for data in ("finetune_advisor/core/demo/fashion-mnist.npz", "finetune_advisor/advisor/forecast.json",
+                 "finetune_advisor/advisor/forecast_image.json",
                  "finetune_advisor/advisor/reference.txt"):
         assert data in names
     env_dir = tmp_path / "venv"

@@ -1,0 +1,58 @@
+"""The advisor suites' bookkeeping, on their recorded results (no training): the shipped
+calibrations are what the suites' code gives, and both modalities go through the same code."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import advisor_suite  # noqa: E402
+import advisor_suite_images  # noqa: E402
+
+from finetune_advisor.advisor import _forecast  # noqa: E402
+
+SUITES = {"text": advisor_suite.RESULTS, "image": advisor_suite_images.RESULTS}
+
+
+@pytest.fixture
+def calibration_files(tmp_path, monkeypatch):
+    """Where calibrate_suite writes, in tmp_path rather than the package."""
+    monkeypatch.setattr(_forecast, "calibration_file", lambda modality: tmp_path / f"{modality}.json")
+    return tmp_path
+
+
+def test_the_image_suite_is_summarised_and_calibrated_by_the_text_suites_code():
+    assert advisor_suite_images.summary is advisor_suite.summary
+    assert advisor_suite_images.calibrate_suite is advisor_suite.calibrate_suite
+    assert advisor_suite_images.measure is advisor_suite.measure
+
+
+@pytest.mark.parametrize("modality", sorted(SUITES))
+def test_the_shipped_calibration_is_what_the_suite_gives_on_its_recorded_results(modality, calibration_files):
+    record = json.loads(SUITES[modality].read_text())
+    summary, calibration = advisor_suite.calibrate_suite(copy.deepcopy(record["tasks"]), modality)
+    shipped = _forecast.load_calibration(_forecast.CALIBRATION_FILE if modality == "text"
+                                         else _forecast.IMAGE_CALIBRATION_FILE)
+    for key in ("scale", "half_width", "tasks", "valid_rows"):
+        assert calibration[key] == pytest.approx(shipped[key]), key
+    for key in advisor_suite.HEADLINE + ("forecast",):
+        assert summary[key] == pytest.approx(record["summary"][key]), key
+
+
+def test_a_scale_is_not_fitted_on_a_suite_where_fine_tuning_never_paid(calibration_files):
+    """Without the image suite's two tasks where fine-tuning paid 15-22 points, the rule ships the
+    raw forecast (scale 1), whatever the fitted line's errors: it would learn that fine-tuning
+    never pays."""
+    tasks = [t for t in json.loads(SUITES["image"].read_text())["tasks"] if t["task"] not in ("side", "shoe-side")]
+    summary, calibration = advisor_suite.calibrate_suite(tasks, "image")
+    assert calibration["scale"] == 1.0 and not calibration["scale_fitted"]
+    assert summary["forecast"] == "raw" and summary["other"]["forecast"] == "fitted scale"
+    assert "fewer than 2" in calibration["why"]
+    assert json.loads((calibration_files / "image.json").read_text())["scale"] == 1.0
