@@ -401,8 +401,14 @@ def summary(results: list[dict], scale: float | None = None) -> dict:
     large = [r for r in results if r["train_rows"] >= 1000]
     errors = [abs(r["loo"]["forecast"] - r["measured_fine_tune"]) for r in rows]
     covered = [e <= r["loo"]["uncertainty"] for e, r in zip(errors, rows)]
+    regrets = {r["task"]: regret(r, r["loo"]["decision"]) for r in results}
+    regrets = {task: value for task, value in regrets.items() if value is not None}
     return {"tasks": len(results),
             "decision_agreement": float(np.mean([r["loo"]["decision"] == r["measured_choice"] for r in results])),
+            "decision_regret": {"mean": float(np.mean(list(regrets.values()))) if regrets else None,
+                                "max": max(regrets.values(), default=None),
+                                "worst": max(regrets, key=regrets.get) if regrets else None,
+                                "rule": "the best measured accuracy of any choice minus the advised choice's"},
             "kendall_tau": kendall_tau([(r["loo"]["forecast"], r["measured_fine_tune"]) for r in rows]),
             "median_abs_error": float(np.median(errors)) if errors else None,
             "interval_coverage": float(np.mean(covered)) if covered else None,
@@ -417,9 +423,22 @@ def summary(results: list[dict], scale: float | None = None) -> dict:
                       "on the other tasks"}
 
 
+def regret(row: dict, decision: str) -> float | None:
+    """What following `decision` lost on the task: the best measured accuracy of the four choices
+    minus the measured accuracy of `decision` (zero-shot: the advisor's own zero-shot accuracy, the
+    only one measured; change-model: the model without pretraining). 0 when the advice is the best
+    choice; up to min_gain when it is a cheaper choice within it. None when `decision`'s accuracy
+    was not measured."""
+    measured = {"zero-shot": row["zero_shot"], "head-only": row["measured_head"],
+                "fine-tune": row["measured_fine_tune"], "change-model": row["measured_ngram"]}
+    if measured.get(decision) is None:
+        return None
+    return max(acc for acc in measured.values() if acc is not None) - measured[decision]
+
+
 PAYS = 0.05  # fine-tuning "pays" on a task where it beats the probe by this much (measured)
 PAYING_TASKS = 2  # tasks where it pays, before a fitted scale may say how much it pays
-HEADLINE = ("decision_agreement", "kendall_tau", "median_abs_error", "interval_coverage")
+HEADLINE = ("decision_agreement", "kendall_tau", "median_abs_error", "interval_coverage", "decision_regret")
 
 
 def calibrate_suite(results: list[dict], modality: str = "text") -> tuple[dict, dict]:
