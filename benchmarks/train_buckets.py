@@ -24,7 +24,6 @@ import csv
 import os
 import platform
 import re
-import sys
 import tempfile
 from pathlib import Path
 

@@ -19,7 +19,6 @@ TYPES = {"advice.json": AdviceRecord, "search.json": SearchRecord, "export.json"
 
 @pytest.mark.parametrize("file", sorted(TYPES))
 def test_a_record_of_the_previous_version_reads_into_its_type_with_every_key_known(file):
-    raw = json.loads((OLD / file).read_text())
     record = TYPES[file].read(OLD / file)
     assert record.unknown_keys() == []  # every key it wrote has a typed field today
     again = TYPES[file].from_json(record.to_json())
