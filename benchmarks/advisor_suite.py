@@ -209,6 +209,17 @@ FORTUNES = Path("/usr/share/games/fortunes")
 INSTALL = "apt-get install fortunes fortunes-de; pip install kaomoji-dataset"
 
 
+def fortune_entries(topic: str) -> list[str]:
+    """The entries of a fortunes topic file ("de/fussball" for fortunes-de) of 20 to 600 characters,
+    whitespace collapsed, in file order."""
+    path = FORTUNES / topic
+    if not path.is_file():
+        sys.exit(f"{path} is missing: install the data sets first ({INSTALL}).")
+    text = re.sub(r".\x08", "", path.read_text(encoding="utf-8", errors="replace"))  # overstruck letters
+    entries = (" ".join(e.split()) for e in re.split(r"\n%\n", text))
+    return [e for e in entries if 20 <= len(e) <= 600]
+
+
 def real_tasks(rng) -> dict[str, list[tuple[str, str]]]:
     """The labelled sets of the `fortunes`, `fortunes-de` and `kaomoji-dataset` packages (see the
     module docstring), as name -> [(text, label)]."""
@@ -216,12 +227,7 @@ def real_tasks(rng) -> dict[str, list[tuple[str, str]]]:
     import importlib.util
 
     def fortunes(topic: str) -> list[str]:
-        path = FORTUNES / topic
-        if not path.is_file():
-            sys.exit(f"{path} is missing: install the data sets first ({INSTALL}).")
-        text = re.sub(r".\x08", "", path.read_text(encoding="utf-8", errors="replace"))  # overstruck letters
-        entries = (" ".join(e.split()) for e in re.split(r"\n%\n", text))
-        entries = [e for e in entries if 20 <= len(e) <= 600]
+        entries = fortune_entries(topic)
         return [entries[i] for i in rng.permutation(len(entries))]
 
     def pick(counts: dict[str, int]) -> list[tuple[str, str]]:
@@ -426,7 +432,8 @@ def summary(results: list[dict], scale: float | None = None) -> dict:
     return {"tasks": len(results),
             "decision_agreement": float(np.mean([r["loo"]["decision"] == best_choice(r) for r in results])),
             "decision_agreement_split": float(np.mean([r["loo"]["decision"] == r["measured_choice"] for r in results])),
-            "best_choice_held_out": sorted(r["task"] for r in results if "held_out" in r),
+            "close_calls": [r["task"] for r in results if close_call(r)],
+            "best_choice_held_out": [r["task"] for r in results if "held_out" in r],
             "decision_regret": {"mean": float(np.mean(list(regrets.values()))) if regrets else None,
                                 "max": max(regrets.values(), default=None),
                                 "worst": max(regrets, key=regrets.get) if regrets else None,
@@ -445,21 +452,31 @@ def summary(results: list[dict], scale: float | None = None) -> dict:
                       "on the other tasks"}
 
 
+def close_call(row: dict) -> bool:
+    """Whether the task's measured best choice beat the runner-up by no more than the noise of its
+    validation rows: `noise_floor` (2 standard errors of a difference) at the mean of the two
+    accuracies, as `measure` tells a fine-tuned k from the head."""
+    accuracies = [row["zero_shot"], row["measured_head"], row["measured_fine_tune"], row["measured_ngram"]]
+    best, second = sorted((a for a in accuracies if a is not None), reverse=True)[:2]
+    return best - second <= noise_floor(row["valid_rows"], (best + second) / 2)
+
+
 def best_choice(row: dict) -> str:
     """The task's measured best choice: on the unseen rows where it was measured again, else on its
     validation rows."""
     return (row.get("held_out") or {}).get("choice", row["measured_choice"])
 
 
-def with_held_out(results: list[dict]) -> None:
-    """Where benchmarks/advisor_holdout.py measured a task's close call again, on about 1,000 rows
-    the task never held, for the same training rows (its fingerprint matches the cached ground
-    truth's), write that measurement into the row as `held_out`: its best choice judges the
+def with_held_out(results: list[dict], held_out: Path | None = None, measured: Path | None = None) -> None:
+    """Where benchmarks/advisor_holdout.py (images: advisor_holdout_images.py) measured a task's
+    close call again, on about 1,000 rows the task never held, for the same training rows (its
+    fingerprint matches the cached ground truth's), write that measurement into the row as `held_out`: its best choice judges the
     decision (`best_choice`, `regret`) in place of the one on the few validation rows. The
     forecast is still judged on the validation rows: it forecasts what the search reaches there."""
-    held = {r["task"]: r for r in json.loads(HELD_OUT.read_text())["tasks"]} if HELD_OUT.is_file() else {}
-    keys = {name: entry["fingerprint"] for name, entry in json.loads(MEASURED.read_text()).items()} \
-        if MEASURED.is_file() else {}
+    held_out, measured = held_out or HELD_OUT, measured or MEASURED  # the image suite passes its own
+    held = {r["task"]: r for r in json.loads(held_out.read_text())["tasks"]} if held_out.is_file() else {}
+    keys = {name: entry["fingerprint"] for name, entry in json.loads(measured.read_text()).items()} \
+        if measured.is_file() else {}
     for row in results:
         row.pop("held_out", None)
         unseen = held.get(row["task"])

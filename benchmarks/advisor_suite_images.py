@@ -45,7 +45,8 @@ The summary and the shipped calibration come from the text suite's code (benchma
 `calibrate_suite`, leave one task out): advisor/forecast_image.json, which the advisor reads for
 image models, holds a fitted scale only when leave one task out it errs less than the raw forecast
 and decides no worse, and fine-tuning pays on at least two tasks; otherwise it holds the raw
-forecast (scale 1) with its interval.
+forecast (scale 1) with its interval. Close calls measured again on unseen images
+(benchmarks/advisor_holdout_images.py) are judged there, as on text.
 
     python benchmarks/advisor_suite_images.py [--tasks NAME ...] [--measure-only] [--refit]
 """
@@ -64,7 +65,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advisor_suite import MIN_GAIN, _f, calibrate_suite, measure, summary, task_row  # noqa: E402
+from advisor_suite import MIN_GAIN, _f, calibrate_suite, measure, summary, task_row, with_held_out  # noqa: E402
 from advisor_suite import PROTOCOL as TEXT_PROTOCOL  # noqa: E402
 
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
@@ -73,6 +74,7 @@ from finetune_advisor.core import DataConfig, library_versions, load_backbone, l
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite_images.json"
 MEASURED = RESULTS.with_name("advisor_suite_images_measured.json")
+HELD_OUT = RESULTS.with_name("advisor_holdout_images.json")  # close calls measured again (advisor_holdout_images.py)
 # the text suite's protocol (LP-FT from the closed-form head, extra seeds within noise) at the
 # pilot's learning rates for a CNN and the search's default epochs
 PROTOCOL = {**TEXT_PROTOCOL, "epochs": 3, "lr_top": 3e-4, "lr_all": 1e-4}
@@ -216,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.refit:
         record = json.loads(RESULTS.read_text())
+        with_held_out(record["tasks"], HELD_OUT, MEASURED)
         record["summary"], record["calibration"] = calibrate_suite(record["tasks"], "image")
         write_json_atomic(RESULTS, record)
         print(json.dumps(record["summary"], indent=2))
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "median_abs_error": "<= 0.04", "interval_coverage": ">= 0.8"}}
             write_json_atomic(RESULTS, record)  # after each task: a long run keeps what it measured
     if record:
+        with_held_out(results, HELD_OUT, MEASURED)
         record["summary"], record["calibration"] = calibrate_suite(results, "image")
         write_json_atomic(RESULTS, record)
         print(json.dumps(record["summary"], indent=2))
