@@ -75,3 +75,14 @@ def test_a_close_call_measured_again_on_unseen_rows_judges_the_decision_only_for
     assert [advisor_suite.best_choice(r) for r in rows] == ["fine-tune", "head-only"]
     assert advisor_suite.regret(rows[0], "head-only") == pytest.approx(0.05)  # on the unseen rows
     assert advisor_suite.regret(rows[1], "head-only") == pytest.approx(0.0)  # on the split
+
+
+def test_a_close_call_is_a_best_choice_within_the_noise_of_its_validation_rows():
+    """2 x sqrt(2) standard errors at the two accuracies' mean: at 0.91 on 200 rows about 0.057."""
+    def row(head, fine_tune, valid_rows=200):
+        return {"zero_shot": None, "measured_head": head, "measured_fine_tune": fine_tune, "measured_ngram": 0.5,
+                "valid_rows": valid_rows}
+
+    assert advisor_suite.close_call(row(0.90, 0.92))
+    assert not advisor_suite.close_call(row(0.85, 0.95))
+    assert not advisor_suite.close_call(row(0.90, 0.92, valid_rows=20000))  # many rows tell 2 points apart
