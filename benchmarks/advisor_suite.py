@@ -470,9 +470,10 @@ def best_choice(row: dict) -> str:
 def with_held_out(results: list[dict], held_out: Path | None = None, measured: Path | None = None) -> None:
     """Where benchmarks/advisor_holdout.py (images: advisor_holdout_images.py) measured a task's
     close call again, on about 1,000 rows the task never held, for the same training rows (its
-    fingerprint matches the cached ground truth's), write that measurement into the row as `held_out`: its best choice judges the
-    decision (`best_choice`, `regret`) in place of the one on the few validation rows. The
-    forecast is still judged on the validation rows: it forecasts what the search reaches there."""
+    fingerprint matches the cached ground truth's), write that measurement into the row as
+    `held_out`: its best choice judges the decision (`best_choice`, `regret`) in place of the one
+    on the few validation rows. The forecast is still judged on the validation rows: it forecasts
+    what the search reaches there."""
     held_out, measured = held_out or HELD_OUT, measured or MEASURED  # the image suite passes its own
     held = {r["task"]: r for r in json.loads(held_out.read_text())["tasks"]} if held_out.is_file() else {}
     keys = {name: entry["fingerprint"] for name, entry in json.loads(measured.read_text()).items()} \
