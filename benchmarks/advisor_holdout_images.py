@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from advisor_holdout import judge, report, say  # noqa: E402
 from advisor_suite import close_call  # noqa: E402
-from advisor_suite_images import PROTOCOL, RESULTS, _save, build_tasks, content_key, measure  # noqa: E402
+from advisor_suite_images import (PROTOCOL, RESULTS, _save, build_tasks, canvas, content_key,  # noqa: E402
+                                  fashion_images, look, measure)
 
 from finetune_advisor.advisor._signals import pixel_predictions  # noqa: E402
 from finetune_advisor.core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
 
 OUT = RESULTS.with_name("advisor_holdout_images.json")
 HELD_OUT_ROWS = 1000
-LOOKS = ("fashion", "blur", "inverted", "few-shot")  # Fashion-MNIST as the suite draws it for these
-SPARE = LOOKS + ("side",)
+SPARE = ("fashion", "blur", "inverted", "few-shot", "side")  # the tasks built from bundled Fashion-MNIST
 
 
 def _pixels(path: Path, box=None) -> bytes:
@@ -50,11 +50,9 @@ def _pixels(path: Path, box=None) -> bytes:
 def unseen_images(folder: Path, name: str, rng) -> dict[str, list]:
     """HELD_OUT_ROWS images of task `name`'s kind, as {label: [PIL image]}, from bundled Fashion-MNIST
     images that no image of the task holds."""
-    from PIL import Image, ImageFilter, ImageOps
+    from PIL import Image
 
-    fashion = load_task("demo:fashion-mnist", DataConfig(test_fraction=0.0, valid_fraction=0.1))
-    paths = list(fashion.train.texts) + list(fashion.valid.texts)
-    labels = np.r_[fashion.train.labels, fashion.valid.labels]
+    fashion, paths, labels = fashion_images()
     if name == "side":
         boxes = [(0, 0, 28, 28), (28, 0, 56, 28)]
         seen = {_pixels(p, box) for p in (folder / "side").rglob("*.png") for box in boxes}
@@ -62,17 +60,12 @@ def unseen_images(folder: Path, name: str, rng) -> dict[str, list]:
         seen = {_pixels(p) for p in (folder / "fashion").rglob("*.png")}
     free = [i for i in rng.permutation(len(paths)) if _pixels(paths[i]) not in seen]
     if name == "side":
-        def canvas(i: int, x: int) -> Image.Image:
-            image = Image.new("L", (56, 28))
-            image.paste(Image.open(paths[i]).convert("L"), (x, 0))
-            return image
-
         half = HELD_OUT_ROWS // 2
-        return {"left": [canvas(i, 0) for i in free[:half]], "right": [canvas(i, 28) for i in free[half:2 * half]]}
-    look = {"blur": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)), "inverted": ImageOps.invert}.get(
-        name, lambda im: im)
+        return {"left": [canvas(paths, i, None) for i in free[:half]],
+                "right": [canvas(paths, None, i) for i in free[half:2 * half]]}
     per_class = HELD_OUT_ROWS // fashion.num_labels
-    return {fashion.labels[c]: [look(Image.open(paths[i]).convert("L")) for i in [i for i in free if labels[i] == c][:per_class]]
+    return {fashion.labels[c]: [look(name)(Image.open(paths[i]).convert("L"))
+                                for i in [i for i in free if labels[i] == c][:per_class]]
             for c in range(fashion.num_labels)}
 
 

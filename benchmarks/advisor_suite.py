@@ -88,8 +88,8 @@ from finetune_advisor.core import (DEFAULT_TRIALS, AdviceRecord, DataConfig, Tra
 from finetune_advisor.core._data import noise_floor  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite.json"
-MEASURED = RESULTS.with_name("advisor_suite_measured.json")
-HELD_OUT = RESULTS.with_name("advisor_holdout.json")  # close calls measured again on unseen rows (advisor_holdout.py)  # the ground truth, reused while the data and protocol hold
+MEASURED = RESULTS.with_name("advisor_suite_measured.json")  # the ground truth, reused while the data and protocol hold
+HELD_OUT = RESULTS.with_name("advisor_holdout.json")  # close calls measured again on unseen rows (advisor_holdout.py)
 # Training that stands in for the search (4 epochs at fixed learning rates, no early stop).
 PROTOCOL = {"epochs": 4, "head": "closed-form", "head_start": "probe", "lr_top": 1e-4, "lr_all": 5e-5,
             "head_lr_multiplier": 3, "extra_seeds": [1, 2]}

@@ -113,22 +113,44 @@ def _skimage_data() -> Path:
     return Path(spec.submodule_search_locations[0]) / "data"
 
 
+def fashion_images():
+    """(the bundled Fashion-MNIST task, every image's path, every image's label id), in the order
+    the tasks draw from."""
+    fashion = load_task("demo:fashion-mnist", DataConfig(test_fraction=0.0, valid_fraction=0.1))
+    return fashion, list(fashion.train.texts) + list(fashion.valid.texts), np.r_[fashion.train.labels, fashion.valid.labels]
+
+
+def look(name: str):
+    """What a Fashion-MNIST task does to each image: blur (radius 1.5 px), inverted, or nothing."""
+    from PIL import ImageFilter, ImageOps
+
+    return {"blur": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)), "inverted": ImageOps.invert}.get(
+        name, lambda im: im)
+
+
+def canvas(paths: list, left: int | None, right: int | None):
+    """A 56 x 28 canvas with image `left` in its left half and `right` in its right (None: empty)."""
+    from PIL import Image
+
+    image = Image.new("L", (56, 28))
+    for i, x in ((left, 0), (right, 28)):
+        if i is not None:
+            image.paste(Image.open(paths[i]).convert("L"), (x, 0))
+    return image
+
+
 def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     """Write each task as image folders; returns name -> (train folder, DataConfig)."""
-    from PIL import Image, ImageFilter, ImageOps
+    from PIL import Image
     from sklearn.datasets import load_digits
 
     rng = np.random.default_rng(0)
-    fashion = load_task("demo:fashion-mnist", DataConfig(test_fraction=0.0, valid_fraction=0.1))
-    paths = list(fashion.train.texts) + list(fashion.valid.texts)
-    labels = np.r_[fashion.train.labels, fashion.valid.labels]
+    fashion, paths, labels = fashion_images()
     chosen = {fashion.labels[c]: rng.permutation(np.flatnonzero(labels == c))[:TRAIN + VALID]
               for c in range(fashion.num_labels)}
-    looks = {"fashion": lambda im: im, "blur": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
-             "inverted": ImageOps.invert}
-    tasks = {name: _split_folders(folder, name, {label: [look(Image.open(paths[i]).convert("L")) for i in idx]
+    tasks = {name: _split_folders(folder, name, {label: [look(name)(Image.open(paths[i]).convert("L")) for i in idx]
                                                  for label, idx in chosen.items()}, TRAIN)
-             for name, look in looks.items()}
+             for name in ("fashion", "blur", "inverted")}
     tasks["few-shot"] = _few_shot(folder, "few-shot", "fashion")
 
     digits = load_digits()
@@ -164,21 +186,14 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     shoes = np.flatnonzero(np.isin(labels, [fashion.labels.index(s) for s in ("sandal", "sneaker", "ankle-boot")]))
     others = np.setdiff1d(np.arange(len(paths)), shoes)
 
-    def canvas(left: int | None, right: int | None) -> Image.Image:
-        image = Image.new("L", (56, 28))
-        for i, x in ((left, 0), (right, 28)):
-            if i is not None:
-                image.paste(Image.open(paths[i]).convert("L"), (x, 0))
-        return image
-
     n = SIDE_TRAIN + SIDE_VALID
     items = rng.choice(len(paths), 2 * n, replace=False)
-    tasks["side"] = _split_folders(folder, "side", {"left": [canvas(i, None) for i in items[:n]],
-                                                    "right": [canvas(None, i) for i in items[n:]]}, SIDE_TRAIN)
+    tasks["side"] = _split_folders(folder, "side", {"left": [canvas(paths, i, None) for i in items[:n]],
+                                                    "right": [canvas(paths, None, i) for i in items[n:]]}, SIDE_TRAIN)
     shoe, other = rng.choice(shoes, 2 * n, replace=False), rng.choice(others, 2 * n, replace=False)
     tasks["shoe-side"] = _split_folders(folder, "shoe-side", {
-        "shoe-left": [canvas(shoe[k], other[k]) for k in range(n)],
-        "shoe-right": [canvas(other[k], shoe[k]) for k in range(n, 2 * n)]}, SIDE_TRAIN)
+        "shoe-left": [canvas(paths, shoe[k], other[k]) for k in range(n)],
+        "shoe-right": [canvas(paths, other[k], shoe[k]) for k in range(n, 2 * n)]}, SIDE_TRAIN)
     return tasks
 
 
