@@ -268,14 +268,14 @@ def measured_choice(zero_shot, head, fine_tune, ngram, chance) -> str:
     return next(name for name, acc in options if acc is not None and acc >= best - MIN_GAIN)
 
 
-def measure(backbone, task, say=lambda msg: None, protocol: dict = PROTOCOL) -> dict:
+def measure(backbone, task, say=lambda msg: None, protocol: dict = PROTOCOL, precision: str = "auto") -> dict:
     """Ground truth for one task (`protocol`): k = 0 is the closed-form head on the frozen features
     of all training rows (core.fit_head, what the search fits for head-only); k = 1, 2 and L start
     from that head (LP-FT, as the search's trials do) and train its epochs (4), seed 0. When the best
     fine-tuned k is within noise of the head (2 standard errors of a difference of two accuracies on
     the validation rows), it is trained again with the extra seeds and its accuracy is the mean
     over the seeds. k = 0's seconds per epoch are those of one epoch of a head on cached features
-    (what the search's k = 0 trials cost)."""
+    (what the search's k = 0 trials cost). `precision` is TrainConfig's ("auto": fp32 on the CPU)."""
     from finetune_advisor.core import FeatureCache, fit_head
 
     full = backbone.num_blocks
@@ -289,7 +289,7 @@ def measure(backbone, task, say=lambda msg: None, protocol: dict = PROTOCOL) -> 
     def run(k, seed, epochs=protocol["epochs"]):
         config = TrainConfig(unfrozen_layers=k, epochs=epochs, patience=0, max_length=MAX_LENGTH, seed=seed,
                              learning_rate=protocol["lr_all"] if k == full else protocol["lr_top"],
-                             head_lr_multiplier=protocol["head_lr_multiplier"])
+                             head_lr_multiplier=protocol["head_lr_multiplier"], precision=precision)
         result = train(backbone, task, config, cache=cache, head_init=(weight, bias), progress=False)
         say(f"k={k} seed {seed}: {result.best_valid_accuracy:.3f}")
         return result.best_valid_accuracy, result.epoch_seconds
@@ -469,7 +469,7 @@ def best_choice(row: dict) -> str:
 
 def with_held_out(results: list[dict], held_out: Path | None = None, measured: Path | None = None) -> None:
     """Where benchmarks/advisor_holdout.py (images: advisor_holdout_images.py) measured a task's
-    close call again, on about 1,000 rows the task never held, for the same training rows (its
+    close call again, on 1,000 to 5,000 rows the task never held, for the same training rows (its
     fingerprint matches the cached ground truth's), write that measurement into the row as
     `held_out`: its best choice judges the decision (`best_choice`, `regret`) in place of the one
     on the few validation rows. The forecast is still judged on the validation rows: it forecasts

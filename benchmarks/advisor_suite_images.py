@@ -128,14 +128,16 @@ def look(name: str):
         name, lambda im: im)
 
 
-def canvas(paths: list, left: int | None, right: int | None):
-    """A 56 x 28 canvas with image `left` in its left half and `right` in its right (None: empty)."""
+def canvas(items: list, left: int | None, right: int | None):
+    """A 56 x 28 canvas with item `left` in its left half and `right` in its right (None: empty);
+    an item is a 28 px image or its path."""
     from PIL import Image
 
     image = Image.new("L", (56, 28))
     for i, x in ((left, 0), (right, 28)):
         if i is not None:
-            image.paste(Image.open(paths[i]).convert("L"), (x, 0))
+            item = items[i] if isinstance(items[i], Image.Image) else Image.open(items[i])
+            image.paste(item.convert("L"), (x, 0))
     return image
 
 

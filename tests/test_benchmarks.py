@@ -86,3 +86,35 @@ def test_a_close_call_is_a_best_choice_within_the_noise_of_its_validation_rows()
     assert advisor_suite.close_call(row(0.90, 0.92))
     assert not advisor_suite.close_call(row(0.85, 0.95))
     assert not advisor_suite.close_call(row(0.90, 0.92, valid_rows=20000))  # many rows tell 2 points apart
+
+
+def test_held_out_images_are_the_test_files_images_made_as_the_task_makes_its_own(tmp_path):
+    """advisor_holdout_images reads Fashion-MNIST's idx files and gives each class its share of
+    the test images with the task's look (inverted here), and side canvases half left, half right,
+    each test image once."""
+    import gzip
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    import advisor_holdout_images as holdout
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), np.repeat(np.arange(10), 4).astype(np.uint8)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(16) + images.tobytes()))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(8) + labels.tobytes()))
+    test = holdout.fashion_test(str(tmp_path))
+    assert np.array_equal(test[0], images) and np.array_equal(test[1], labels)
+
+    inverted = holdout.unseen_images("inverted", test, 20, np.random.default_rng(3))
+    assert list(inverted) == list(holdout.CLASSES) and all(len(v) == 2 for v in inverted.values())
+    expected = np.asarray(ImageOps.invert(Image.fromarray(images[4 * 3])))  # the first image of class 3
+    assert np.array_equal(np.asarray(inverted[holdout.CLASSES[3]][0]), expected)
+
+    side = holdout.unseen_images("side", test, 40, np.random.default_rng(3))
+    lefts, rights = (np.stack([np.asarray(c) for c in side[s]]) for s in ("left", "right"))
+    assert len(lefts) == len(rights) == 20
+    assert not rights[:, :, :28].any() and not lefts[:, :, 28:].any()
+    tiles = {im.tobytes() for im in images}
+    used = [c[:, :28].tobytes() for c in lefts] + [c[:, 28:].tobytes() for c in rights]
+    assert set(used) == tiles and len(used) == len(tiles)
