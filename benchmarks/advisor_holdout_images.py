@@ -27,7 +27,6 @@ A task takes about 15 minutes on 2 CPU cores; on a GPU, several tasks run at onc
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import tempfile
@@ -37,14 +36,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "demo"))  # the reader of Fashion-MNIST's files
 
 from advisor_holdout import judge, report, say  # noqa: E402
 from advisor_suite import close_call  # noqa: E402
-from advisor_suite_images import (PROTOCOL, RESULTS, _save, _skimage_data, build_tasks, canvas,  # noqa: E402
-                                  content_key, look, measure)
+from advisor_suite_images import (PROTOCOL, RESULTS, _save, build_tasks, canvas, content_key, look,  # noqa: E402
+                                  measure, texture_crop, texture_photos)
 
 from finetune_advisor.advisor._signals import pixel_predictions  # noqa: E402
 from finetune_advisor.core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
+from build_fashion_mnist import read_idx  # noqa: E402
+
 from finetune_advisor.core._demos import CLASSES  # noqa: E402
 
 OUT = RESULTS.with_name("advisor_holdout_images.json")
@@ -56,13 +58,10 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 def fashion_test(folder: str) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST's official test file: uint8 images [10000, 28, 28] and their class ids (CLASSES)."""
-    root = Path(folder)
-    if not (root / "t10k-images-idx3-ubyte.gz").is_file():
-        sys.exit(f"{root}/t10k-images-idx3-ubyte.gz is missing: apt-get install dataset-fashion-mnist, "
+    if not (Path(folder) / "t10k-images-idx3-ubyte.gz").is_file():
+        sys.exit(f"{folder}/t10k-images-idx3-ubyte.gz is missing: apt-get install dataset-fashion-mnist, "
                  "or pass --fashion-mnist FOLDER.")
-    images = np.frombuffer(gzip.decompress((root / "t10k-images-idx3-ubyte.gz").read_bytes()), np.uint8, offset=16)
-    labels = np.frombuffer(gzip.decompress((root / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8)
-    return images.reshape(-1, 28, 28), labels
+    return read_idx(folder, "t10k")
 
 
 def unseen_images(name: str, test: tuple[np.ndarray, np.ndarray], rows: int, rng) -> dict[str, list]:
@@ -71,15 +70,9 @@ def unseen_images(name: str, test: tuple[np.ndarray, np.ndarray], rows: int, rng
     from PIL import Image
 
     if name == "textures":
-        data, side, per_class = _skimage_data(), 32, TEXTURE_CROPS * rows // HELD_OUT_ROWS
-        crops = {}
-        for texture in ("brick", "grass", "gravel"):
-            photo = np.asarray(Image.open(data / f"{texture}.png").convert("L"))
-            half = photo.shape[0] // 2
-            ys = half + rng.integers(0, half - side, per_class)
-            xs = rng.integers(0, photo.shape[1] - side, per_class)
-            crops[texture] = [Image.fromarray(photo[y:y + side, x:x + side]) for y, x in zip(ys, xs)]
-        return crops
+        per_class = TEXTURE_CROPS * rows // HELD_OUT_ROWS
+        return {texture: [texture_crop(photo, "bottom", rng) for _ in range(per_class)]
+                for texture, photo in texture_photos().items()}
     images, labels = test
     tiles = [Image.fromarray(image) for image in images]
     if name == "side":

@@ -141,6 +141,25 @@ def canvas(items: list, left: int | None, right: int | None):
     return image
 
 
+def texture_photos() -> dict[str, np.ndarray]:
+    """scikit-image's brick, grass and gravel photographs, grayscale uint8 [512, 512]."""
+    from PIL import Image
+
+    data = _skimage_data()
+    return {name: np.asarray(Image.open(data / f"{name}.png").convert("L")) for name in ("brick", "grass", "gravel")}
+
+
+def texture_crop(photo: np.ndarray, half: str, rng, side: int = 32):
+    """A random side x side crop of `photo` lying in its top or bottom half (training crops come
+    from the top, validation and held-out crops from the bottom: none shares a pixel across)."""
+    from PIL import Image
+
+    rows = photo.shape[0] // 2
+    y = (0 if half == "top" else rows) + int(rng.integers(0, rows - side))
+    x = int(rng.integers(0, photo.shape[1] - side))
+    return Image.fromarray(photo[y:y + side, x:x + side])
+
+
 def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
     """Write each task as image folders; returns name -> (train folder, DataConfig)."""
     from PIL import Image
@@ -169,18 +188,10 @@ def build_tasks(folder: Path) -> dict[str, tuple[str, DataConfig]]:
         "face": [Image.fromarray(lfw[i]) for i in order], "not-face": [Image.fromarray(lfw[100 + i]) for i in order]},
         70)
 
-    side = 32
     crops = {}
-    for name in ("brick", "grass", "gravel"):
-        photo = np.asarray(Image.open(data / f"{name}.png").convert("L"))
-        half = photo.shape[0] // 2
-
-        def crop(top: int, photo=photo) -> Image.Image:
-            y = top + int(rng.integers(0, half - side))
-            x = int(rng.integers(0, photo.shape[1] - side))
-            return Image.fromarray(photo[y:y + side, x:x + side])
-
-        crops[name] = [crop(0) for _ in range(TRAIN)] + [crop(half) for _ in range(VALID)]
+    for name, photo in texture_photos().items():
+        crops[name] = ([texture_crop(photo, "top", rng) for _ in range(TRAIN)]
+                       + [texture_crop(photo, "bottom", rng) for _ in range(VALID)])
     tasks["textures"] = _split_folders(folder, "textures", crops, TRAIN)
 
     # where a thing is, which a pooled feature blurs: Fashion-MNIST items on a 56 x 28 canvas

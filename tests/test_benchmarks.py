@@ -118,3 +118,17 @@ def test_held_out_images_are_the_test_files_images_made_as_the_task_makes_its_ow
     tiles = {im.tobytes() for im in images}
     used = [c[:, :28].tobytes() for c in lefts] + [c[:, 28:].tobytes() for c in rights]
     assert set(used) == tiles and len(used) == len(tiles)
+
+
+def test_texture_crops_from_the_top_and_the_bottom_half_share_no_pixel():
+    """Training crops come from a photograph's top half, validation and held-out crops from its
+    bottom half: on a photograph whose value is its row // 2, every top crop reads below 128 and
+    every bottom crop 128 or more."""
+    import numpy as np
+
+    photo = np.repeat((np.arange(512) // 2).astype(np.uint8)[:, None], 512, axis=1)
+    rng = np.random.default_rng(0)
+    top = np.stack([np.asarray(advisor_suite_images.texture_crop(photo, "top", rng)) for _ in range(200)])
+    bottom = np.stack([np.asarray(advisor_suite_images.texture_crop(photo, "bottom", rng)) for _ in range(200)])
+    assert top.shape == bottom.shape == (200, 32, 32)
+    assert top.max() < 128 <= bottom.min()

@@ -14,11 +14,17 @@ import numpy as np
 PER_CLASS = 300
 
 
-def main(folder: str = "/usr/share/datasets/fashion-mnist") -> None:
+def read_idx(folder: str, part: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's `part` ("train" or "t10k") from its gzipped idx files in `folder`: uint8
+    images [n, 28, 28] and their class ids."""
     root = Path(folder)
-    images = np.frombuffer(gzip.decompress((root / "train-images-idx3-ubyte.gz").read_bytes()), np.uint8, offset=16)
-    labels = np.frombuffer(gzip.decompress((root / "train-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8)
-    images = images.reshape(-1, 28, 28)
+    images = np.frombuffer(gzip.decompress((root / f"{part}-images-idx3-ubyte.gz").read_bytes()), np.uint8, offset=16)
+    labels = np.frombuffer(gzip.decompress((root / f"{part}-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8)
+    return images.reshape(-1, 28, 28), labels
+
+
+def main(folder: str = "/usr/share/datasets/fashion-mnist") -> None:
+    images, labels = read_idx(folder)
     rng = np.random.default_rng(0)
     keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), PER_CLASS, replace=False)
                                    for c in range(10)]))
