@@ -36,7 +36,7 @@ _LAZY = {
     "Classifier": "_model", "load_classifier": "_model",
     "ExportSource": "_export_source", "load_export_source": "_export_source", "export_source_of": "_export_source",
     "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
-    "train": "_train", "set_head": "_train",
+    "train": "_train", "set_head": "_train", "epochs_for": "_train",
     "resolve_device": "_device", "release_memory": "_device", "set_threads": "_device", "gpu_count": "_device",
     "is_out_of_memory": "_device",
 }

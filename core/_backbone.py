@@ -113,6 +113,7 @@ class Backbone:
     image_spec: object = None  # core._images.ImageSpec of an image model
     width: int = 0  # size of the pooled features, when the config does not say it (CNNs)
     image_text: bool = False  # the image tower of an image-text dual encoder (CLIP, SigLIP): `source` has both
+    changes: list[str] = field(default_factory=list)  # what loading changed in the model, one sentence each
 
     @property
     def modality(self) -> str:
@@ -128,6 +129,13 @@ class Backbone:
     def hidden_size(self) -> int:
         """Size of the pooled features the head reads."""
         return self.width or int(self.model.config.hidden_size)
+
+    @property
+    def has_batchnorm(self) -> bool:
+        """Whether the model has BatchNorm layers (TrainConfig.batchnorm then matters)."""
+        import torch
+
+        return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
 
     @property
     def uniform_layers(self) -> bool:
@@ -192,7 +200,7 @@ class Backbone:
                 blank = torch.zeros(1, 3, h, w, device=self.device)
                 width = int(pool_output(model(pixel_values=blank), None, self.pooling).shape[-1])
         return Backbone(self.name, self.source, model, self.tokenizer, self.arch, self.pooling, self.input_names,
-                        f"{self.files}:{depth}", self.image_spec, width, self.image_text)
+                        f"{self.files}:{depth}", self.image_spec, width, self.image_text, self.changes)
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, *, max_length: int = 128) -> Encoded | Pixels:
         """The model's inputs: texts tokenized without padding (batches are padded to their own
@@ -317,6 +325,33 @@ def freeze_top_k(model, arch: ArchSpec, k: int) -> list:
             if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
 
 
+def torch_momentum(model) -> list[str]:
+    """Put every BatchNorm momentum in PyTorch's convention; returns what was changed, one sentence.
+
+    PyTorch's momentum is the weight of the new batch in the running statistics (default 0.1);
+    TensorFlow's is the weight of the old ones (0.99). A config carried over from TensorFlow (Hugging
+    Face's EfficientNet: `batch_norm_momentum=0.99`) hands 0.99 to `nn.BatchNorm2d`, whose running
+    statistics then become the last batch's. A momentum above 0.5 can only be TensorFlow's, so it
+    becomes 1 - m, in the modules and in the config (the model saves and reloads converted); the
+    same fix as torchvision's MaxViT (pytorch/vision issue 8250).
+    """
+    import torch
+
+    converted = {}
+    for module in model.modules():
+        m = getattr(module, "momentum", None)
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and m is not None and m > 0.5:
+            module.momentum = round(1.0 - m, 12)
+            converted[m] = converted.get(m, 0) + 1
+    config = getattr(model, "config", None)
+    for key in ("batch_norm_momentum", "bn_momentum"):
+        value = getattr(config, key, None)
+        if isinstance(value, float) and value > 0.5:
+            setattr(config, key, round(1.0 - value, 12))
+    return [f"BatchNorm momentum {m:g} (TensorFlow's convention) of {n} layer(s) became {1 - m:g} in PyTorch's"
+            for m, n in converted.items()]
+
+
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
                   pooling: str | None = None, label: str | None = None) -> Backbone:
     """Load a pretrained encoder and its tokenizer.
@@ -357,11 +392,12 @@ def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,
     if tokenizer.pad_token_id is None:
         raise InputError(f"{label}: its tokenizer has no padding token, so batches cannot be padded.")
     model.eval()
+    changes = torch_momentum(model)
     _place(model, device)
     accepted = inspect.signature(model.forward).parameters
     input_names = tuple(k for k in ("input_ids", "token_type_ids") if k in accepted)
     return Backbone(name, source, model, tokenizer, arch, pooling or _saved_pooling(source) or arch.pooling,
-                    input_names, files_fingerprint(source))
+                    input_names, files_fingerprint(source), changes=changes)
 
 
 def _load_image_backbone(name, source, config, arch, label, device, trust_remote_code, pooling) -> Backbone:
@@ -404,6 +440,7 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
         print(f"warning: {label}: {len(missing)} weight(s) of its image tower are not in the checkpoint and start "
               f"at random ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}).", file=sys.stderr)
     model.eval().to(memory_format=torch.channels_last)  # NHWC: convolutions ~1.4x faster on CPU (Lite0)
+    changes = torch_momentum(model)
     _place(model, device)
     pooling = pooling or arch.pooling
     h, w = spec.output_size
@@ -411,7 +448,8 @@ def _load_image_backbone(name, source, config, arch, label, device, trust_remote
         blank = torch.zeros(1, 3, h, w, device=next(model.parameters()).device)
         width = int(pool_output(model(pixel_values=blank), None, pooling).shape[-1])
     return Backbone(name, source, model, None, arch, pooling, ("pixel_values",), files_fingerprint(source),
-                    image_spec=spec, width=width, image_text=tower is not None and hasattr(config, "text_config"))
+                    image_spec=spec, width=width, image_text=tower is not None and hasattr(config, "text_config"),
+                    changes=changes)
 
 
 def _place(model, device) -> None:

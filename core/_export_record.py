@@ -73,6 +73,7 @@ class ExportRecord(_Record):
     sequence_length: int | None = None
     speedup_over_torch: dict[str, float] = field(default_factory=dict)
     atol: float | None = None
+    rtol: float | None = None
     torch_latency_spread_ms: dict[str, list[float]] = field(default_factory=dict)
     recommendation_note: str = ""
     fusion: dict = field(default_factory=dict)

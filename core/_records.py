@@ -104,6 +104,7 @@ class RunCommand(Part):
     configs: dict = field(default_factory=dict)  # each stage's config as written (dataclass -> JSON)
     data_fingerprint: str | None = None
     started: str | None = None  # ISO time, UTC
+    model_changes: list[str] = field(default_factory=list)  # what loading changed in the model (Backbone.changes)
 
 
 @dataclass

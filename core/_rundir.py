@@ -60,17 +60,21 @@ class RunDir:
                              "again.") from None
 
     def write_run_record(self, *, command: str, configs: dict[str, Any], data_fingerprint: str | None = None,
-                         data_source: str | None = None, data_config: Any = None) -> Path:
+                         data_source: str | None = None, data_config: Any = None,
+                         model_changes: list[str] = ()) -> Path:
         """Write run.json: what was asked (command line, configs), on what data, with which libraries.
 
         A later command in the same run directory (advise, then search) adds its own entry under
         "commands" instead of overwriting the earlier one. With `data_source`, the data the run
         uses (source, how it was read, fingerprint) is recorded for later stages: `load_task`.
+        `model_changes` says what loading changed in the model (`Backbone.changes`, e.g. a BatchNorm
+        momentum put in PyTorch's convention).
         """
         record = self.run_record()
         record.commands.append(RunCommand(
             command=command, argv=mask_secrets(sys.argv[1:]), configs=mask_secrets(jsonable(configs)),
-            data_fingerprint=data_fingerprint, started=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+            data_fingerprint=data_fingerprint, started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model_changes=list(model_changes)))
         record.data_fingerprint = data_fingerprint or record.data_fingerprint
         if data_source is not None:
             record.data = RunData(source=data_source, config=jsonable(data_config), fingerprint=data_fingerprint)

@@ -10,6 +10,17 @@ uncached training follow the same computation and, with the same seed, the same 
 The loop itself: AdamW (no weight decay on biases and norms), linear warm-up then linear or
 cosine decay, layer-wise learning-rate decay, gradient clipping, early stopping on validation
 accuracy with the best epoch restored, autocast (bf16, else fp16 with loss scaling) on CUDA.
+
+BatchNorm layers run in inference mode by default while the network trains (`batchnorm="frozen"`):
+their running statistics stay the pretrained ones and only their scale and shift learn. Statistics
+re-estimated from a few hundred images of another domain, batch by batch, are noisy and far from
+what the later layers were trained on, and the network collapses at evaluation; keeping BatchNorm
+frozen is the standard practice of transfer learning (Keras' transfer-learning guide: "keep the
+BatchNormalization layers in inference mode" when unfreezing; timm's `freeze_batch_norm_2d`).
+`batchnorm="train"` re-estimates them, from batches of at least `MIN_BATCHNORM_ROWS` rows only.
+
+Small data needs enough optimizer steps: `epochs_for` raises a run's epochs until it sees at least
+`MIN_EXAMPLES` training examples, so 300 images get as many updates as 3,000 do in one epoch.
 """
 
 from __future__ import annotations
@@ -36,6 +47,18 @@ from ._stop import check_stop
 SCHEDULES = ("linear", "cosine")
 CACHE_MODES = ("memory", "disk", "off")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BATCHNORM_MODES = ("frozen", "train")
+MIN_BATCHNORM_ROWS = 8  # a batch smaller than this (an epoch's remainder) never updates running statistics
+MIN_EXAMPLES = 3_200  # `epochs_for`: a run sees at least this many training examples (100 steps of 32)
+
+
+def epochs_for(epochs: int, train_rows: int, *, min_examples: int = MIN_EXAMPLES) -> int:
+    """`epochs`, raised so that `train_rows` rows are seen at least `min_examples` times in all.
+
+    >>> epochs_for(3, 280), epochs_for(3, 5000)
+    (12, 3)
+    """
+    return max(int(epochs), math.ceil(min_examples / max(int(train_rows), 1)))
 
 
 class TrainingError(RuntimeError):
@@ -74,6 +97,10 @@ class TrainConfig:
             The frozen part then sees new pixels each time, so nothing is cached.
         group_by_length: texts only: each training batch holds texts of similar length, so it is
             padded less (`length_grouped_batches`); the batches still come in a seeded random order.
+        batchnorm: BatchNorm layers of the trained blocks: "frozen" (inference mode: running
+            statistics kept, scale and shift trained; the practice of transfer learning) or "train"
+            (statistics re-estimated from each training batch of at least MIN_BATCHNORM_ROWS rows).
+            Models without BatchNorm are the same either way.
     """
 
     unfrozen_layers: int = 2
@@ -97,6 +124,7 @@ class TrainConfig:
     precision: str = "auto"
     augment: bool = False
     group_by_length: bool = False
+    batchnorm: str = "frozen"
 
     def __post_init__(self):
         checks = [
@@ -116,6 +144,8 @@ class TrainConfig:
             (0 <= self.head_dropout < 1, f"head_dropout {self.head_dropout} must be in [0, 1)."),
             (self.cache in CACHE_MODES, f"cache '{self.cache}' must be one of {', '.join(CACHE_MODES)}."),
             (self.precision in PRECISIONS, f"precision '{self.precision}' must be one of {', '.join(PRECISIONS)}."),
+            (self.batchnorm in BATCHNORM_MODES,
+             f"batchnorm '{self.batchnorm}' must be one of {', '.join(BATCHNORM_MODES)}."),
         ]
         InputError.check(checks)
 
@@ -283,6 +313,9 @@ class _Fit:
         self.labels = {s: torch.as_tensor(getattr(task, s).labels) for s in ("train", "valid")}
         self.step_losses: list[float] = []
         self.generator = torch.Generator().manual_seed(config.seed)  # the augmentation's draws
+        frozen_ids = {id(m) for m in frozen}
+        self.batchnorms = [m for m in model.modules()
+                           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_ids]
 
     def logits(self, split: str, idx):
         """Logits of rows `idx`: from cached pooled features (k = 0), cached hidden states entering
@@ -301,10 +334,15 @@ class _Fit:
         with autocast(d.device, d.amp):
             return model(**batch)
 
-    def train_mode(self) -> None:
+    def train_mode(self, rows: int | None = None) -> None:
+        """Training mode, but no dropout in what is frozen, and BatchNorm in inference mode unless
+        `config.batchnorm` is "train" and the coming batch has `rows` >= MIN_BATCHNORM_ROWS."""
         self.model.train()
-        for module in self.frozen:  # no dropout in what is frozen
+        for module in self.frozen:
             module.eval()
+        update = self.config.batchnorm == "train" and (rows is None or rows >= MIN_BATCHNORM_ROWS)
+        for module in self.batchnorms:
+            module.train(update)
 
     def epoch(self, epoch: int, bar, check=None) -> EpochRecord:
         """One pass over the training rows (seeded order), then the validation accuracy.
@@ -314,6 +352,8 @@ class _Fit:
         self.train_mode()
         losses = []
         for step, idx in enumerate(self.batches(epoch), 1):
+            if self.batchnorms:
+                self.train_mode(len(idx))
             loss = torch.nn.functional.cross_entropy(self.logits("train", idx).float(),
                                                      self.labels["train"][idx].to(device))
             if not torch.isfinite(loss):

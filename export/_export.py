@@ -5,8 +5,8 @@ check passed (a failed export leaves the old folder, or none, and no partial one
 
 1. ONNX with dynamic batch and sequence axes (torch.export-based exporter; opset 18 by default).
 2. Parity on real inputs: the validation split, and odd shapes (batch 1 of the shortest text,
-   batch 1 at the maximum length, a mixed batch): max |logit difference| <= atol and the same
-   predicted class everywhere; the deploy tokenizer (tokenizers' tokenizer.json) must give the
+   batch 1 at the maximum length, a mixed batch): |logit difference| <= atol + rtol x the logits'
+   scale (`_checks.Tolerance`) and the same predicted class everywhere; the deploy tokenizer (tokenizers' tokenizer.json) must give the
    same ids as the training tokenizer. One error lists every failing check.
 3. Fusion for onnxruntime (onnxscript's rewriter: Attention, SkipLayerNormalization, BiasGelu)
    with the weights folded to constants, kept when it passes the same parity checks.
@@ -29,7 +29,8 @@ import numpy as np
 
 from ..core import ExportRecord, ExportSource, InputError, atomic_folder, load_export_source, write_json_atomic
 
-from ._checks import deploy_accuracy, ort_session, parity, token_lengths, tokenizer_parity, torch_logits_of
+from ._checks import (LOOSEN, Tolerance, deploy_accuracy, ort_session, parity, token_lengths, tokenizer_parity,
+                      torch_logits_of)
 from ._onnx import to_onnx
 from ._predictor import EXPORT_RECORD, LABELS, PREPROCESSOR
 from ._variants import (CALIBRATION_ROWS, FUSED, Timer, calibration_batches, fuse, has_convolutions, quantize, quantize_static,
@@ -52,7 +53,8 @@ def _newest_opset() -> int:
 class ExportConfig:
     """Attributes:
         opset: ONNX opset (default 18, the lowest the torch.export-based exporter writes).
-        atol: largest |logit difference| allowed between ONNX fp32 and torch.
+        atol: absolute part of the largest |logit difference| allowed between ONNX fp32 and torch.
+        rtol: relative part: times the largest |logit| of the same input (`_checks.Tolerance`).
         quantize: try int8 quantisation (dynamic; static QDQ too for convolutional graphs).
         max_accuracy_drop: int8 is kept only if its validation accuracy is at most this much lower.
         optimize: try fusing the graph for onnxruntime (attention, layer norms, activations).
@@ -66,6 +68,7 @@ class ExportConfig:
 
     opset: int = DEFAULT_OPSET
     atol: float = 1e-4
+    rtol: float = 1e-3
     quantize: bool = True
     max_accuracy_drop: float = 0.01
     optimize: bool = True
@@ -79,6 +82,7 @@ class ExportConfig:
             (self.opset <= _newest_opset(), f"--opset {self.opset} is newer than the newest opset the installed onnx "
                                             f"knows ({_newest_opset()}). Use 18 (the default) up to {_newest_opset()}."),
             (self.atol > 0, f"--atol {self.atol} must be > 0."),
+            (self.rtol >= 0, f"--rtol {self.rtol} must be >= 0."),
             (0 <= self.max_accuracy_drop <= 1, f"--max-accuracy-drop {self.max_accuracy_drop} must be in [0, 1]."),
             (self.repeats >= 1, f"--repeats {self.repeats} must be >= 1."),
             (self.latency_budget_ms is None or self.latency_budget_ms > 0,
@@ -131,11 +135,12 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     torch_logits = torch_logits_of(source, valid)
     torch_acc = float((torch_logits.argmax(1) == gold).mean())
     variants = [{"file": "model.onnx", "precision": "fp32"}]
-    failures = parity(source, folder / "model.onnx", valid, torch_logits, config.atol, variants[0])
+    tol = Tolerance(config.atol, config.rtol)
+    failures = parity(source, folder / "model.onnx", valid, torch_logits, tol, variants[0])
     failures += tokenizer_parity(source, folder, valid)
     if failures:
         raise ExportError("the ONNX model does not match PyTorch, so nothing was exported:\n  - "
-                          + "\n  - ".join(failures))
+                          + "\n  - ".join(failures) + f"\n{LOOSEN}.")
     _record = _RecordWriter(folder, source_path, config, torch_acc)
     variants[0].update(accuracy=deploy_accuracy(folder, "model.onnx", valid, gold), passed=True, why="")
 
@@ -143,7 +148,7 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     fusion = {"tried": False}
     if config.optimize:
         progress("fusing attention, layer norms and activations for onnxruntime")
-        fusion = fuse(source, folder, valid, gold, torch_logits, config.atol, variants)
+        fusion = fuse(source, folder, valid, gold, torch_logits, tol, variants)
         if fusion.get("kept"):
             base = FUSED
 
@@ -227,7 +232,7 @@ class _RecordWriter:
             "sequence_length": length,
             "speedup_over_torch": {v["file"]: torch_latency["batch_32"] / v["latency_ms"]["batch_32"]
                                    for v in variants if v["passed"]},
-            "atol": self.config.atol, "torch_latency_spread_ms": torch_timing["latency_spread_ms"],
+            "atol": self.config.atol, "rtol": self.config.rtol, "torch_latency_spread_ms": torch_timing["latency_spread_ms"],
             "recommendation_note": note, "fusion": fusion, "quantization": quantization,
             "static_quantization": static_quantization, "budget": budget, "versions": library_versions()})
         record.write(self.folder / EXPORT_RECORD)

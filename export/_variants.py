@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core import ExportSource
 
-from ._checks import DoesNotRun, deploy_accuracy, max_diff, onnx_logits, parity
+from ._checks import DoesNotRun, Tolerance, deploy_accuracy, max_diff, onnx_logits, parity
 from ._onnx import _quiet_logs
 
 FUSED = "model.opt.onnx"
@@ -32,7 +32,7 @@ FOLD_LIMIT = 1 << 22  # elements: folds the packed QKV weights (3 x hidden x hid
 QUANTIZED_OPS = ("QAttention", "DynamicQuantizeMatMul", "MatMulInteger", "QGemm", "QLinearMatMul", "ConvInteger")
 
 
-def fuse(source: ExportSource, folder: Path, split, gold, torch_logits, atol: float, variants: list) -> dict:
+def fuse(source: ExportSource, folder: Path, split, gold, torch_logits, tol: Tolerance, variants: list) -> dict:
     """model.onnx -> model.opt.onnx with onnxruntime's fused operators; kept when it passes parity.
 
     Returns the record of the step: the count of each fusion applied, kept or why not.
@@ -45,7 +45,7 @@ def fuse(source: ExportSource, folder: Path, split, gold, torch_logits, atol: fl
         (folder / FUSED).unlink()
         return {"tried": True, "kept": False, "fused_operators": {}, "why": "no fusion pattern matched this graph"}
     variant = {"file": FUSED, "precision": "fp32-fused", "fused_operators": fused}
-    failures = parity(source, folder / FUSED, split, torch_logits, atol, variant)
+    failures = parity(source, folder / FUSED, split, torch_logits, tol, variant)
     why = "it failed parity: " + "; ".join(failures) if failures else ""
     if not why:
         variant["accuracy"] = deploy_accuracy(folder, FUSED, split, gold)

@@ -58,10 +58,13 @@ def run(args) -> int:
     backbone = load_backbone(args.model)
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for change in backbone.changes:
+        print(f"note: {args.model}: {change}", file=sys.stderr)
     run_dir = RunDir(args.out)
     record = advise(backbone, task, config, inputs=inputs, progress=True, run_dir=run_dir.path)
     run_dir.write_run_record(command="advise", configs={"advisor": config, "model": args.model},
-                             data_fingerprint=task.fingerprint, data_source=absolute(args.data), data_config=dconfig)
+                             data_fingerprint=task.fingerprint, data_source=absolute(args.data), data_config=dconfig,
+                             model_changes=backbone.changes)
     print(format_advice(record))
     print(f"\nwrote {run_dir.file(ADVICE_FILE)}")
     return 0

@@ -29,7 +29,11 @@ def register(sub) -> None:
     add_data_arguments(p, required=False, data_help="data whose validation split checks the export "
                                                    "(default: the run's data, from RUN/run.json)")
     g = p.add_argument_group("checks")
-    g.add_argument("--atol", type=float, default=1e-4, help="largest |logit difference| vs PyTorch (default 1e-4)")
+    g.add_argument("--atol", type=float, default=1e-4,
+                   help="absolute part of the largest |logit difference| allowed vs PyTorch (default 1e-4)")
+    g.add_argument("--rtol", type=float, default=1e-3,
+                   help="relative part: times the largest |logit| of the same input (default 1e-3); the gate is "
+                        "|difference| <= atol + rtol x scale, and the same predicted class")
     g.add_argument("--max-accuracy-drop", type=float, default=0.01,
                    help="int8 is kept only if its accuracy is at most this much lower (default 0.01)")
     g.add_argument("--no-quantize", action="store_true", help="skip int8 quantisation")
@@ -75,7 +79,7 @@ def run_export(args) -> int:
 
         searched = SearchRecord.read(root / "search.json")
         budget, batch = searched.latency_budget_ms, batch or searched.latency_batch
-    config = ExportConfig(opset=args.opset, atol=args.atol, quantize=not args.no_quantize,
+    config = ExportConfig(opset=args.opset, atol=args.atol, rtol=args.rtol, quantize=not args.no_quantize,
                           max_accuracy_drop=args.max_accuracy_drop, optimize=not args.no_optimize,
                           repeats=args.repeats, latency_budget_ms=budget, latency_batch=batch or 1)
     if (root / "best_model").is_dir():

@@ -102,12 +102,15 @@ def run(args) -> int:
                       model=model_identity(backbone))
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for change in backbone.changes:
+        print(f"note: {args.model}: {change}", file=sys.stderr)
 
     _stage("1/3 advise")
     advice = advise(backbone, task, aconfig, inputs=inputs, progress=True, run_dir=run_dir.path)
     run_dir.write_run_record(command="run", configs={"model": args.model, "advisor": aconfig, "search": sconfig,
                                                      "export": econfig},
-                             data_fingerprint=task.fingerprint, data_source=data, data_config=dconfig)
+                             data_fingerprint=task.fingerprint, data_source=data, data_config=dconfig,
+                             model_changes=backbone.changes)
     print(format_advice(advice))
     if advice.decision in ("zero-shot", "change-model") and not args.force_search:
         print(f"\nThe advice is {advice.decision.upper()}, so nothing was trained:", *advice.reasons, sep="\n  ")

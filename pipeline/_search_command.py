@@ -11,9 +11,12 @@ from pathlib import Path
 EPILOG = """\
 space (each NAME=VALUE: LO:HI a range, A,B,C a choice, V a fixed value):
   unfrozen_layers 0:L   learning_rate 1e-5:3e-4 (log)   head_lr_multiplier 3:100 (log)
-  layer_lr_decay 0.7:1.0   batch_size 16,32   epochs 1:4   weight_decay 0:0.1   warmup_ratio 0:0.2
+  layer_lr_decay 0.7:1.0   batch_size 16,32   weight_decay 0:0.1   warmup_ratio 0:0.2
+  epochs 1:4 (small data: both ends grow until a trial sees 3,200 examples; 280 rows search 3:12)
   max_length 64,128,256 (stops at the first length that holds 95% of the texts)
   kept_layers L (with --latency-budget-ms: ceil(L/3):L; the model keeps its first d blocks)
+  batchnorm frozen (models with BatchNorm: running statistics kept while training; frozen,train from
+    10,000 training rows)
   If RUN/advice.json exists, unfrozen_layers starts from its suggested range (--no-advice to ignore it).
 
 examples:
@@ -153,11 +156,14 @@ def run(args) -> int:
     backbone = load_backbone(args.model, device=args.device)
     for warning in task.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for change in backbone.changes:
+        print(f"note: {args.model}: {change}", file=sys.stderr)
     run_dir = RunDir(args.out)
     record = search(backbone, task, run_dir.path, config, model_ref=args.model, data_ref=absolute(args.data),
                     data_config=dconfig)
     run_dir.write_run_record(command="search", configs={"search": config, "model": args.model},
-                             data_fingerprint=task.fingerprint, data_source=absolute(args.data), data_config=dconfig)
+                             data_fingerprint=task.fingerprint, data_source=absolute(args.data), data_config=dconfig,
+                             model_changes=backbone.changes)
     print(format_trials(record))
     print(f"\nwrote {run_dir.file(SEARCH_FILE)}"
           + (f" and {run_dir.file(BEST_MODEL_DIR)}" if record.best_model else ""))

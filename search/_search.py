@@ -70,7 +70,8 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
                                     max_length=backbone.max_positions).lengths
     shallower = config.latency_budget_ms is not None and backbone.arch.shallower is not None
     space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
-                              text_lengths=lengths, shallower=shallower)
+                              text_lengths=lengths, shallower=shallower, train_rows=len(task.train),
+                              batchnorm=backbone.has_batchnorm)
     check_augment(space.get("augment"), backbone.modality, backbone.name)
     check_kept(space, backbone)
     url = storage_url(config.storage, run_dir.path)

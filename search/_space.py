@@ -17,12 +17,17 @@ Defaults (L = the model's number of blocks; max_length choices stop at the first
     head_lr_multiplier   3:100        log scale
     layer_lr_decay       0.7:1.0
     batch_size           16,32
-    epochs               1:4          Hyperband and the median pruner count epochs as resource
+    epochs               1:4          Hyperband and the median pruner count epochs as resource; on
+                                      small data both ends grow until the top sees MIN_EXAMPLES
+                                      training examples (core.epochs_for): 280 rows search 3:12
     weight_decay         0:0.1
     warmup_ratio         0:0.2
     max_length           64,128,256   bounded by the data
     augment              false        images: true searches with flips and crops (uncached, slower);
                                       false,true lets the search decide
+    batchnorm            frozen       models with BatchNorm: running statistics kept while training
+                                      (TrainConfig.batchnorm); frozen,train from BATCHNORM_TRAIN_ROWS
+                                      training rows, where re-estimating them can pay
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ..core import InputError
 
 INT_FIELDS = ("unfrozen_layers", "kept_layers", "batch_size", "epochs", "max_length")
 LOG_FIELDS = ("learning_rate", "head_lr_multiplier")
-STR_FIELDS = ("schedule",)
+STR_FIELDS = ("schedule", "batchnorm")
 FLOAT_FIELDS = ("learning_rate", "head_lr_multiplier", "layer_lr_decay", "weight_decay", "warmup_ratio",
                 "head_dropout", "max_grad_norm")
 BOOL_FIELDS = ("augment",)  # true/false; not in the default space: given with --space only
@@ -53,6 +58,9 @@ DEFAULTS = {
     "max_length": "64,128,256",
 }
 LENGTH_COVERAGE = 0.95  # max_length choices stop at the first that holds this share of the texts
+# BatchNorm statistics re-estimated on fewer rows than this are the noise of a few hundred batches
+# of another domain; from here on the search may try them (ImageNet fine-tuning recipes train them)
+BATCHNORM_TRAIN_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -184,7 +192,8 @@ class SearchSpace:
 
     @classmethod
     def build(cls, overrides: dict[str, str], *, num_blocks: int, max_positions: int,
-              text_lengths=None, shallower: bool = False) -> "SearchSpace":
+              text_lengths=None, shallower: bool = False, train_rows: int | None = None,
+              batchnorm: bool = False) -> "SearchSpace":
         """The default space, bounded by the model and data, with the user's overrides on top.
 
         Args:
@@ -194,6 +203,9 @@ class SearchSpace:
             text_lengths: token counts of (a sample of) the training texts, to bound max_length.
             shallower: search kept_layers (ceil(L/3):L) unless the overrides say otherwise: a search
                 under a latency budget, on a model that can drop its top blocks.
+            train_rows: the training rows; on small data the default epochs grow (`epochs_range`).
+            batchnorm: the model has BatchNorm layers: `batchnorm` joins the space ("frozen", and
+                "frozen,train" from BATCHNORM_TRAIN_ROWS training rows).
 
         Raises:
             InputError: a value outside what the model can do (k > L, a length beyond its maximum).
@@ -202,6 +214,10 @@ class SearchSpace:
         texts["unfrozen_layers"] = f"0:{num_blocks}"
         if shallower:
             texts["kept_layers"] = f"{math.ceil(num_blocks / 3)}:{num_blocks}"
+        if train_rows is not None:
+            texts["epochs"] = epochs_range(DEFAULTS["epochs"], train_rows)
+        if batchnorm:
+            texts["batchnorm"] = "frozen,train" if (train_rows or 0) >= BATCHNORM_TRAIN_ROWS else "frozen"
         if text_lengths is not None and len(text_lengths) and "max_length" not in overrides:
             texts["max_length"] = _bounded_lengths(DEFAULTS["max_length"], text_lengths, max_positions)
         texts.update({name: str(text) for name, text in overrides.items()})
@@ -220,6 +236,16 @@ class SearchSpace:
              f"space 'max_length={lengths.text()}' is out of range: the model takes 8 to {max_positions} tokens."),
         ])
         return space
+
+
+def epochs_range(text: str, train_rows: int) -> str:
+    """The default epoch range 'LO:HI' scaled up on small data: the top becomes
+    `core.epochs_for(HI, train_rows)` and the bottom grows by the same factor."""
+    from ..core import epochs_for
+
+    low, high = (int(x) for x in text.split(":"))
+    top = epochs_for(high, train_rows)
+    return f"{max(low, top * low // high)}:{top}"
 
 
 def _bounded_lengths(text: str, lengths, max_positions: int) -> str:

@@ -82,6 +82,11 @@ TINY_IMAGE_CONFIGS = {
                {"shortest_edge": 32}),
     "convnext": ("ConvNextConfig", dict(hidden_sizes=[8, 16, 16], depths=[1, 1, 1], num_stages=3),
                  {"shortest_edge": 32}),
+    # a CNN with BatchNorm in TensorFlow's momentum convention (batch_norm_momentum=0.99), as Hugging Face's is
+    "efficientnet": ("EfficientNetConfig", dict(image_size=32, width_coefficient=0.25, depth_coefficient=1.0,
+                                                in_channels=[32, 16], out_channels=[16, 24], kernel_sizes=[3, 3],
+                                                strides=[1, 2], num_block_repeats=[1, 2], expand_ratios=[1, 2],
+                                                hidden_dim=320, num_hidden_layers=12), {"height": 32, "width": 32}),
     "vit": ("ViTConfig", dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
                               image_size=32, patch_size=8), {"height": 32, "width": 32}),
     "dinov2": ("Dinov2Config", dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
