@@ -83,8 +83,8 @@ import numpy as np
 
 from finetune_advisor.advisor import AdvisorConfig, Signals, advise, decide  # noqa: E402
 from finetune_advisor.advisor import _forecast  # noqa: E402
-from finetune_advisor.core import (DEFAULT_TRIALS, AdviceRecord, DataConfig, TrainConfig, library_versions, load_backbone, load_task,  # noqa: E402
-                  train, write_json_atomic)
+from finetune_advisor.core import (DEFAULT_TRIALS, AdviceRecord, DataConfig, TrainConfig, epochs_for, library_versions,  # noqa: E402
+                                   load_backbone, load_task, train, write_json_atomic)
 from finetune_advisor.core._data import noise_floor  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite.json"
@@ -271,7 +271,8 @@ def measured_choice(zero_shot, head, fine_tune, ngram, chance) -> str:
 def measure(backbone, task, say=lambda msg: None, protocol: dict = PROTOCOL, precision: str = "auto") -> dict:
     """Ground truth for one task (`protocol`): k = 0 is the closed-form head on the frozen features
     of all training rows (core.fit_head, what the search fits for head-only); k = 1, 2 and L start
-    from that head (LP-FT, as the search's trials do) and train its epochs (4), seed 0. When the best
+    from that head (LP-FT, as the search's trials do) and train its epochs (4; with "min_examples",
+    raised on small data by core.epochs_for, as the search's default range is), seed 0. When the best
     fine-tuned k is within noise of the head (2 standard errors of a difference of two accuracies on
     the validation rows), it is trained again with the extra seeds and its accuracy is the mean
     over the seeds. k = 0's seconds per epoch are those of one epoch of a head on cached features
@@ -286,10 +287,14 @@ def measure(backbone, task, say=lambda msg: None, protocol: dict = PROTOCOL, pre
     head = float(np.mean((x["valid"] @ weight.T + bias).argmax(1) == task.valid.labels))
     say(f"closed-form head: {head:.3f}")
 
-    def run(k, seed, epochs=protocol["epochs"]):
+    # small data trains for more epochs, as the search's trials do (protocol "min_examples")
+    epochs_k = epochs_for(protocol["epochs"], len(task.train), min_examples=protocol.get("min_examples", 0))
+
+    def run(k, seed, epochs=epochs_k):
         config = TrainConfig(unfrozen_layers=k, epochs=epochs, patience=0, max_length=MAX_LENGTH, seed=seed,
                              learning_rate=protocol["lr_all"] if k == full else protocol["lr_top"],
-                             head_lr_multiplier=protocol["head_lr_multiplier"], precision=precision)
+                             head_lr_multiplier=protocol["head_lr_multiplier"], precision=precision,
+                             batchnorm=protocol.get("batchnorm", "frozen"))
         result = train(backbone, task, config, cache=cache, head_init=(weight, bias), progress=False)
         say(f"k={k} seed {seed}: {result.best_valid_accuracy:.3f}")
         return result.best_valid_accuracy, result.epoch_seconds
@@ -473,11 +478,13 @@ def with_held_out(results: list[dict], held_out: Path | None = None, measured: P
     fingerprint matches the cached ground truth's), write that measurement into the row as
     `held_out`: its best choice judges the decision (`best_choice`, `regret`) in place of the one
     on the few validation rows. The forecast is still judged on the validation rows: it forecasts
-    what the search reaches there."""
+    what the search reaches there. A re-measure counts only when it used the ground truth's protocol."""
     held_out, measured = held_out or HELD_OUT, measured or MEASURED  # the image suite passes its own
-    held = {r["task"]: r for r in json.loads(held_out.read_text())["tasks"]} if held_out.is_file() else {}
-    keys = {name: entry["fingerprint"] for name, entry in json.loads(measured.read_text()).items()} \
-        if measured.is_file() else {}
+    record = json.loads(held_out.read_text()) if held_out.is_file() else {"tasks": []}
+    held = {r["task"]: r for r in record["tasks"]}
+    # the same training rows, measured by the same protocol (a re-measure by an older trainer is not the truth)
+    keys = {name: entry["fingerprint"] for name, entry in json.loads(measured.read_text()).items()
+            if entry.get("protocol") == record.get("protocol")} if measured.is_file() else {}
     for row in results:
         row.pop("held_out", None)
         unseen = held.get(row["task"])

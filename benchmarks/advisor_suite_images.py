@@ -32,8 +32,10 @@ Install the sources first: `apt-get install dataset-fashion-mnist` and `pip inst
 
 Measured (`PROTOCOL`) by the text suite's `measure`, as the product delivers each choice: k = 0 is
 the closed-form head on the frozen features of all training rows (what the search fits after a
-head-only advice), and k = 1, 2 and all 16 blocks train 3 epochs from that head (LP-FT, as every
-search trial starts; 3e-4 for the top blocks, 1e-4 for all), with seeds 1 and 2 again for the best
+head-only advice), and k = 1, 2 and all 16 blocks train from that head (LP-FT, as every search trial
+starts; 3e-4 for the top blocks, 1e-4 for all; BatchNorm frozen, the trainer's default) for 3 epochs,
+or more on small data until a run has seen MIN_EXAMPLES images (core.epochs_for, as the search's
+default epoch range grows), with seeds 1 and 2 again for the best
 fine-tuned k when it is within noise of the head; the pixel baseline
 (advisor/_signals.py `pixel_predictions`, the model without pretraining) on all training rows.
 The measured best choice is the cheapest within min_gain of the best, change-model when the
@@ -71,13 +73,16 @@ from advisor_suite import PROTOCOL as TEXT_PROTOCOL  # noqa: E402
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
 from finetune_advisor.advisor._signals import pixel_predictions  # noqa: E402
 from finetune_advisor.core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
+from finetune_advisor.core._train import MIN_EXAMPLES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite_images.json"
 MEASURED = RESULTS.with_name("advisor_suite_images_measured.json")
 HELD_OUT = RESULTS.with_name("advisor_holdout_images.json")  # close calls measured again (advisor_holdout_images.py)
 # the text suite's protocol (LP-FT from the closed-form head, extra seeds within noise) at the
-# pilot's learning rates for a CNN and the search's default epochs
-PROTOCOL = {**TEXT_PROTOCOL, "epochs": 3, "lr_top": 3e-4, "lr_all": 1e-4}
+# pilot's learning rates for a CNN, the search's default epochs raised on small data as its range
+# is (every run sees >= MIN_EXAMPLES images), BatchNorm frozen as the trainer's default
+PROTOCOL = {**TEXT_PROTOCOL, "epochs": 3, "lr_top": 3e-4, "lr_all": 1e-4, "min_examples": MIN_EXAMPLES,
+            "batchnorm": "frozen"}
 TRAIN, VALID, FEW = 50, 20, 5  # images a class
 SIDE_TRAIN, SIDE_VALID = 250, 100  # images a class of the two-class position tasks (500 to train, as fashion)
 INSTALL = "apt-get install dataset-fashion-mnist; pip install scikit-image"

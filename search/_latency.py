@@ -129,10 +129,13 @@ def front(rows: list[dict], batch: int = 1) -> list[dict]:
     accurate and as fast), fastest first.
 
     Args:
-        rows: finished trials: {"number", "value", "params", "latency_ms"} (latency as `LatencyTable.of`).
+        rows: finished trials: {"number", "value", "params", "latency_ms"} (latency as `LatencyTable.of`),
+            and "latency_length" where the trial recorded it: None for an image model, whose points
+            then carry no max_length (an image has pixels, not tokens).
     """
     points = [{"number": r["number"], "kept_layers": r["params"].get("kept_layers"),
-               "max_length": r["params"].get("max_length"), "variant": variant, "accuracy": r["value"],
+               "max_length": None if r.get("latency_length", 0) is None else r["params"].get("max_length"),
+               "variant": variant, "accuracy": r["value"],
                "latency_ms_batch_1": v.get("batch_1"), "latency_ms_batch_32": v.get("batch_32"),
                "latency_ms": v[f"batch_{batch}"]}
               for r in rows for variant, v in (r.get("latency_ms") or {}).items() if f"batch_{batch}" in v]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import make_tiny_image_model, run_cli, write_shape_images
 
-from finetune_advisor.core import DataConfig, TrainConfig, load_backbone, load_task, train
+from finetune_advisor.core import TrainConfig, load_backbone, load_task, train
 
 
 @pytest.fixture(scope="module")
