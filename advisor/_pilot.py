@@ -106,9 +106,10 @@ def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings, 
     (`embed_row` seconds a row); a step's cost grows linearly with k (every block costs the
     same), so other k are interpolated. Then per_epoch(k) = ceil(n_train / batch) * step(k),
     cache(k) = rows * cache-time per row, and search = trials * epochs * mean per_epoch over the
-    suggested k + one cache per k.
+    suggested k + one cache per k, where epochs is `search_epochs` raised on small data as the
+    search's default range is (core.epochs_for).
     """
-    from ..core import TrainConfig, train
+    from ..core import TrainConfig, epochs_for, train
 
     n_blocks = backbone.num_blocks
     rows = min(len(train_s), 4 * config.batch_size)
@@ -130,10 +131,11 @@ def _cost(backbone, task, train_s, valid_s, config, suggested, device, timings, 
         cache[str(k)] = float(np.interp(k, ks, [cache_row[j] for j in ks])) * all_rows
     lo, hi = suggested or (1, min(2, n_blocks))
     chosen = [str(k) for k in range(lo, hi + 1)]
-    search = (config.search_trials * config.search_epochs * float(np.mean([per_epoch[k] for k in chosen]))
+    epochs = epochs_for(config.search_epochs, len(task.train))  # small data: the search's trials train longer
+    search = (config.search_trials * epochs * float(np.mean([per_epoch[k] for k in chosen]))
               + sum(cache[k] for k in chosen))
     record = {"device": str(device), "per_epoch_seconds": per_epoch, "cache_seconds": cache,
-              "search_seconds": search, "search": {"trials": config.search_trials, "epochs": config.search_epochs,
+              "search_seconds": search, "search": {"trials": config.search_trials, "epochs": epochs,
                                                    "unfrozen_layers": [lo, hi]}}
     if config.gpu_hourly_cost is not None:
         record["search_cost"] = search / 3600 * config.gpu_hourly_cost

@@ -72,8 +72,8 @@ from advisor_suite import PROTOCOL as TEXT_PROTOCOL  # noqa: E402
 
 from finetune_advisor.advisor import AdvisorConfig, advise  # noqa: E402
 from finetune_advisor.advisor._signals import pixel_predictions  # noqa: E402
-from finetune_advisor.core import DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
-from finetune_advisor.core._train import MIN_EXAMPLES  # noqa: E402
+from finetune_advisor.core import MIN_EXAMPLES, DataConfig, library_versions, load_backbone, load_task, write_json_atomic  # noqa: E402
+
 
 RESULTS = Path(__file__).resolve().parent / "results" / "advisor_suite_images.json"
 MEASURED = RESULTS.with_name("advisor_suite_images_measured.json")

@@ -24,6 +24,7 @@ from ._records import (ADVICE_FILE, BEST_MODEL_DIR, BEST_TRIAL_FILE, DECISIONS, 
 from ._export_record import ExportRecord, Latency, LatencyBudget, Variant
 from ._rundir import RunDir
 from ._split import sample_indices, sample_split, stratified_indices
+from ._steps import MIN_EXAMPLES, epoch_scale, epochs_for
 from ._stop import Stopped, check_stop, raise_on_sigterm, stop_on_signals
 from ._typed import Part
 
@@ -36,7 +37,7 @@ _LAZY = {
     "Classifier": "_model", "load_classifier": "_model",
     "ExportSource": "_export_source", "load_export_source": "_export_source", "export_source_of": "_export_source",
     "TrainConfig": "_train", "TrainResult": "_train", "EpochRecord": "_train", "TrainingError": "_train",
-    "train": "_train", "set_head": "_train", "epochs_for": "_train",
+    "train": "_train", "set_head": "_train",
     "resolve_device": "_device", "release_memory": "_device", "set_threads": "_device", "gpu_count": "_device",
     "is_out_of_memory": "_device",
 }
@@ -46,7 +47,7 @@ __all__ = ["fit_head", "fit_with_c", "one_blas_thread", "AdviceRecord", "SearchR
            "SearchCost", "Thresholds", "TrialCounts", "BestTrial", "TrialRow", "FrontPoint", "Latency", "LatencyBudget", "Variant", "RunCommand", "RunData", "epoch_reports", "sqlite_url", "steps_per_epoch", "ADVICE_FILE", "BEST_MODEL_DIR",
            "BEST_TRIAL_FILE", "DECISIONS", "DEFAULT_TRIALS", "EXPORT_DIR", "EXPORT_FILE", "FAIL_REASON", "RUN_FILE", "STEPS_PER_EPOCH",
            "SEARCH_FILE", "STUDY_FILE", "ARCHITECTURES", "ArchSpec", "arch_for", "DataConfig", "Split", "TaskData", "load_task",
-           "stratified_indices", "sample_indices", "sample_split", "Stopped", "check_stop", "raise_on_sigterm",
+           "stratified_indices", "sample_indices", "sample_split", "MIN_EXAMPLES", "epoch_scale", "epochs_for", "Stopped", "check_stop", "raise_on_sigterm",
            "stop_on_signals", "InputError", "first_line", "RunDir", "atomic_folder", "check_replaceable", "check_writable",
            "clean_stale_temp", "default_cache_dir", "library_versions", "pid_alive", "mask_secrets", "mask_url", "read_json", "write_json_atomic", *_LAZY]
 

@@ -19,8 +19,8 @@ frozen is the standard practice of transfer learning (Keras' transfer-learning g
 BatchNormalization layers in inference mode" when unfreezing; timm's `freeze_batch_norm_2d`).
 `batchnorm="train"` re-estimates them, from batches of at least `MIN_BATCHNORM_ROWS` rows only.
 
-Small data needs enough optimizer steps: `epochs_for` raises a run's epochs until it sees at least
-`MIN_EXAMPLES` training examples, so 300 images get as many updates as 3,000 do in one epoch.
+Small data needs enough optimizer steps: `core._steps.epochs_for` raises a run's epochs until it sees
+at least `MIN_EXAMPLES` training examples (300 images: 11 epochs, as many steps as one epoch of 3,300).
 """
 
 from __future__ import annotations
@@ -49,18 +49,6 @@ CACHE_MODES = ("memory", "disk", "off")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BATCHNORM_MODES = ("frozen", "train")
 MIN_BATCHNORM_ROWS = 8  # a batch smaller than this (an epoch's remainder) never updates running statistics
-MIN_EXAMPLES = 3_200  # `epochs_for`: a run sees at least this many training examples (100 steps of 32)
-
-
-def epochs_for(epochs: int, train_rows: int, *, min_examples: int = MIN_EXAMPLES) -> int:
-    """`epochs`, raised so that `train_rows` rows are seen at least `min_examples` times in all.
-
-    >>> epochs_for(3, 280), epochs_for(3, 5000)
-    (12, 3)
-    """
-    return max(int(epochs), math.ceil(min_examples / max(int(train_rows), 1)))
-
-
 class TrainingError(RuntimeError):
     """Training broke down (e.g. the loss became NaN); the message says where."""
 

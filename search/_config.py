@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from ..core import DEFAULT_TRIALS, InputError
+from ..core import DEFAULT_TRIALS, MIN_EXAMPLES, InputError
 
 PRUNERS = ("hyperband", "median", "none")
 CACHES = ("auto", "memory", "disk", "off")
@@ -46,6 +46,9 @@ class SearchConfig:
         heartbeat: seconds between a running trial's heartbeats; a trial silent for 5 heartbeats
             is taken as killed and run again.
         patience: epochs without improvement before a trial stops early.
+        min_examples: small data: the default epoch range grows until its top sees this many
+            training examples (core.epochs_for), and early stopping and pruning count epochs in
+            passes of a quarter of it (core.epoch_scale); 0 = plain epochs.
         head_search: when unfrozen_layers is fixed at 0 (a head-only advice, or the user's
             space), search the head's hyperparameters with trials; by default the head is
             fitted once, in closed form (logistic regression on all frozen features, C by
@@ -86,6 +89,7 @@ class SearchConfig:
     cache_disk_gb: float = 10.0
     heartbeat: int = 30
     patience: int = 2
+    min_examples: int = MIN_EXAMPLES
     head_search: bool = False
     head_start: str = "probe"
     start_with: tuple = ()
@@ -117,6 +121,7 @@ class SearchConfig:
             (self.workers >= 1, f"--workers {self.workers} must be >= 1."),
             (self.cache in CACHES, f"--cache '{self.cache}' must be one of {', '.join(CACHES)}."),
             (self.heartbeat >= 1, f"--heartbeat {self.heartbeat} must be >= 1 second."),
+            (self.min_examples >= 0, f"min_examples {self.min_examples} must be >= 0 (0 = plain epochs)."),
             (self.cache_gb > 0, f"--cache-gb {self.cache_gb} must be > 0."),
             (self.cache_disk_gb > 0, f"--cache-disk-gb {self.cache_disk_gb} must be > 0."),
             (bool(self.study.strip()), "--study must not be empty."),

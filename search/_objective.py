@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import replace
 
-from ..core import FAIL_REASON, InputError, RunDir, check_stop
+from ..core import FAIL_REASON, InputError, RunDir, check_stop, epoch_scale
 from ._best import keep_if_best
 from ._config import INTERRUPTED, PRUNED_REASON, RETRY_OF, SearchConfig
 from ._latency import LATENCY_ATTR, LENGTH_ATTR, LatencyTable
@@ -38,6 +38,8 @@ class _Objective:
         self.cache, self.run_dir, self.device, self.worker = cache, run_dir, device, worker
         self.latency, self.budget = latency, config.budget
         self.heads = {}  # (kept_layers, max_length) -> the probe's head every trial starts from (head_start "probe")
+        # small data: patience counts this many epochs as one
+        self.scale = epoch_scale(len(task.train), min_examples=config.min_examples)
         self.shallow = {}  # kept_layers -> the backbone cut to it
 
     def backbone_at(self, depth: int):
@@ -97,8 +99,9 @@ class _Objective:
                 raise optuna.TrialPruned(f"pruned after {epoch_text(epoch)} at validation accuracy {accuracy:.4f}")
 
         try:
-            config = TrainConfig(**{"patience": self.config.patience, **params}, seed=self.config.seed,
-                                 cache="memory", device=self.device, group_by_length=self.config.group_by_length)
+            config = TrainConfig(**{**params, "patience": params.get("patience", self.config.patience) * self.scale},
+                                 seed=self.config.seed, cache="memory", device=self.device,
+                                 group_by_length=self.config.group_by_length)
             depth = config.kept_layers or self.backbone.num_blocks
             if config.unfrozen_layers > depth:  # a queued configuration (advice, start_with) deeper than its depth
                 config = replace(config, unfrozen_layers=depth)
@@ -106,8 +109,8 @@ class _Objective:
             self.check_latency(trial, depth, config.max_length)
             check_stop()
             result = train(self.backbone_at(depth), self.task, config, cache=self.cache, on_epoch=on_epoch,
-                           head_init=self.head_init(depth, config.max_length), first_rung=self.config.first_rung,
-                           progress=False)
+                           head_init=self.head_init(depth, config.max_length),
+                           first_rung=self.config.first_rung, progress=False)
         except optuna.TrialPruned as e:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             if str(e).startswith("over the latency budget"):

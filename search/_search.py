@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 
 from ..core import (BEST_MODEL_DIR, SEARCH_FILE, STEPS_PER_EPOCH, AdviceRecord, InputError, RunDir, SearchRecord,
-                     Stopped, clean_stale_temp)
+                     Stopped, clean_stale_temp, epoch_scale)
 from ._advice import _advice, _clip
 from ._best import keep_if_best
 from ._config import CLOSED_FORM, SearchConfig
@@ -71,8 +71,12 @@ def search(backbone, task, run_dir, config: SearchConfig = SearchConfig(), *, ad
     shallower = config.latency_budget_ms is not None and backbone.arch.shallower is not None
     space = SearchSpace.build(overrides, num_blocks=backbone.num_blocks, max_positions=backbone.max_positions,
                               text_lengths=lengths, shallower=shallower, train_rows=len(task.train),
-                              batchnorm=backbone.has_batchnorm)
+                              min_examples=config.min_examples, batchnorm=backbone.has_batchnorm)
     check_augment(space.get("augment"), backbone.modality, backbone.name)
+    scale = epoch_scale(len(task.train), min_examples=config.min_examples)
+    if scale > 1:
+        log(f"small data ({len(task.train)} training rows): trials train for epochs={space['epochs'].text()}, and early "
+            f"stopping and pruning wait {scale} epochs where they would wait one")
     check_kept(space, backbone)
     url = storage_url(config.storage, run_dir.path)
     storage = open_storage(url, heartbeat=config.heartbeat)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..core import InputError
+from ..core import MIN_EXAMPLES, InputError, epochs_for
 
 INT_FIELDS = ("unfrozen_layers", "kept_layers", "batch_size", "epochs", "max_length")
 LOG_FIELDS = ("learning_rate", "head_lr_multiplier")
@@ -193,7 +193,7 @@ class SearchSpace:
     @classmethod
     def build(cls, overrides: dict[str, str], *, num_blocks: int, max_positions: int,
               text_lengths=None, shallower: bool = False, train_rows: int | None = None,
-              batchnorm: bool = False) -> "SearchSpace":
+              min_examples: int = MIN_EXAMPLES, batchnorm: bool = False) -> "SearchSpace":
         """The default space, bounded by the model and data, with the user's overrides on top.
 
         Args:
@@ -203,7 +203,8 @@ class SearchSpace:
             text_lengths: token counts of (a sample of) the training texts, to bound max_length.
             shallower: search kept_layers (ceil(L/3):L) unless the overrides say otherwise: a search
                 under a latency budget, on a model that can drop its top blocks.
-            train_rows: the training rows; on small data the default epochs grow (`epochs_range`).
+            train_rows: the training rows; on small data the default epochs grow until the range's top
+                sees `min_examples` examples (`epochs_range`; 0 = never).
             batchnorm: the model has BatchNorm layers: `batchnorm` joins the space ("frozen", and
                 "frozen,train" from BATCHNORM_TRAIN_ROWS training rows).
 
@@ -215,7 +216,7 @@ class SearchSpace:
         if shallower:
             texts["kept_layers"] = f"{math.ceil(num_blocks / 3)}:{num_blocks}"
         if train_rows is not None:
-            texts["epochs"] = epochs_range(DEFAULTS["epochs"], train_rows)
+            texts["epochs"] = epochs_range(DEFAULTS["epochs"], train_rows, min_examples)
         if batchnorm:
             texts["batchnorm"] = "frozen,train" if (train_rows or 0) >= BATCHNORM_TRAIN_ROWS else "frozen"
         if text_lengths is not None and len(text_lengths) and "max_length" not in overrides:
@@ -238,13 +239,11 @@ class SearchSpace:
         return space
 
 
-def epochs_range(text: str, train_rows: int) -> str:
+def epochs_range(text: str, train_rows: int, min_examples: int = MIN_EXAMPLES) -> str:
     """The default epoch range 'LO:HI' scaled up on small data: the top becomes
     `core.epochs_for(HI, train_rows)` and the bottom grows by the same factor."""
-    from ..core import epochs_for
-
     low, high = (int(x) for x in text.split(":"))
-    top = epochs_for(high, train_rows)
+    top = epochs_for(high, train_rows, min_examples=min_examples)
     return f"{max(low, top * low // high)}:{top}"
 
 

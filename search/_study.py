@@ -234,14 +234,17 @@ def finished(trials) -> list:
             or (t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs)]
 
 
-def make_pruner(name: str, max_steps: int):
+def make_pruner(name: str, max_steps: int, *, min_steps: int = 1):
     """'hyperband' (default), 'median' or 'none', with the trial's reports as the resource: one
     step per `SearchConfig.steps_per_epoch`-th of an epoch, `max_steps` in the longest trial (at
-    3 steps per epoch and 4 epochs, Hyperband's rungs fall at 1/3, 1 and 3 epochs)."""
+    3 steps per epoch and 4 epochs, Hyperband's rungs fall at 1/3, 1 and 3 epochs), and no trial
+    judged before `min_steps` (small data: `core.epoch_scale` epochs, past the dip of fine-tuning
+    from the probe's head)."""
     import optuna
 
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_steps), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, min_steps), max_resource=max(1, max_steps, min_steps),
+                                              reduction_factor=3)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(0, min_steps - 1))
     return optuna.pruners.NopPruner()

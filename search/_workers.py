@@ -9,7 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 
-from ..core import InputError, RunDir, check_stop, stop_on_signals
+from ..core import InputError, RunDir, check_stop, epoch_scale, stop_on_signals
 from ._config import SearchConfig
 from ._latency import LatencyTable
 from ._objective import _feature_cache, _Objective
@@ -47,7 +47,9 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
         sampler = trial_seeded_tpe(config.seed, n_startup_trials=n_startup)
     max_epochs = max(space["epochs"].values)
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
-                              pruner=make_pruner(config.pruner, max_epochs * config.steps_per_epoch))
+                              pruner=make_pruner(config.pruner, max_epochs * config.steps_per_epoch,
+                                                 min_steps=config.steps_per_epoch * epoch_scale(
+                                                     len(task.train), min_examples=config.min_examples)))
     cache = _feature_cache(config)
     latency = latency_table(backbone, task, config) if config.latency else None
     objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker, latency)

@@ -274,3 +274,27 @@ def test_a_variant_onnxruntime_cannot_run_is_a_refusal_not_a_crash(tmp_path):
     failures = parity(None, bad, None, None, 1e-4, variant)
     assert len(failures) == 1 and failures[0].startswith("model.opt.onnx does not run in onnxruntime")
     assert variant["max_abs_diff"] is None
+
+
+def test_parity_tolerance_is_absolute_plus_relative_to_the_logits_scale():
+    """|onnx - torch| <= atol + rtol x the row's largest |logit|: a deep network's rounding on large
+    logits passes, the same difference on small logits does not, and the worst element is reported."""
+    from finetune_advisor.export._checks import Tolerance
+
+    tol = Tolerance(atol=1e-4, rtol=1e-3)
+    torch_logits = np.array([[12.0, -3.0, 0.01], [0.2, 0.1, -0.1]])
+    large = torch_logits + np.array([[9e-4, 0, 9e-4], [0, 0, 0]])  # 9e-4 <= 1e-4 + 1e-3 x 12
+    diff, allowed = tol.excess(large, torch_logits)
+    assert diff == pytest.approx(9e-4) and allowed == pytest.approx(1e-4 + 12e-3) and diff <= allowed
+    small = torch_logits + np.array([[0, 0, 0], [0, 9e-4, 0]])  # 9e-4 > 1e-4 + 1e-3 x 0.2
+    diff, allowed = tol.excess(small, torch_logits)
+    assert diff == pytest.approx(9e-4) and allowed == pytest.approx(3e-4) and diff > allowed
+    assert "atol 0.0001 + rtol 0.001" in tol.describe(diff, allowed)
+    assert Tolerance(1e-4, 0.0).excess(large, torch_logits)[1] == pytest.approx(1e-4)  # rtol 0: atol alone
+
+
+def test_export_config_checks_rtol():
+    from finetune_advisor.export import ExportConfig
+
+    with pytest.raises(InputError, match="rtol -1 must be >= 0"):
+        ExportConfig(rtol=-1)

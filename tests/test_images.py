@@ -373,7 +373,7 @@ def test_image_input_shift_known_answers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "dinov2", "swin", "clip", "siglip"])
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "efficientnet", "dinov2", "swin", "clip", "siglip"])
 def test_image_model_advise_search_export_predict(family, image_model, shapes, tmp_path):
     run = tmp_path / "run"
     model = image_model(family)

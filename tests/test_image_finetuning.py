@@ -1,7 +1,8 @@
-"""BatchNorm as transfer learning keeps it: running statistics frozen while the network trains
-(scale and shift still learn), re-estimated only when asked and never from a remainder batch too
-small for them, a momentum in TensorFlow's convention converted on load, and the search space
-that offers `batchnorm=train` only where data is large."""
+"""Fine-tuning a network as transfer learning does it: BatchNorm's running statistics frozen while
+the network trains (scale and shift still learn), re-estimated only when asked and never from a
+remainder batch too small for them, a momentum in TensorFlow's convention converted on load, the
+search space that offers `batchnorm=train` only where data is large, and enough steps on small
+data (epochs, patience and pruning counted in passes of enough examples)."""
 
 from __future__ import annotations
 
@@ -80,10 +81,15 @@ def test_batchnorm_mode_is_checked():
 
 
 def test_small_data_gets_enough_epochs_in_the_space():
-    from finetune_advisor.core import epochs_for
+    from finetune_advisor.core import epoch_scale, epochs_for
     from finetune_advisor.search._space import BATCHNORM_TRAIN_ROWS, SearchSpace
+    from finetune_advisor.search._study import make_pruner
 
     assert epochs_for(3, 280) == 12 and epochs_for(3, 5000) == 3 and epochs_for(4, 1) == 3200
+    assert epoch_scale(260) == 4 and epoch_scale(800) == 1 and epoch_scale(260, min_examples=0) == 1
+    assert make_pruner("hyperband", 39, min_steps=12)._min_resource == 12  # no rung inside the first 4 epochs
+    assert make_pruner("median", 39, min_steps=12)._n_warmup_steps == 11
+    assert SearchSpace.build({}, num_blocks=16, max_positions=512, train_rows=280, min_examples=0)["epochs"].text() == "1:4"
     space = SearchSpace.build({}, num_blocks=16, max_positions=512, train_rows=280)
     assert space.to_dict()["epochs"] == "3:12"
     assert SearchSpace.build({}, num_blocks=16, max_positions=512, train_rows=2000).to_dict()["epochs"] == "1:4"
@@ -102,6 +108,7 @@ def test_search_records_the_momentum_conversion_and_searches_frozen_batchnorm(ef
                      "--space", "unfrozen_layers=1", "--space", "epochs=1", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "became 0.01 in PyTorch's" in result.stderr
+    assert "early stopping and pruning wait 18 epochs where they would wait one" in result.stdout + result.stderr
     run = json.loads((out / "run.json").read_text())
     assert any("0.99 (TensorFlow's convention)" in c for c in run["commands"][-1]["model_changes"])
     search = json.loads((out / "search.json").read_text())
