@@ -242,7 +242,7 @@ def ground_truth(backbone, task, key: str, cached: dict, say) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="*", help="run only these tasks (default: all)")
+    parser.add_argument("--tasks", nargs="*", help="run only these tasks, in this order (default: all)")
     parser.add_argument("--measure-only", action="store_true",
                         help=f"measure the ground truth of the tasks (kept in {MEASURED.name}) and stop")
     parser.add_argument("--refit", action="store_true",
@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     results, record = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tasks = build_tasks(Path(tmp))
-        for name, (path, dconfig) in tasks.items():
+        order = {name: i for i, name in enumerate(args.tasks or ())}  # --tasks also says the order
+        for name, (path, dconfig) in sorted(tasks.items(), key=lambda item: order.get(item[0], len(order))):
             task = load_task(path, dconfig)
             key = content_key(task, Path(tmp))
             if args.tasks and name not in args.tasks:
@@ -271,7 +272,10 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             say = lambda msg, name=name: print(f"  {name}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
             cache[name] = ground_truth(backbone, task, key, cache.get(name, {}), say)
-            write_json_atomic(MEASURED, cache)  # after each task: a run cut short keeps what it measured
+            # after each task, into what is on disk: a run cut short keeps what it measured, and runs
+            # of other tasks beside this one (--tasks) keep theirs
+            on_disk = json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
+            write_json_atomic(MEASURED, {**on_disk, name: cache[name]})
             measured = {int(k): v for k, v in cache[name]["measured"].items()}
             if args.measure_only:
                 print(f"{name:<16} " + "  ".join(f"k={k} {m['accuracy']:.3f}" for k, m in measured.items())

@@ -60,19 +60,23 @@ def test_a_scale_is_not_fitted_on_a_suite_where_fine_tuning_never_paid(calibrati
 
 def test_a_close_call_measured_again_on_unseen_rows_judges_the_decision_only_for_the_same_task(tmp_path, monkeypatch):
     """advisor_holdout.json's best choice replaces the split's for the task it was measured for; a
-    measurement made for other training rows (a fingerprint the cached ground truth no longer has)
-    is ignored."""
+    measurement made for other training rows (a fingerprint the cached ground truth no longer has),
+    or by another protocol than the ground truth's (an older trainer), is ignored."""
     monkeypatch.setattr(advisor_suite, "HELD_OUT", tmp_path / "held_out.json")
     monkeypatch.setattr(advisor_suite, "MEASURED", tmp_path / "measured.json")
-    (tmp_path / "measured.json").write_text(json.dumps({"a": {"fingerprint": "A"}, "b": {"fingerprint": "B"}}))
+    old, new = {"epochs": 3}, {"epochs": 3, "batchnorm": "frozen"}
+    (tmp_path / "measured.json").write_text(json.dumps({"a": {"fingerprint": "A", "protocol": old},
+                                                        "b": {"fingerprint": "B", "protocol": old},
+                                                        "c": {"fingerprint": "C", "protocol": new}}))
     unseen = {"head": 0.90, "fine_tune": 0.95, "ngram": 0.5}
-    (tmp_path / "held_out.json").write_text(json.dumps({"tasks": [
+    (tmp_path / "held_out.json").write_text(json.dumps({"protocol": old, "tasks": [
         {"task": "a", "fingerprint": "A", "held_out_choice": "fine-tune", "held_out_rows": 1000, "held_out": unseen},
-        {"task": "b", "fingerprint": "old", "held_out_choice": "fine-tune", "held_out_rows": 1000, "held_out": unseen}]}))
+        {"task": "b", "fingerprint": "old", "held_out_choice": "fine-tune", "held_out_rows": 1000, "held_out": unseen},
+        {"task": "c", "fingerprint": "C", "held_out_choice": "fine-tune", "held_out_rows": 1000, "held_out": unseen}]}))
     rows = [{"task": name, "measured_choice": "head-only", "zero_shot": 0.3, "measured_head": 0.91,
-             "measured_fine_tune": 0.91, "measured_ngram": 0.5} for name in ("a", "b")]
+             "measured_fine_tune": 0.91, "measured_ngram": 0.5} for name in ("a", "b", "c")]
     advisor_suite.with_held_out(rows)
-    assert [advisor_suite.best_choice(r) for r in rows] == ["fine-tune", "head-only"]
+    assert [advisor_suite.best_choice(r) for r in rows] == ["fine-tune", "head-only", "head-only"]
     assert advisor_suite.regret(rows[0], "head-only") == pytest.approx(0.05)  # on the unseen rows
     assert advisor_suite.regret(rows[1], "head-only") == pytest.approx(0.0)  # on the split
 
