@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._arch import ArchSpec, arch_for
+from ._batchnorm import batchnorms, torch_momentum
 from ._errors import InputError, first_line
 from ._hub import _load_error, _saved_pooling, files_fingerprint, max_positions, resolve_model_source
 from ._quiet import quiet_transformers
@@ -133,9 +134,7 @@ class Backbone:
     @property
     def has_batchnorm(self) -> bool:
         """Whether the model has BatchNorm layers (TrainConfig.batchnorm then matters)."""
-        import torch
-
-        return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        return bool(batchnorms(self.model))
 
     @property
     def uniform_layers(self) -> bool:
@@ -323,33 +322,6 @@ def freeze_top_k(model, arch: ArchSpec, k: int) -> list:
     # sits beside the blocks): in eval mode it neither drops out nor updates its running statistics
     return [m for m in model.modules()
             if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
-
-
-def torch_momentum(model) -> list[str]:
-    """Put every BatchNorm momentum in PyTorch's convention; returns what was changed, one sentence.
-
-    PyTorch's momentum is the weight of the new batch in the running statistics (default 0.1);
-    TensorFlow's is the weight of the old ones (0.99). A config carried over from TensorFlow (Hugging
-    Face's EfficientNet: `batch_norm_momentum=0.99`) hands 0.99 to `nn.BatchNorm2d`, whose running
-    statistics then become the last batch's. A momentum above 0.5 can only be TensorFlow's, so it
-    becomes 1 - m, in the modules and in the config (the model saves and reloads converted); the
-    same fix as torchvision's MaxViT (pytorch/vision issue 8250).
-    """
-    import torch
-
-    converted = {}
-    for module in model.modules():
-        m = getattr(module, "momentum", None)
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and m is not None and m > 0.5:
-            module.momentum = round(1.0 - m, 12)
-            converted[m] = converted.get(m, 0) + 1
-    config = getattr(model, "config", None)
-    for key in ("batch_norm_momentum", "bn_momentum"):
-        value = getattr(config, key, None)
-        if isinstance(value, float) and value > 0.5:
-            setattr(config, key, round(1.0 - value, 12))
-    return [f"BatchNorm momentum {m:g} (TensorFlow's convention) of {n} layer(s) became {1 - m:g} in PyTorch's"
-            for m, n in converted.items()]
 
 
 def load_backbone(name: str, *, device=None, trust_remote_code: bool = False,

@@ -10,17 +10,7 @@ uncached training follow the same computation and, with the same seed, the same 
 The loop itself: AdamW (no weight decay on biases and norms), linear warm-up then linear or
 cosine decay, layer-wise learning-rate decay, gradient clipping, early stopping on validation
 accuracy with the best epoch restored, autocast (bf16, else fp16 with loss scaling) on CUDA.
-
-BatchNorm layers run in inference mode by default while the network trains (`batchnorm="frozen"`):
-their running statistics stay the pretrained ones and only their scale and shift learn. Statistics
-re-estimated from a few hundred images of another domain, batch by batch, are noisy and far from
-what the later layers were trained on, and the network collapses at evaluation; keeping BatchNorm
-frozen is the standard practice of transfer learning (Keras' transfer-learning guide: "keep the
-BatchNormalization layers in inference mode" when unfreezing; timm's `freeze_batch_norm_2d`).
-`batchnorm="train"` re-estimates them, from batches of at least `MIN_BATCHNORM_ROWS` rows only.
-
-Small data needs enough optimizer steps: `core._steps.epochs_for` raises a run's epochs until it sees
-at least `MIN_EXAMPLES` training examples (300 images: 11 epochs, as many steps as one epoch of 3,300).
+BatchNorm stays in inference mode unless asked (`core._batchnorm`); small data gets enough steps (`core._steps`).
 """
 
 from __future__ import annotations
@@ -37,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._backbone import Backbone, freeze_top_k
+from ._batchnorm import batchnorms
 from ._batches import augment_pixels, length_grouped_batches
 from ._cache import FeatureCache, default_cache_dir
 from ._device import autocast, autocast_dtype, release_memory, resolve_device
@@ -85,10 +76,8 @@ class TrainConfig:
             The frozen part then sees new pixels each time, so nothing is cached.
         group_by_length: texts only: each training batch holds texts of similar length, so it is
             padded less (`length_grouped_batches`); the batches still come in a seeded random order.
-        batchnorm: BatchNorm layers of the trained blocks: "frozen" (inference mode: running
-            statistics kept, scale and shift trained; the practice of transfer learning) or "train"
-            (statistics re-estimated from each training batch of at least MIN_BATCHNORM_ROWS rows).
-            Models without BatchNorm are the same either way.
+        batchnorm: "frozen" (BatchNorm in inference mode: statistics kept, scale and shift trained) or
+            "train" (statistics re-estimated from batches of >= MIN_BATCHNORM_ROWS rows); core._batchnorm.
     """
 
     unfrozen_layers: int = 2
@@ -132,8 +121,7 @@ class TrainConfig:
             (0 <= self.head_dropout < 1, f"head_dropout {self.head_dropout} must be in [0, 1)."),
             (self.cache in CACHE_MODES, f"cache '{self.cache}' must be one of {', '.join(CACHE_MODES)}."),
             (self.precision in PRECISIONS, f"precision '{self.precision}' must be one of {', '.join(PRECISIONS)}."),
-            (self.batchnorm in BATCHNORM_MODES,
-             f"batchnorm '{self.batchnorm}' must be one of {', '.join(BATCHNORM_MODES)}."),
+            (self.batchnorm in BATCHNORM_MODES, f"batchnorm '{self.batchnorm}' must be one of {', '.join(BATCHNORM_MODES)}."),
         ]
         InputError.check(checks)
 
@@ -301,9 +289,7 @@ class _Fit:
         self.labels = {s: torch.as_tensor(getattr(task, s).labels) for s in ("train", "valid")}
         self.step_losses: list[float] = []
         self.generator = torch.Generator().manual_seed(config.seed)  # the augmentation's draws
-        frozen_ids = {id(m) for m in frozen}
-        self.batchnorms = [m for m in model.modules()
-                           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in frozen_ids]
+        self.batchnorms = [m for m in batchnorms(model) if all(m is not f for f in frozen)]
 
     def logits(self, split: str, idx):
         """Logits of rows `idx`: from cached pooled features (k = 0), cached hidden states entering
@@ -323,8 +309,7 @@ class _Fit:
             return model(**batch)
 
     def train_mode(self, rows: int | None = None) -> None:
-        """Training mode, but no dropout in what is frozen, and BatchNorm in inference mode unless
-        `config.batchnorm` is "train" and the coming batch has `rows` >= MIN_BATCHNORM_ROWS."""
+        """Training mode; no dropout in what is frozen; BatchNorm updates only under "train" from `rows` >= 8."""
         self.model.train()
         for module in self.frozen:
             module.eval()
@@ -340,7 +325,7 @@ class _Fit:
         self.train_mode()
         losses = []
         for step, idx in enumerate(self.batches(epoch), 1):
-            if self.batchnorms:
+            if self.batchnorms:  # BatchNorm's mode may differ batch by batch (a small remainder)
                 self.train_mode(len(idx))
             loss = torch.nn.functional.cross_entropy(self.logits("train", idx).float(),
                                                      self.labels["train"][idx].to(device))

@@ -139,8 +139,9 @@ def _build(source: ExportSource, source_path, folder: Path, task, gold, config: 
     failures = parity(source, folder / "model.onnx", valid, torch_logits, tol, variants[0])
     failures += tokenizer_parity(source, folder, valid)
     if failures:
+        loosen = any("|logit difference|" in f for f in failures)  # rounding, not NaN or another tokenizer
         raise ExportError("the ONNX model does not match PyTorch, so nothing was exported:\n  - "
-                          + "\n  - ".join(failures) + f"\n{LOOSEN}.")
+                          + "\n  - ".join(failures) + (f"\n{LOOSEN}." if loosen else ""))
     _record = _RecordWriter(folder, source_path, config, torch_acc)
     variants[0].update(accuracy=deploy_accuracy(folder, "model.onnx", valid, gold), passed=True, why="")
 

@@ -108,7 +108,12 @@ def test_search_records_the_momentum_conversion_and_searches_frozen_batchnorm(ef
                      "--space", "unfrozen_layers=1", "--space", "epochs=1", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "became 0.01 in PyTorch's" in result.stderr
-    assert "early stopping and pruning wait 18 epochs where they would wait one" in result.stdout + result.stderr
+    from finetune_advisor.core import epoch_scale
+
+    rows = len(load_task(str(shapes)).train)  # small data: the search says how it waits
+    assert f"({rows} training rows)" in result.stdout + result.stderr
+    assert f"early stopping and pruning wait {epoch_scale(rows)} epochs where they would wait one" in (
+        result.stdout + result.stderr)
     run = json.loads((out / "run.json").read_text())
     assert any("0.99 (TensorFlow's convention)" in c for c in run["commands"][-1]["model_changes"])
     search = json.loads((out / "search.json").read_text())
