@@ -48,8 +48,7 @@ def _work(job: _Job, backbone, task, on_trial=None) -> None:
     max_epochs = max(space["epochs"].values)
     study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler,
                               pruner=make_pruner(config.pruner, max_epochs * config.steps_per_epoch,
-                                                 min_steps=config.steps_per_epoch * epoch_scale(
-                                                     len(task.train), min_examples=config.min_examples)))
+                                                 min_steps=_first_judged(config, len(task.train))))
     cache = _feature_cache(config)
     latency = latency_table(backbone, task, config) if config.latency else None
     objective = _Objective(backbone, task, space, config, cache, RunDir(job.run_dir), job.device, job.worker, latency)
@@ -98,6 +97,13 @@ def _enough(study, total: int) -> bool:
 
     trials = study.get_trials(deepcopy=False)
     return len(finished(trials)) + sum(t.state == TrialState.RUNNING for t in trials) >= total
+
+
+def _first_judged(config: SearchConfig, train_rows: int) -> int:
+    """The first pruner step at which a trial may be pruned: the first rung (step 1) on data large
+    enough, else the end of `core.epoch_scale` epochs."""
+    scale = epoch_scale(train_rows, min_examples=config.min_examples)
+    return 1 if scale == 1 else scale * config.steps_per_epoch
 
 
 def trial_seeded_tpe(seed: int, **kwargs):
