@@ -71,10 +71,15 @@ def plain_loop(backbone, task, head, epochs: int, seed: int = 0) -> float:
     import torch
 
     torch.manual_seed(seed)
-    network = copy.deepcopy(backbone.model).train()
-    for module in network.modules():  # BatchNorm in inference mode: running statistics stay the pretrained ones
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    network = copy.deepcopy(backbone.model)
+
+    def training():  # BatchNorm in inference mode: running statistics stay the pretrained ones
+        network.train()
+        for module in network.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+    training()
     linear = torch.nn.Linear(backbone.hidden_size, task.num_labels)
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(head[0], dtype=torch.float32))
@@ -102,10 +107,7 @@ def plain_loop(backbone, task, head, epochs: int, seed: int = 0) -> float:
             rows = np.arange(len(task.valid))
             predicted = torch.cat([logits("valid", rows[s:s + 64]).argmax(1) for s in range(0, len(rows), 64)])
         best = max(best, float((predicted == labels["valid"]).float().mean()))
-        network.train()
-        for module in network.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.eval()
+        training()
     return best
 
 

@@ -181,16 +181,10 @@ def layer_points(trials, fixed_k=None) -> dict[str, list[tuple]]:
 def front_rows(complete, batch: int = 1) -> tuple[list[dict], list[dict]]:
     """(the front, every timed point) of finished trials' accuracy against latency at `batch`
     (search._latency.front over the trials' `latency_ms` user attributes)."""
-    from finetune_advisor.search._latency import LATENCY_ATTR, LENGTH_ATTR, front
+    from finetune_advisor.search._latency import LATENCY_ATTR, front, latency_row, points
 
-    rows = [{"number": t.number, "value": t.value, "params": t.params, "latency_ms": t.user_attrs[LATENCY_ATTR],
-             **({"latency_length": t.user_attrs[LENGTH_ATTR]} if LENGTH_ATTR in t.user_attrs else {})}
-            for t in complete if t.user_attrs.get(LATENCY_ATTR)]
-    points = [{"number": r["number"], "variant": name, "accuracy": r["value"], "latency_ms": v[f"batch_{batch}"],
-               "kept_layers": r["params"].get("kept_layers"),
-               "max_length": None if r.get("latency_length", 0) is None else r["params"].get("max_length")}
-              for r in rows for name, v in r["latency_ms"].items() if f"batch_{batch}" in v]
-    return front(rows, batch), points
+    rows = [latency_row(t, t.params) for t in complete if t.user_attrs.get(LATENCY_ATTR)]
+    return front(rows, batch), points(rows, batch)
 
 
 def table(rows: list[dict]):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub) -> None:
@@ -45,7 +44,7 @@ def run(args) -> int:
     from ..advisor import AdvisorConfig, advise, read_inputs
     from ..core import ADVICE_FILE, RunDir, load_backbone, load_task
 
-    from ._data_args import absolute, data_config
+    from ._data_args import absolute, data_config, print_notes
 
     config = AdvisorConfig(min_gain=args.min_gain, target_accuracy=args.target_accuracy,
                            budget_seconds=args.budget_seconds, gpu_hourly_cost=args.gpu_hourly_cost,
@@ -56,10 +55,7 @@ def run(args) -> int:
     task = load_task(args.data, dconfig)
     inputs = read_inputs(task, config)  # bad optional files fail here, before the model is loaded
     backbone = load_backbone(args.model)
-    for warning in task.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for change in backbone.changes:
-        print(f"note: {args.model}: {change}", file=sys.stderr)
+    print_notes(task, backbone, args.model)
     run_dir = RunDir(args.out)
     record = advise(backbone, task, config, inputs=inputs, progress=True, run_dir=run_dir.path)
     run_dir.write_run_record(command="advise", configs={"advisor": config, "model": args.model},

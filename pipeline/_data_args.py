@@ -46,3 +46,13 @@ def data_config(args):
                       text_pair_column=args.text_pair_column, valid=absolute(args.valid), test=absolute(args.test),
                       max_rows=args.max_rows, seed=args.seed, image_column=args.image_column,
                       skip_bad_images=args.skip_bad_images)
+
+
+def print_notes(task, backbone, model: str) -> None:
+    """On stderr: what reading the data warned of, and what loading the model changed in it."""
+    import sys
+
+    for warning in task.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for change in backbone.changes:
+        print(f"note: {model}: {change}", file=sys.stderr)

@@ -69,7 +69,7 @@ def run(args) -> int:
     from ..search import SearchConfig, check_same_search, check_storage, model_identity, search, storage_url
 
     from ._advise_command import format_advice
-    from ._data_args import absolute, data_config
+    from ._data_args import absolute, data_config, print_notes
     from ._export_command import format_export
     from ._search_command import format_trials
 
@@ -100,10 +100,7 @@ def run(args) -> int:
     backbone = load_backbone(args.model, device=args.device)
     check_same_search(storage_url(args.storage, run_dir.path), sconfig.study, data_fingerprint=task.fingerprint,
                       model=model_identity(backbone))
-    for warning in task.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for change in backbone.changes:
-        print(f"note: {args.model}: {change}", file=sys.stderr)
+    print_notes(task, backbone, args.model)
 
     _stage("1/3 advise")
     advice = advise(backbone, task, aconfig, inputs=inputs, progress=True, run_dir=run_dir.path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 EPILOG = """\
@@ -134,7 +133,7 @@ def run(args) -> int:
     from ..core import BEST_MODEL_DIR, SEARCH_FILE, RunDir, load_backbone, load_task
     from ..search import SearchConfig, check_augment, check_storage, parse_param, search, storage_url
 
-    from ._data_args import absolute, data_config
+    from ._data_args import absolute, data_config, print_notes
 
     overrides = space_overrides(args.space, args.space_file)
     config = SearchConfig(trials=args.trials, timeout=args.timeout, storage=args.storage, study=args.study,
@@ -154,10 +153,7 @@ def run(args) -> int:
     check_augment(parse_param("augment", overrides["augment"]) if "augment" in overrides else None, task.modality,
                   args.model)  # before the model loads
     backbone = load_backbone(args.model, device=args.device)
-    for warning in task.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for change in backbone.changes:
-        print(f"note: {args.model}: {change}", file=sys.stderr)
+    print_notes(task, backbone, args.model)
     run_dir = RunDir(args.out)
     record = search(backbone, task, run_dir.path, config, model_ref=args.model, data_ref=absolute(args.data),
                     data_config=dconfig)

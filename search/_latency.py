@@ -123,25 +123,38 @@ class LatencyTable:
         self.timers = {}
 
 
+def latency_row(trial, params: dict) -> dict:
+    """A finished trial as `points` reads it: {"number", "value", "params", "latency_ms"}, and
+    "latency_length" where the trial recorded the length it was timed at (None: an image model)."""
+    row = {"number": trial.number, "value": trial.value, "params": params,
+           "latency_ms": trial.user_attrs.get(LATENCY_ATTR)}
+    if LENGTH_ATTR in trial.user_attrs:
+        row["latency_length"] = trial.user_attrs[LENGTH_ATTR]
+    return row
+
+
+def points(rows: list[dict], batch: int = 1) -> list[dict]:
+    """Every (trial, variant) timed at `batch`, fastest first (rows as `latency_row` makes them). An
+    image model's points carry no max_length: an image has pixels, not tokens."""
+    timed = [{"number": r["number"], "kept_layers": r["params"].get("kept_layers"),
+              "max_length": None if r.get("latency_length", 0) is None else r["params"].get("max_length"),
+              "variant": variant, "accuracy": r["value"],
+              "latency_ms_batch_1": v.get("batch_1"), "latency_ms_batch_32": v.get("batch_32"),
+              "latency_ms": v[f"batch_{batch}"]}
+             for r in rows for variant, v in (r.get("latency_ms") or {}).items() if f"batch_{batch}" in v]
+    return sorted(timed, key=lambda p: (p["latency_ms"], -p["accuracy"], p["number"]))
+
+
 def front(rows: list[dict], batch: int = 1) -> list[dict]:
     """The trials on the front of validation accuracy against latency at `batch`: each point a
     (trial, variant) that no other point beats on both (at least as accurate and faster, or more
     accurate and as fast), fastest first.
 
     Args:
-        rows: finished trials: {"number", "value", "params", "latency_ms"} (latency as `LatencyTable.of`),
-            and "latency_length" where the trial recorded it: None for an image model, whose points
-            then carry no max_length (an image has pixels, not tokens).
+        rows: finished trials as `latency_row` makes them (latency as `LatencyTable.of`).
     """
-    points = [{"number": r["number"], "kept_layers": r["params"].get("kept_layers"),
-               "max_length": None if r.get("latency_length", 0) is None else r["params"].get("max_length"),
-               "variant": variant, "accuracy": r["value"],
-               "latency_ms_batch_1": v.get("batch_1"), "latency_ms_batch_32": v.get("batch_32"),
-               "latency_ms": v[f"batch_{batch}"]}
-              for r in rows for variant, v in (r.get("latency_ms") or {}).items() if f"batch_{batch}" in v]
-    points.sort(key=lambda p: (p["latency_ms"], -p["accuracy"], p["number"]))
     kept, best = [], float("-inf")
-    for p in points:
+    for p in points(rows, batch):
         if p["accuracy"] > best:
             kept.append(p)
             best = p["accuracy"]

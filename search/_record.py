@@ -7,7 +7,7 @@ import contextlib
 from ..core import FAIL_REASON, RunDir, SearchRecord, mask_url, steps_per_epoch
 from ._best import _best_saved
 from ._config import INTERRUPTED, PRUNED_REASON, RETRY_OF, SearchConfig
-from ._latency import LATENCY_ATTR, LENGTH_ATTR, front
+from ._latency import LATENCY_ATTR, front, latency_row
 from ._space import SearchSpace
 from ._study import DIRECTION, METRIC, finished
 
@@ -38,16 +38,9 @@ def search_record(study, space: SearchSpace, config: SearchConfig, url: str, run
         "seconds": seconds, "latency_budget_ms": config.latency_budget_ms,
         "latency_batch": config.latency_batch if config.latency else None,
         "latency_machine": machine() if config.latency else None,
-        "front": front([{"number": t.number, "value": t.value, "params": {**fixed, **t.params},
-                         "latency_ms": t.user_attrs.get(LATENCY_ATTR), **_timed_length(t)} for t in complete],
-                       config.latency_batch)})
+        "front": front([latency_row(t, {**fixed, **t.params}) for t in complete], config.latency_batch)})
     record.best_model = _best_saved(run_dir, config.study)
     return record
-
-
-def _timed_length(trial) -> dict:
-    """{"latency_length": the length the trial's latency was timed at} where it says (None: an image)."""
-    return {"latency_length": trial.user_attrs[LENGTH_ATTR]} if LENGTH_ATTR in trial.user_attrs else {}
 
 
 def epoch_text(epoch: float) -> str:
